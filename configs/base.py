@@ -1,0 +1,144 @@
+r"""Paper defaults of KI2HOI on HICO-DET (design.md "Training recipe").
+
+Every field the code reads is defined here, with a one-line comment. Experiment
+files import this module and override only what differs.
+
+  python -m ki2hoi_jax.main --config=configs/default.py --workdir=/tmp/run \
+      --config.dataset.root=/data/hico_20160224_det
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the base (paper) configuration."""
+  config = ml_collections.ConfigDict()
+  config.mode = "train"  # 'train' | 'eval' | 'predict' | 'all' (train, then eval, then predict).
+  config.seed = 0  # Seed of parameter init, dropout and data order.
+
+  # ---------------------------------------------------------------- dataset
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "hico_det"  # 'hico_det' | 'vcoco'.
+  config.dataset.root = ""  # Folder with images/ and annotations/; '' = synthetic data in the workdir.
+  config.dataset.tfds_data_dir = ""  # Where the TFDS builder writes; '' = <workdir>/tfds.
+  config.dataset.zero_shot_split = ""  # '' | 'rf_uc' | 'nf_uc' | 'uc' | 'uo' | 'uv'.
+  config.dataset.train_fraction = 1.0  # Keep this random fraction of training images (Table III).
+  config.dataset.on_bad_box = "clip"  # 'clip' (clip to the image and count) | 'reject' (error).
+  config.dataset.on_bad_image = "skip"  # 'skip' (log a count) | 'fail' (error) for missing/corrupt images.
+  config.dataset.max_pairs = 32  # Ground-truth pairs per image after padding.
+  config.dataset.train_short_sides = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)  # Multi-scale short sides.
+  config.dataset.max_size = 1333  # Longest side after resizing.
+  config.dataset.crop = True  # DETR random crop (prob. 0.5, then a second resize 400-600).
+  config.dataset.crop_short_sides = (400, 500, 600)  # Resize before the random crop.
+  config.dataset.crop_min_size = 384  # Smallest side of the random crop.
+  config.dataset.crop_max_size = 600  # Largest side of the random crop.
+  config.dataset.hflip = True  # Random horizontal flip in training.
+  config.dataset.color_jitter = 0.4  # Brightness/contrast/saturation jitter strength; 0 disables.
+  config.dataset.eval_short_side = 800  # Short side at evaluation.
+  config.dataset.size_buckets = 4  # Number of padded (H, W) bucket sizes per side length.
+  config.dataset.clip_image_size = 224  # CLIP branch input (bicubic resize + centre crop).
+  config.dataset.shuffle_buffer = 1000  # tf.data shuffle buffer (images).
+  config.dataset.prefetch = 2  # Batches prefetched to the accelerator.
+  config.dataset.synthetic_num_train = 400  # Synthetic dataset size when root is ''.
+  config.dataset.synthetic_num_test = 100  # Synthetic test images when root is ''.
+  config.dataset.synthetic_image_size = 256  # Longest side of synthetic images.
+
+  # ------------------------------------------------------------------ model
+  config.model = ml_collections.ConfigDict()
+  config.model.interaction_space = "hoi"  # 'hoi' (600 prompts) | 'verb' (one prompt per verb).
+  config.model.backbone_depth = 50  # ResNet depth: 18 | 34 | 50 | 101.
+  config.model.backbone_width = 64  # Channels of the ResNet stem (64 = standard).
+  config.model.d_model = 256  # Transformer width.
+  config.model.num_heads = 8  # Attention heads.
+  config.model.dim_feedforward = 2048  # FFN hidden width.
+  config.model.dropout = 0.1  # Dropout in transformer layers.
+  config.model.num_queries = 64  # Pair queries (human i + object i = pair i).
+  config.model.instance_decoder_layers = 3  # Instance interactor layers.
+  config.model.verb_decoder_layers = 1  # Verb extraction decoder layers.
+  config.model.interaction_decoder_layers = 3  # Interaction representation decoder layers.
+  config.model.encoder_layers = 3  # Ho-Pair Encoder layers.
+  config.model.roi_size = 7  # ROI-Align grid of the encoder input; None keeps the full map.
+  config.model.encoder_norm = "batch"  # 'batch' (synced, padding-aware) | 'masked' (per-sample masked norm).
+  config.model.dtype = "float32"  # Compute dtype of the trainable parts.
+  config.model.frozen_dtype = "float32"  # Compute dtype of frozen CLIP and backbone ('bfloat16' saves time).
+  config.model.logit_scale_init = 14.285714285714286  # 1 / 0.07, learnable verb-predictor logit scale.
+  # CLIP ViT-B/32 (image and text towers).
+  config.model.clip = ml_collections.ConfigDict()
+  config.model.clip.image_size = 224  # Input resolution of the CLIP image tower.
+  config.model.clip.patch_size = 32  # ViT patch size.
+  config.model.clip.vision_width = 768  # ViT width.
+  config.model.clip.vision_layers = 12  # ViT depth.
+  config.model.clip.vision_heads = 12  # ViT heads.
+  config.model.clip.embed_dim = 512  # Joint image-text embedding size.
+  config.model.clip.text_width = 512  # Text transformer width.
+  config.model.clip.text_layers = 12  # Text transformer depth.
+  config.model.clip.text_heads = 8  # Text transformer heads.
+  config.model.clip.context_length = 77  # Token positions.
+  config.model.clip.vocab_size = 49408  # BPE vocabulary size.
+
+  # ------------------------------------------------------ pretrained weights
+  config.init = ml_collections.ConfigDict()
+  config.init.clip_checkpoint = ""  # Converted CLIP checkpoint (python -m ki2hoi_jax.convert.clip); '' = random.
+  config.init.detr_checkpoint = ""  # Converted DETR-R50 checkpoint (python -m ki2hoi_jax.convert.detr); '' = random.
+  config.init.tokenizer_dir = ""  # transformers CLIP folder with vocab.json/merges.txt; '' = packaged BPE vocab.
+  config.init.allow_partial = False  # Allow loading a checkpoint that lacks or mismatches some tensors.
+
+  # --------------------------------------------------- matching and losses
+  config.loss = ml_collections.ConfigDict()
+  config.loss.cost_interaction = 1.0  # Hungarian cost weight: interaction classification.
+  config.loss.cost_object_class = 1.0  # Hungarian cost weight: object classification.
+  config.loss.cost_bbox = 2.5  # Hungarian cost weight: L1 (max of human/object).
+  config.loss.cost_giou = 1.0  # Hungarian cost weight: GIoU (max of human/object).
+  config.loss.interaction_loss_coef = 2.0  # Interaction focal loss weight.
+  config.loss.object_class_loss_coef = 1.0  # Object cross-entropy weight.
+  config.loss.human_class_loss_coef = 1.0  # Human-score cross-entropy weight.
+  config.loss.bbox_loss_coef = 2.5  # Box L1 weight (human + object).
+  config.loss.giou_loss_coef = 1.0  # Box GIoU weight (human + object).
+  config.loss.no_object_weight = 0.1  # Cross-entropy weight of the no-object class.
+  config.loss.focal_alpha = 0.5  # Interaction focal loss alpha.
+  config.loss.focal_gamma = 2.0  # Interaction focal loss gamma.
+  config.loss.reconstruction = "l1"  # L_re: 'l1' | 'l2' | 'l1+l2' | 'none' (Table V).
+  config.loss.reconstruction_loss_coef = 20.0  # L_re weight (GEN-VLKT's mimic weight).
+  config.loss.aux_loss = True  # Losses on every intermediate decoder layer.
+
+  # ----------------------------------------------------------- optimisation
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-4  # AdamW learning rate of the trainable non-backbone parts.
+  config.optimizer.backbone_learning_rate = 1e-5  # Learning rate of the ResNet backbone.
+  config.optimizer.weight_decay = 1e-4  # AdamW weight decay.
+  config.optimizer.grad_clip_norm = 0.1  # Global-norm gradient clipping; 0 disables.
+  config.optimizer.num_epochs = 90  # Training epochs.
+  config.optimizer.lr_drop_epoch = 60  # Multiply learning rates by 0.1 from this epoch.
+  config.optimizer.grad_accum_steps = 1  # Micro-batches accumulated per update.
+  config.batch_size = 8  # Global batch size (all devices, all hosts).
+  config.num_train_steps = -1  # Overrides num_epochs when > 0.
+
+  # ---------------------------------------------------------------- inference
+  config.inference = ml_collections.ConfigDict()
+  config.inference.score_fusion = "sum"  # 'sum' (paper) | 'genvlkt' | 'product'.
+  config.inference.top_k = 100  # Candidates kept per image before NMS.
+  config.inference.nms = True  # Per-HOI-class triplet NMS.
+  config.inference.nms_threshold = 0.7  # Drop when IoU_h^alpha * IoU_o^beta exceeds this.
+  config.inference.nms_alpha = 1.0  # Exponent of the human IoU in triplet NMS.
+  config.inference.nms_beta = 0.5  # Exponent of the object IoU in triplet NMS.
+  config.eval_batch_size = 8  # Global batch size at evaluation.
+
+  # ------------------------------------------------------- run bookkeeping
+  config.log_every_steps = 50  # Scalars to TensorBoard and the log.
+  config.eval_every_steps = 0  # Evaluation hook period; 0 = only at the end.
+  config.checkpoint_every_steps = 1000  # Orbax checkpoint period.
+  config.keep_checkpoints = 3  # Most recent checkpoints kept (plus the best by mAP).
+  config.progress_bar = True  # tqdm progress bars on long loops.
+  config.distributed = False  # Call jax.distributed.initialize() (multi-host).
+  config.coordinator_address = ""  # host:port of process 0 ('' = from the environment).
+  config.num_processes = 0  # Number of processes (0 = from the environment).
+  config.process_id = -1  # This process's index (-1 = from the environment).
+
+  # ---------------------------------------------------------------- predict
+  config.predict = ml_collections.ConfigDict()
+  config.predict.images = ""  # Comma-separated image paths for mode=predict ('' = a few test images).
+  config.predict.score_threshold = 0.3  # Triplets below this score are not drawn or written.
+  config.predict.top_k = 10  # Triplets per image in predict output.
+  config.predict.verbs = ""  # Open vocabulary: comma-separated verbs replacing the class list.
+  config.predict.objects = ""  # Open vocabulary: comma-separated objects.
+  return config

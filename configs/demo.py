@@ -1,0 +1,61 @@
+r"""Tiny model on the embedded synthetic dataset: minutes on 2 CPU cores.
+
+Generates the synthetic HICO-format dataset into the workdir, trains, evaluates
+and predicts:
+
+  python -m ki2hoi_jax.main --config=configs/demo.py --workdir=/tmp/demo
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.mode = "all"  # Train, evaluate, then predict on held-out images.
+  config.dataset.root = ""  # Synthetic data generated under the workdir.
+  config.dataset.zero_shot_split = "uv"  # Shows seen/unseen numbers on the demo.
+  config.dataset.synthetic_num_train = 400
+  config.dataset.synthetic_num_test = 100
+  config.dataset.synthetic_image_size = 192
+  config.dataset.max_pairs = 8
+  config.dataset.train_short_sides = (160, 176, 192)
+  config.dataset.max_size = 256
+  config.dataset.crop = False
+  config.dataset.color_jitter = 0.1
+  config.dataset.eval_short_side = 192
+  config.dataset.size_buckets = 2
+  config.dataset.clip_image_size = 64
+  config.dataset.shuffle_buffer = 200
+
+  config.model.backbone_depth = 18
+  config.model.backbone_width = 16
+  config.model.d_model = 64
+  config.model.num_heads = 4
+  config.model.dim_feedforward = 128
+  config.model.dropout = 0.0
+  config.model.num_queries = 8
+  config.model.instance_decoder_layers = 2
+  config.model.interaction_decoder_layers = 2
+  config.model.encoder_layers = 1
+  config.model.roi_size = None
+  config.model.clip.image_size = 64
+  config.model.clip.patch_size = 16
+  config.model.clip.vision_width = 64
+  config.model.clip.vision_layers = 2
+  config.model.clip.vision_heads = 4
+  config.model.clip.embed_dim = 64
+  config.model.clip.text_width = 64
+  config.model.clip.text_layers = 2
+  config.model.clip.text_heads = 4
+  config.model.clip.context_length = 32
+
+  config.optimizer.learning_rate = 3e-4
+  config.optimizer.backbone_learning_rate = 3e-4
+  config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.num_epochs = 30
+  config.optimizer.lr_drop_epoch = 25
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 200
+  return config

@@ -1,0 +1,13 @@
+r"""Zero-shot HICO-DET: Rare-first unseen combinations (120 rare HOIs unseen).
+
+  python -m ki2hoi_jax.main --config=configs/rf_uc.py --workdir=/tmp/rf_uc \
+      --config.dataset.root=/data/hico_20160224_det
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.dataset.zero_shot_split = "rf_uc"
+  return config

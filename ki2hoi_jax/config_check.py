@@ -1,0 +1,87 @@
+"""Validation of experiment configs: wrong values fail early with the field name.
+
+Unknown fields are already rejected by `config_flags` (`lock_config=True`); this
+module checks the values of the fields that take a fixed set of choices or a
+range, so a typo such as `--config.inference.score_fusion=summ` fails before
+any data is read.
+"""
+
+from typing import Any, Iterable
+
+import ml_collections
+
+from ki2hoi_jax.data import metadata
+
+_CHOICES = {
+    "mode": ("train", "eval", "predict", "all"),
+    "dataset.name": ("hico_det", "vcoco"),
+    "dataset.zero_shot_split": ("",) + metadata.ZERO_SHOT_SPLITS,
+    "dataset.on_bad_box": ("clip", "reject"),
+    "dataset.on_bad_image": ("skip", "fail"),
+    "model.interaction_space": ("hoi", "verb"),
+    "model.backbone_depth": (18, 34, 50, 101),
+    "model.encoder_norm": ("batch", "masked"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.frozen_dtype": ("float32", "bfloat16"),
+    "loss.reconstruction": ("l1", "l2", "l1+l2", "none"),
+    "inference.score_fusion": ("sum", "genvlkt", "product"),
+}
+
+_POSITIVE = ("batch_size", "eval_batch_size", "model.d_model",
+             "model.num_heads", "model.num_queries", "dataset.max_pairs",
+             "dataset.max_size", "dataset.eval_short_side",
+             "dataset.clip_image_size", "optimizer.grad_accum_steps",
+             "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+             "dataset.size_buckets")
+
+
+class ConfigError(ValueError):
+  """A config field has a value the code cannot use."""
+
+
+def _get(config: ml_collections.ConfigDict, path: str) -> Any:
+  value = config
+  for part in path.split("."):
+    value = value[part]
+  return value
+
+
+def _check_in(config, path: str, choices: Iterable[Any]) -> None:
+  value = _get(config, path)
+  if value not in tuple(choices):
+    raise ConfigError(f"config.{path}={value!r} is not one of {tuple(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first field with an unusable value."""
+  for path, choices in _CHOICES.items():
+    _check_in(config, path, choices)
+  for path in _POSITIVE:
+    if _get(config, path) <= 0:
+      raise ConfigError(f"config.{path}={_get(config, path)!r} must be > 0")
+  roi = config.model.roi_size
+  if roi is not None and roi <= 0:
+    raise ConfigError(f"config.model.roi_size={roi!r} must be None or > 0")
+  if config.model.d_model % config.model.num_heads:
+    raise ConfigError(
+        f"config.model.d_model={config.model.d_model} is not divisible by "
+        f"config.model.num_heads={config.model.num_heads}")
+  if not 0.0 < config.dataset.train_fraction <= 1.0:
+    raise ConfigError("config.dataset.train_fraction="
+                      f"{config.dataset.train_fraction!r} must be in (0, 1]")
+  if config.dataset.name == "vcoco":
+    if config.dataset.zero_shot_split:
+      raise ConfigError("config.dataset.zero_shot_split must be '' for V-COCO")
+    if config.model.interaction_space != "verb":
+      raise ConfigError("V-COCO needs config.model.interaction_space='verb'")
+  if config.model.clip.image_size % config.model.clip.patch_size:
+    raise ConfigError("config.model.clip.image_size must be a multiple of "
+                      "config.model.clip.patch_size")
+  if config.dataset.clip_image_size != config.model.clip.image_size:
+    raise ConfigError(
+        f"config.dataset.clip_image_size={config.dataset.clip_image_size} must "
+        f"equal config.model.clip.image_size={config.model.clip.image_size}")
+  if config.batch_size % config.optimizer.grad_accum_steps:
+    raise ConfigError("config.batch_size must be divisible by "
+                      "config.optimizer.grad_accum_steps")
+  return config

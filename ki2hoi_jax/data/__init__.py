@@ -1,0 +1,1 @@
+"""Datasets: metadata, synthetic data, annotation reading and input pipelines."""

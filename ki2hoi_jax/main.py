@@ -1,0 +1,108 @@
+r"""Command-line entry point of ki2hoi_jax.
+
+  python -m ki2hoi_jax.main --config=configs/uv.py --workdir=/tmp/uv \
+      [--config.field=value ...]
+
+`config.mode` picks what runs: 'train' (resumes from the workdir when it holds
+a checkpoint), 'eval' (evaluates the best or latest checkpoint of the workdir),
+'predict' (annotated triplets for `config.predict.images`) or 'all' (train,
+then eval, then predict; what configs/demo.py does). Any config leaf can be
+overridden with --config.<path>=<value>; a misspelled path is an error.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, TensorBoard summaries, "
+    "evaluation results and predictions (synthetic data too for the demo).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _hide_accelerators_from_tensorflow() -> None:
+  """tf.data runs on the host; TensorFlow must not grab GPU memory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+
+
+def run(config, workdir: str) -> None:
+  """Runs `config.mode` in `workdir` (importable for tests and notebooks)."""
+  # Imported here so that `--help` stays fast.
+  from ki2hoi_jax import config_check  # pylint: disable=g-import-not-at-top
+  config_check.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  modes = ("train", "eval", "predict") if config.mode == "all" else (
+      config.mode,)
+  for mode in modes:
+    logging.info("=== mode: %s (workdir %s)", mode, workdir)
+    if mode == "train":
+      from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
+      trainer.train_and_evaluate(config, workdir)
+    elif mode == "eval":
+      from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
+      trainer.evaluate(config, workdir)
+    elif mode == "predict":
+      from ki2hoi_jax import predict  # pylint: disable=g-import-not-at-top
+      predict.predict_from_config(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.get_absl_handler().setFormatter(
+      std_logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                            "%H:%M:%S"))
+  _hide_accelerators_from_tensorflow()
+  import jax  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  if config.distributed:
+    kwargs = {}
+    if config.coordinator_address:
+      kwargs["coordinator_address"] = config.coordinator_address
+    if config.num_processes > 0:
+      kwargs["num_processes"] = config.num_processes
+    if config.process_id >= 0:
+      kwargs["process_id"] = config.process_id
+    jax.distributed.initialize(**kwargs)
+  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  try:
+    run(config, _WORKDIR.value)
+  except Exception as e:  # pylint: disable=broad-except
+    from ki2hoi_jax import config_check  # pylint: disable=g-import-not-at-top
+    if isinstance(e, (config_check.ConfigError, FileNotFoundError)):
+      logging.error("%s", e)
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    raise
+
+
+def _parse_flags(argv):
+  """Parses flags; a bad --config or --config.<path> exits with a short error."""
+  try:
+    args = flags.FLAGS(argv)
+    _ = _CONFIG.value.mode  # The config file is loaded lazily; load it now.
+    return args
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError,
+          OSError) as e:
+    message = str(e.args[0] if e.args else e).strip("'\"")
+    message = message.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    print(f"error: {message}\nRun `python -m ki2hoi_jax.main --help` for the "
+          "flags; every config field is listed with a comment in "
+          "configs/base.py.", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,26 @@
+"""Test set-up: 8 fake CPU devices and TensorFlow kept off accelerators.
+
+The device count must be set before JAX initialises its backend, so this runs
+at import time of the test session.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # pylint: disable=g-import-not-at-top
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+  """A small synthetic HICO-format dataset shared by the whole session."""
+  from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("synthetic_hico")
+  synthetic.generate(str(root), num_train=24, num_test=8, seed=0,
+                     image_size=128)
+  return str(root)
