@@ -1,0 +1,1 @@
+"""CLIP in Flax: model, BPE tokenizer and frozen text embeddings."""

@@ -1,0 +1,123 @@
+r"""Frozen CLIP text embeddings of class prompts, computed once.
+
+The train loop calls this for the object prompts ("A photo of a/an [object]")
+and the interaction prompts, and keeps the [T, E] result as a constant model
+input (contracts.md, Model), so the classes can be swapped at inference.
+
+  emb = compute_text_embeddings(clip_params, config.model.clip,
+                                metadata.hico().hoi_prompts())  # [600, 512]
+"""
+
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ki2hoi_jax.clip import model as clip_model
+from ki2hoi_jax.clip import tokenizer as clip_tokenizer
+
+
+def text_params(clip_params: Mapping[str, Any]) -> dict:
+  """The text-tower subtree of CLIP params (also accepts {'params': ...})."""
+  if "params" in clip_params and len(clip_params) == 1:
+    clip_params = clip_params["params"]
+  missing = [k for k in clip_model.TEXT_KEYS if k not in clip_params]
+  if missing:
+    raise KeyError(f"CLIP params lack the text-tower entries {missing}; "
+                   f"got {sorted(clip_params)}")
+  return {k: clip_params[k] for k in clip_model.TEXT_KEYS}
+
+
+def compute_text_embeddings(clip_params: Mapping[str, Any], clip_cfg,
+                            prompts: Sequence[str], batch: int = 128,
+                            tokenizer_dir: str = "",
+                            dtype: Any = jnp.float32,
+                            token_ids: Optional[np.ndarray] = None
+                            ) -> np.ndarray:
+  """L2-normalised CLIP text embeddings of `prompts`.
+
+  Args:
+    clip_params: CLIP parameter tree (the `CLIP` module's params, or only the
+      text subtree); only the text tower is used.
+    clip_cfg: `config.model.clip` (architecture and context length).
+    prompts: T texts.
+    batch: prompts per compiled call (the last call is padded), so one
+      compilation serves any T.
+    tokenizer_dir: '' = packaged BPE vocabulary, else a transformers folder.
+    dtype: compute dtype of the text tower.
+    token_ids: optional precomputed [T, L] ids (skips tokenisation).
+
+  Returns:
+    [T, E] float32 numpy array with unit-norm rows.
+  """
+  if token_ids is None:
+    token_ids = clip_tokenizer.tokenize(
+        list(prompts), int(clip_cfg["context_length"]), tokenizer_dir)
+  token_ids = np.asarray(token_ids, np.int32)
+  num = token_ids.shape[0]
+  if num == 0:
+    return np.zeros((0, int(clip_cfg["embed_dim"])), np.float32)
+  params = text_params(clip_params)
+  module = clip_model.text_from_config(clip_cfg, dtype)
+
+  @jax.jit
+  def embed(p, ids):
+    x = module.apply({"params": p}, ids).astype(jnp.float32)
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+  batch = max(1, min(batch, num))
+  pad = (-num) % batch
+  # Padding rows: SOT, EOT (valid ids, discarded afterwards).
+  filler = np.zeros((pad, token_ids.shape[1]), np.int32)
+  if pad:
+    filler[:, 0] = token_ids[0, 0]
+    filler[:, 1] = token_ids.max()
+  ids = np.concatenate([token_ids, filler])
+  outs = [np.asarray(embed(params, ids[i:i + batch]))
+          for i in range(0, ids.shape[0], batch)]
+  return np.concatenate(outs)[:num]
+
+
+def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
+  """CLIP text-tower params: from `config.init.clip_checkpoint`, else random.
+
+  Args:
+    config: the experiment config (`init.clip_checkpoint`, `model.clip`,
+      `seed`).
+    rng: key of the random initialisation (default: from `config.seed`).
+
+  Returns:
+    The text subtree (token_embedding, positional_embedding, transformer,
+    ln_final, text_projection).
+  """
+  from ki2hoi_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  cfg = config.model.clip
+  if config.init.clip_checkpoint:
+    return text_params(checkpoint_io.load_clip_params(
+        config.init.clip_checkpoint, cfg))
+  if rng is None:
+    rng = jax.random.fold_in(jax.random.key(int(config.seed)), 1)
+  module = clip_model.text_from_config(cfg)
+  ids = jnp.zeros((1, int(cfg["context_length"])), jnp.int32)
+  return jax.jit(module.init)(rng, ids)["params"]
+
+
+def prompt_embeddings(config, prompts: Sequence[str],
+                      params: Optional[Mapping[str, Any]] = None,
+                      rng: Optional[jax.Array] = None) -> np.ndarray:
+  """[T, E] L2-normalised embeddings of prompts for `config`'s CLIP.
+
+  Args:
+    config: the experiment config (uses `model.clip`, `model.frozen_dtype`,
+      `init.clip_checkpoint`, `init.tokenizer_dir`).
+    prompts: T texts.
+    params: CLIP (text) params; default `text_tower_params(config, rng)`.
+    rng: key of a random text tower when there is no checkpoint.
+  """
+  if params is None:
+    params = text_tower_params(config, rng)
+  return compute_text_embeddings(
+      params, config.model.clip, prompts,
+      tokenizer_dir=config.init.tokenizer_dir,
+      dtype=jnp.dtype(config.model.frozen_dtype))

@@ -1,0 +1,1 @@
+"""Converters from public PyTorch checkpoints (OpenAI/transformers CLIP, DETR-R50) to Flax."""
