@@ -1,0 +1,11 @@
+"""Post-processing and evaluation (HICO-DET mAP, V-COCO role AP).
+
+Modules (imported explicitly; this package imports nothing so that the
+evaluator CLIs start without JAX):
+
+* `postprocess`: model outputs -> GEN-VLKT predictions entries (score fusion,
+  top-k, triplet NMS) and predictions-file I/O.
+* `hico`: HICO-DET mAP (Default / Known-object / zero-shot) and its CLI
+  `python -m ki2hoi_jax.evaluation.hico`.
+* `boxes`: +1-pixel IoU and box conversions shared by the evaluators.
+"""
