@@ -59,6 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.encoder_layers = 3  # Ho-Pair Encoder layers.
   config.model.roi_size = 7  # ROI-Align grid of the encoder input; None keeps the full map.
   config.model.encoder_norm = "batch"  # 'batch' (synced, padding-aware) | 'masked' (per-sample masked norm).
+  config.model.encoder_mlp_ratio = 4  # Hidden width of the Ho-Pair Encoder point-wise MLPs, in multiples of d_model (SwiftFormer).
+  config.model.roi_sampling_ratio = 2  # Bilinear samples per ROI-Align bin along each axis.
+  config.model.backbone_frozen_stages = 1  # Stem + stages 1..n of the ResNet get no updates (DETR: 1); 0 trains the whole backbone.
+  config.model.backbone_mask_padding = False  # Zero padding before every backbone conv (exact padding invariance; DETR: off).
   config.model.dtype = "float32"  # Compute dtype of the trainable parts.
   config.model.frozen_dtype = "float32"  # Compute dtype of frozen CLIP and backbone ('bfloat16' saves time).
   config.model.logit_scale_init = 14.285714285714286  # 1 / 0.07, learnable verb-predictor logit scale.
@@ -141,4 +145,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.top_k = 10  # Triplets per image in predict output.
   config.predict.verbs = ""  # Open vocabulary: comma-separated verbs replacing the class list.
   config.predict.objects = ""  # Open vocabulary: comma-separated objects.
+  config.predict.prompts_file = ""  # Open vocabulary: file of 'verb,object' or plain prompts, one per line.
+  config.predict.checkpoint = "auto"  # Workdir checkpoint to predict with: 'auto' (best, else latest) | 'best' | 'latest'.
   return config

@@ -24,7 +24,8 @@ def _font(size: int):
 
 
 def draw_triplets(image: Image.Image, triplets: Sequence[Dict],
-                  max_triplets: int = 10) -> Image.Image:
+                  max_triplets: int = 10,
+                  min_short_side: int = 480) -> Image.Image:
   """Draws human/object boxes, a line per pair and a label per triplet.
 
   Args:
@@ -32,21 +33,24 @@ def draw_triplets(image: Image.Image, triplets: Sequence[Dict],
     triplets: dicts with `human_box` and `object_box` ([x1, y1, x2, y2] in
       pixels of `image`), `verb`, `object`, `score`; drawn in the given order.
     max_triplets: at most this many are drawn.
+    min_short_side: upscale small images to this short side so that labels
+      stay legible (0 keeps the input size, e.g. to overlay the output).
 
   Returns:
-    A new RGB image, upscaled so that its short side is at least 480 px so
-    labels stay legible on small inputs.
+    A new RGB image, upscaled so that its short side is at least
+    `min_short_side` px.
   """
   rgb = image.convert("RGB")
-  scale = max(1.0, 480.0 / min(rgb.size))
+  scale = max(1.0, float(min_short_side) / min(rgb.size))
   if scale > 1.0:
     rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)),
                      Image.BICUBIC)
   draw = ImageDraw.Draw(rgb)
   font = _font(max(12, int(min(rgb.size) / 36)))
   width = max(2, int(min(rgb.size) / 200))
-  label_y = {}
-  for t in list(triplets)[:max_triplets]:
+  shown = list(triplets)[:max_triplets]
+  # Boxes first, then the labels on top of them.
+  for t in shown:
     h = [v * scale for v in t["human_box"]]
     o = [v * scale for v in t["object_box"]]
     colour = _object_colour(sum(map(ord, t["object"])))
@@ -57,17 +61,43 @@ def draw_triplets(image: Image.Image, triplets: Sequence[Dict],
     draw.line([hc, oc], fill=(255, 255, 0), width=width)
     draw.ellipse([hc[0] - 2 * width, hc[1] - 2 * width, hc[0] + 2 * width,
                   hc[1] + 2 * width], fill=HUMAN_COLOUR)
-    text = f"person {t['verb'].replace('_', ' ')} {t['object'].replace('_', ' ')} {t['score']:.2f}"
-    # Stack labels of the same human box so they do not overlap.
-    key = tuple(round(v) for v in h[:2])
-    row = label_y.get(key, 0)
-    label_y[key] = row + 1
-    x, y = h[0], max(0, h[1] - (row + 1) * (font.size + 6))
+  placed = []
+  for t in shown:
+    h = [v * scale for v in t["human_box"]]
+    text = (f"person {t['verb'].replace('_', ' ')} "
+            f"{t['object'].replace('_', ' ')} {t['score']:.2f}")
+    x, y = _label_position(draw, text, font, h, placed, rgb.size)
     box = draw.textbbox((x, y), text, font=font)
     draw.rectangle([box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2],
                    fill=(0, 0, 0))
     draw.text((x, y), text, fill=(255, 255, 255), font=font)
   return rgb
+
+
+def _label_position(draw, text, font, human_box, placed, size):
+  """Top-left of a label near the human box that overlaps no earlier label.
+
+  Tries just above the box, then rows further up and down; the label is kept
+  inside the image horizontally. `placed` (rectangles of earlier labels)
+  gets the chosen rectangle appended.
+  """
+  left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+  tw, th = right - left + 4, bottom - top + 4
+  img_w, img_h = size
+  x = min(max(0.0, human_box[0]), max(0.0, img_w - tw))
+  start = human_box[1] - th
+  rows = [start - k * th for k in range(0, 40)] + [
+      start + k * th for k in range(1, 40)]
+  rows = [y for y in rows if 0 <= y <= img_h - th] or [0.0]
+  rows.sort(key=lambda y: abs(y - start))
+  for y in rows:
+    rect = (x, y, x + tw, y + th)
+    if not any(rect[0] < p[2] and p[0] < rect[2] and rect[1] < p[3] and
+               p[1] < rect[3] for p in placed):
+      placed.append(rect)
+      return x, y
+  placed.append((x, rows[0], x + tw, rows[0] + th))
+  return x, rows[0]
 
 
 def image_grid(images: List[Image.Image], columns: int = 3,

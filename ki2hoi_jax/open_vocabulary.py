@@ -1,0 +1,486 @@
+r"""Open-vocabulary class lists for prediction: new verbs and objects via CLIP.
+
+A trained KI2HOI scores interactions by cosine similarity against frozen CLIP
+text embeddings that are a call argument of the model (docs/contracts.md,
+Model), so the interaction classes can be replaced at inference by the
+embeddings of new prompts:
+
+* `model.interaction_space='hoi'`: one prompt per (verb, object) combination,
+  `metadata.hoi_prompt(verb, object)`, e.g. "a photo of a person throw a
+  frisbee"; the interaction logit of a column is the score of that HOI and the
+  object score is read at the object of the combination. With V verbs and O
+  objects there are C = V x O classes (verb-major order).
+* `model.interaction_space='verb'`: one prompt per verb,
+  `metadata.verb_prompt(verb)` ("a photo of a person throw something"); every
+  (verb, object) combination is a candidate whose score fuses the verb logit
+  with the object score (`config.inference.score_fusion`), as in evaluation.
+
+Objects. The object classifier is NOT a call argument: it is a trained Dense
+layer (`instance_interactor.ObjectClassifier`, `obj_visual_projection`) whose
+K class columns were initialised from the CLIP embeddings of "a photo of a/an
+[object]" and then trained. Objects of the training list keep their trained
+column. Objects outside it are added by editing the parameters
+(`extend_object_classifier`): a new column equal to the L2-normalised CLIP
+embedding of "a photo of a/an [object]", rescaled to the mean norm of the
+trained columns, with the mean trained bias, is inserted before the
+no-object column, and the model is rebuilt with K + n object classes. The
+trained columns have moved away from their CLIP initialisation, so new objects
+compete with the known ones on unequal terms: expect lower recall for them.
+Known objects are matched case-insensitively with spaces or underscores
+("dining table" = "dining_table").
+
+Class lists (`vocabulary_from_args`):
+* nothing given: the closed vocabulary of the training dataset (the 600 HOIs
+  or 117 verbs of HICO-DET, the 29 V-COCO verb classes), with the candidate
+  tables of evaluation;
+* `verbs` and/or `objects`: their cross product; a missing side defaults to
+  all training verbs (HICO-DET: 117) or objects (80);
+* a prompts file: one "verb,object" per line (that single combination) or a
+  plain prompt (a line without a comma, used verbatim as the interaction
+  prompt and paired with every object of `objects`, or every training object;
+  its text is reported as the verb). Blank lines and lines starting with '#'
+  are ignored. File classes are added after the cross product.
+
+Limits. Open-vocabulary quality depends entirely on the CLIP weights: with
+random or tiny CLIP (configs/demo.py, `init.clip_checkpoint=''`) the text
+embeddings of new prompts carry no meaning and the output is noise; real use
+needs the converted OpenAI CLIP ViT-B/32 (`python -m ki2hoi_jax.convert.clip`,
+`--config.init.clip_checkpoint=...`), the one the model was trained with.
+Verbs never seen in training rely on CLIP's text-image alignment through the
+verb extraction decoder and the interaction representation decoder, which were
+trained only on the training classes (the paper's zero-shot setting); objects
+never seen rely on the object classifier edit above. Scores of new classes are
+not calibrated against the closed-vocabulary ones.
+"""
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ki2hoi_jax import checkpoint_io
+from ki2hoi_jax.clip import model as clip_model
+from ki2hoi_jax.clip import text_embeddings as clip_text
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import postprocess
+
+_OBJ_PATH = ("instance_interactor", "obj_classifier", "obj_visual_projection")
+
+
+class VocabularyError(ValueError):
+  """A class list cannot be used with the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+  """The classes scored at inference.
+
+  Attributes:
+    interaction_space: 'hoi' | 'verb' (`config.model.interaction_space`).
+    prompts: [C] interaction prompts, one per logit column.
+    verbs: verb names indexed by `table.verb_index` (reported as `verb`).
+    objects: object classes of the (possibly extended) object classifier,
+      indexed by `table.object_index`; the first `num_training_objects` are
+      the training classes, the rest were added.
+    num_training_objects: K of the trained object classifier.
+    table: candidate table of post-processing (one row per (verb, object)
+      candidate; `hoi_index` is the HICO-DET HOI index, or -1).
+    is_open: True when built from user verbs/objects/prompts.
+  """
+  interaction_space: str
+  prompts: Tuple[str, ...]
+  verbs: Tuple[str, ...]
+  objects: Tuple[str, ...]
+  num_training_objects: int
+  table: postprocess.CandidateTable
+  is_open: bool = False
+
+  @property
+  def num_classes(self) -> int:
+    """C, the number of interaction text embeddings."""
+    return len(self.prompts)
+
+  @property
+  def new_objects(self) -> Tuple[str, ...]:
+    """Objects outside the training list (added to the object classifier)."""
+    return self.objects[self.num_training_objects:]
+
+  def new_object_prompts(self) -> List[str]:
+    """CLIP prompts of the new objects, 'a photo of a/an [object]'."""
+    return [metadata.object_prompt(o) for o in self.new_objects]
+
+
+# ------------------------------------------------------------------- parsing
+
+
+def _clean(name: str) -> str:
+  return re.sub(r"\s+", " ", name).strip()
+
+
+def _key(name: str) -> str:
+  return _clean(metadata.readable(name)).lower()
+
+
+def parse_names(text: Any) -> List[str]:
+  """'throw, catch,,throw' -> ['throw', 'catch'] (order kept, no repeats).
+
+  Args:
+    text: a comma-separated string, a sequence of names, or None/''.
+
+  Returns:
+    Names with surrounding and repeated whitespace removed.
+  """
+  if not text:
+    return []
+  items = text.split(",") if isinstance(text, str) else list(text)
+  out = []
+  for item in items:
+    name = _clean(str(item))
+    if name and name not in out:
+      out.append(name)
+  return out
+
+
+def read_prompts_file(path: str) -> Tuple[List[Tuple[str, str]], List[str]]:
+  """Reads a prompts file (module docstring, "Class lists").
+
+  Args:
+    path: text file, one class per line.
+
+  Returns:
+    ((verb, object) pairs, plain prompts), in file order, without repeats.
+
+  Raises:
+    FileNotFoundError: no such file.
+    VocabularyError: a "verb,object" line with an empty side or more than one
+      comma, or no class at all.
+  """
+  pairs, plain = [], []
+  with open(path, encoding="utf-8") as f:
+    for lineno, raw in enumerate(f, 1):
+      line = raw.strip()
+      if not line or line.startswith("#"):
+        continue
+      if "," in line:
+        parts = [_clean(p) for p in line.split(",")]
+        if len(parts) != 2 or not all(parts):
+          raise VocabularyError(
+              f"{path}:{lineno}: expected 'verb,object' or a plain prompt, "
+              f"got {line!r}")
+        if tuple(parts) not in pairs:
+          pairs.append(tuple(parts))
+      else:
+        prompt = _clean(line)
+        if prompt not in plain:
+          plain.append(prompt)
+  if not pairs and not plain:
+    raise VocabularyError(f"{path}: no prompts (expected one 'verb,object' "
+                          "or plain prompt per line)")
+  return pairs, plain
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def training_objects(dataset: str) -> Tuple[str, ...]:
+  """Object classes of the trained object classifier (K; V-COCO has 81)."""
+  if dataset == "vcoco":
+    return metadata.vcoco().objects
+  return metadata.hico().objects
+
+
+def training_verbs(dataset: str) -> Tuple[str, ...]:
+  """Default verbs of an open vocabulary given only objects."""
+  if dataset == "vcoco":
+    return metadata.vcoco().actions
+  return metadata.hico().verbs
+
+
+def closed_vocabulary(config) -> Vocabulary:
+  """The training dataset's full class list (as evaluation scores it).
+
+  Args:
+    config: the run config (`dataset.name`, `model.interaction_space`).
+
+  Returns:
+    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts()`), HICO-DET
+    'verb' (117 `verb_prompts()`, candidates of `verb_object_matrix()`), or
+    V-COCO (29 verb classes, candidates of the V-COCO prior).
+  """
+  space = config.model.interaction_space
+  if config.dataset.name == "vcoco":
+    # Imported lazily: V-COCO post-processing pulls in its evaluator.
+    from ki2hoi_jax.evaluation import vcoco_postprocess  # pylint: disable=g-import-not-at-top
+    meta = metadata.vcoco()
+    return Vocabulary(space, tuple(meta.verb_prompts()), meta.verb_classes,
+                      meta.objects, len(meta.objects),
+                      vcoco_postprocess.candidate_table())
+  meta = metadata.hico()
+  prompts = meta.hoi_prompts() if space == "hoi" else meta.verb_prompts()
+  return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
+                    meta.num_objects, postprocess.candidate_table(space))
+
+
+def build_vocabulary(config, verbs: Sequence[str] = (),
+                     objects: Sequence[str] = (),
+                     pairs: Sequence[Tuple[str, str]] = (),
+                     plain_prompts: Sequence[str] = ()) -> Vocabulary:
+  """An open vocabulary from user verbs, objects, pairs and prompts.
+
+  Args:
+    config: the run config (`dataset.name`, `model.interaction_space`).
+    verbs: verbs of the cross product (default: all training verbs when only
+      `objects` are given).
+    objects: objects of the cross product and of the plain prompts (default:
+      the training objects).
+    pairs: extra single (verb, object) classes.
+    plain_prompts: extra verbatim interaction prompts, each paired with every
+      object of `objects` (or of the training list).
+
+  Returns:
+    The Vocabulary (module docstring). Candidate order: cross product
+    (verb-major), then `pairs`, then plain prompts x objects.
+
+  Raises:
+    VocabularyError: nothing given, or an unknown interaction space.
+  """
+  space = config.model.interaction_space
+  if space not in postprocess.INTERACTION_SPACES:
+    raise VocabularyError(f"model.interaction_space must be one of "
+                          f"{postprocess.INTERACTION_SPACES}, got {space!r}")
+  dataset = config.dataset.name
+  verbs, objects = parse_names(verbs), parse_names(objects)
+  if not (verbs or objects or pairs or plain_prompts):
+    raise VocabularyError("an open vocabulary needs verbs, objects or "
+                          "prompts")
+  train_objects = training_objects(dataset)
+  default_objects = [o for o in train_objects if o != "no_object"]
+  obj_lookup = {_key(o): o for o in train_objects}
+  verb_lookup = ({_key(v): v for v in metadata.hico().verbs}
+                 if dataset == "hico_det" else {})
+
+  def canon_obj(name: str) -> str:
+    return obj_lookup.get(_key(name), _clean(name))
+
+  def canon_verb(name: str) -> str:
+    return verb_lookup.get(_key(name), _clean(name))
+
+  # (verb label, object, interaction prompt) of every candidate.
+  triples: List[Tuple[str, str, str]] = []
+  if verbs or objects:
+    vs = [canon_verb(v) for v in verbs] or list(training_verbs(dataset))
+    os_ = [canon_obj(o) for o in objects] or default_objects
+    triples += [(v, o, "") for v in vs for o in os_]
+  triples += [(canon_verb(v), canon_obj(o), "") for v, o in pairs]
+  plain_objects = [canon_obj(o) for o in objects] or default_objects
+  triples += [(p, o, p) for p in plain_prompts for o in plain_objects]
+  seen, unique = set(), []
+  for t in triples:
+    if t not in seen:
+      seen.add(t)
+      unique.append(t)
+
+  all_objects = list(train_objects)
+  for _, o, _ in unique:
+    if o not in all_objects:
+      all_objects.append(o)
+  verb_names: List[str] = []
+  prompts: List[str] = []
+  column_of: Dict[str, int] = {}
+  cols, vidx, oidx, hidx = [], [], [], []
+  hico = metadata.hico()
+  for v, o, plain in unique:
+    if plain:
+      prompt = plain
+    elif space == "hoi":
+      prompt = metadata.hoi_prompt(v, o)
+    else:
+      prompt = metadata.verb_prompt(v)
+    if prompt not in column_of:
+      column_of[prompt] = len(prompts)
+      prompts.append(prompt)
+    if v not in verb_names:
+      verb_names.append(v)
+    cols.append(column_of[prompt])
+    vidx.append(verb_names.index(v))
+    oidx.append(all_objects.index(o))
+    h = None
+    if dataset == "hico_det" and v in hico.verbs and o in hico.objects:
+      h = hico.hoi_index(hico.verbs.index(v), hico.objects.index(o))
+    hidx.append(-1 if h is None or plain else h)
+  table = postprocess.CandidateTable(
+      interaction_column=np.asarray(cols, np.int32),
+      object_index=np.asarray(oidx, np.int32),
+      verb_index=np.asarray(vidx, np.int32),
+      hoi_index=np.asarray(hidx, np.int32),
+      num_columns=len(prompts))
+  return Vocabulary(space, tuple(prompts), tuple(verb_names),
+                    tuple(all_objects), len(train_objects), table,
+                    is_open=True)
+
+
+def vocabulary_from_args(config, verbs: Any = "", objects: Any = "",
+                         prompts_file: str = "") -> Vocabulary:
+  """Closed vocabulary when nothing is given, else `build_vocabulary`.
+
+  Args:
+    config: the run config.
+    verbs: comma-separated verbs (or a list).
+    objects: comma-separated objects (or a list).
+    prompts_file: optional prompts file (`read_prompts_file`).
+
+  Returns:
+    The Vocabulary to predict with.
+  """
+  pairs, plain = read_prompts_file(prompts_file) if prompts_file else ([], [])
+  verbs, objects = parse_names(verbs), parse_names(objects)
+  if not (verbs or objects or pairs or plain):
+    return closed_vocabulary(config)
+  return build_vocabulary(config, verbs, objects, pairs, plain)
+
+
+# ------------------------------------------------------------ CLIP and params
+
+
+def clip_text_params(config) -> Dict[str, Any]:
+  """The CLIP text-tower parameters the model was trained with.
+
+  `config.init.clip_checkpoint` when set (converted OpenAI CLIP), else a
+  random text tower initialised from `PRNGKey(config.seed)` (the demo; the
+  trainer must build its text embeddings from the same parameters).
+
+  Args:
+    config: the run config (`init.clip_checkpoint`, `model.clip`, `seed`).
+
+  Returns:
+    The text subtree (`clip.model.TEXT_KEYS`) of the CLIP params.
+  """
+  path = config.init.clip_checkpoint
+  if path:
+    tree, _ = checkpoint_io.load_checkpoint(path)
+    return clip_text.text_params(tree)
+  logging.warning("config.init.clip_checkpoint is empty: random CLIP text "
+                  "tower; open-vocabulary prompts carry no meaning.")
+  module = clip_model.text_from_config(config.model.clip)
+  ids = jnp.zeros((1, int(config.model.clip.context_length)), jnp.int32)
+  return flax.core.unfreeze(
+      module.init(jax.random.PRNGKey(int(config.seed)), ids)["params"])
+
+
+def text_embeddings(clip_params: Mapping[str, Any], config,
+                    prompts: Sequence[str]) -> np.ndarray:
+  """[T, E] L2-normalised CLIP text embeddings of `prompts`.
+
+  Args:
+    clip_params: CLIP params (or their text subtree).
+    config: the run config (`model.clip`, `init.tokenizer_dir`).
+    prompts: T texts.
+
+  Returns:
+    float32 numpy array.
+  """
+  return clip_text.compute_text_embeddings(clip_params, config.model.clip,
+                                    list(prompts),
+                                    tokenizer_dir=config.init.tokenizer_dir)
+
+
+def object_classifier_params(params: Mapping[str, Any]) -> Dict[str, Any]:
+  """{'kernel': [E, K+1], 'bias': [K+1]} of the object classifier."""
+  node = params
+  for part in _OBJ_PATH:
+    if part not in node:
+      raise KeyError(f"params have no {'/'.join(_OBJ_PATH)} (got "
+                     f"{sorted(node)} at {part!r})")
+    node = node[part]
+  return dict(node)
+
+
+def extend_object_classifier(params: Mapping[str, Any],
+                             new_embeddings: np.ndarray) -> Dict[str, Any]:
+  """Adds object classes to the trained object classifier.
+
+  Column j < K and the no-object column (last) are kept; new column K + i is
+  `normalize(new_embeddings[i]) * mean_j ||kernel[:, j]||` with bias
+  `mean_j bias[j]` (j over the K trained classes), matching the CLIP
+  initialisation of the trained columns (module docstring).
+
+  Args:
+    params: the model's `params` collection.
+    new_embeddings: [n, E] CLIP text embeddings of the new object prompts.
+
+  Returns:
+    A new params dict (other leaves shared) whose object classifier has
+    K + n + 1 outputs; build the model with `num_object_classes=K + n`.
+  """
+  new = np.asarray(new_embeddings, np.float32)
+  leaf = object_classifier_params(params)
+  kernel = np.asarray(leaf["kernel"], np.float32)
+  bias = np.asarray(leaf["bias"], np.float32)
+  if new.ndim != 2 or new.shape[1] != kernel.shape[0]:
+    raise VocabularyError(f"new object embeddings must be [n, "
+                          f"{kernel.shape[0]}], got {new.shape}")
+  if not new.shape[0]:
+    return flax.core.unfreeze(params)
+  k = kernel.shape[1] - 1
+  scale = float(np.mean(np.linalg.norm(kernel[:, :k], axis=0)))
+  new = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-6)
+  kernel = np.concatenate([kernel[:, :k], new.T * scale, kernel[:, k:]], 1)
+  bias = np.concatenate([bias[:k], np.full(new.shape[0], bias[:k].mean(),
+                                           np.float32), bias[k:]])
+  out = flax.core.unfreeze(params)
+  node = out
+  for part in _OBJ_PATH[:-1]:
+    node[part] = dict(node[part])
+    node = node[part]
+  node[_OBJ_PATH[-1]] = dict(node[_OBJ_PATH[-1]], kernel=kernel, bias=bias)
+  return out
+
+
+@dataclasses.dataclass
+class PreparedClasses:
+  """Inputs of a model that scores a Vocabulary.
+
+  Attributes:
+    vocabulary: the class list.
+    interaction_embeddings: [C, E] text embeddings (model call argument).
+    params: model params, with the object classifier extended when the
+      vocabulary has new objects.
+    num_object_classes: K of the model to build (training K + new objects).
+  """
+  vocabulary: Vocabulary
+  interaction_embeddings: np.ndarray
+  params: Dict[str, Any]
+  num_object_classes: int
+
+
+def prepare_classes(vocabulary: Vocabulary, params: Mapping[str, Any],
+                    clip_params: Mapping[str, Any], config) -> PreparedClasses:
+  """Text embeddings of a vocabulary and the matching model params.
+
+  Args:
+    vocabulary: the classes to score.
+    params: the trained model's `params`.
+    clip_params: CLIP text params (`clip_text_params`).
+    config: the run config.
+
+  Returns:
+    PreparedClasses.
+  """
+  inter = text_embeddings(clip_params, config, vocabulary.prompts)
+  num_trained = object_classifier_params(params)["kernel"].shape[1] - 1
+  if num_trained != vocabulary.num_training_objects:
+    raise VocabularyError(
+        f"the checkpoint's object classifier has {num_trained} classes, the "
+        f"{config.dataset.name} vocabulary {vocabulary.num_training_objects}")
+  new_params = flax.core.unfreeze(params)
+  if vocabulary.new_objects:
+    new_params = extend_object_classifier(
+        params, text_embeddings(clip_params, config,
+                                vocabulary.new_object_prompts()))
+  return PreparedClasses(vocabulary, inter, new_params,
+                         len(vocabulary.objects))

@@ -1,0 +1,481 @@
+"""Tests of the prediction tool (predict.py) and open vocabularies.
+
+A tiny KI2HOI (configs/demo.py shrunk further) gets random parameters
+(shapes from `jax.eval_shape`, so no init compilation) saved with the
+trainer's `checkpointing.Checkpointer`; prediction restores them from the
+workdir like a user would.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import demo
+from ki2hoi_jax import open_vocabulary as ov
+from ki2hoi_jax import predict
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import postprocess
+from ki2hoi_jax.models import ki2hoi
+from ki2hoi_jax.train import checkpointing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score"}
+
+
+def _tiny_config(space="hoi"):
+  config = demo.get_config()
+  config.mode = "predict"
+  m = config.model
+  m.interaction_space = space
+  m.backbone_width = 8
+  m.d_model = 32
+  m.num_heads = 2
+  m.dim_feedforward = 64
+  m.num_queries = 4
+  m.instance_decoder_layers = 1
+  m.interaction_decoder_layers = 1
+  m.encoder_layers = 1
+  m.encoder_mlp_ratio = 2
+  c = m.clip
+  c.image_size, c.patch_size, c.vision_width = 32, 16, 32
+  c.vision_layers, c.vision_heads, c.embed_dim = 1, 2, 32
+  c.text_width, c.text_layers, c.text_heads, c.context_length = 32, 1, 2, 16
+  d = config.dataset
+  d.eval_short_side, d.max_size, d.size_buckets, d.clip_image_size = (
+      64, 96, 1, 32)
+  return config
+
+
+def _random_variables(shapes, seed=0):
+  """Random values for a variables tree of ShapeDtypeStructs."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if name.endswith(("running_var", "/var", "/scale")) or (
+        name.startswith("frozen_bn") and name.endswith("weight")):
+      return np.ones(s.shape, s.dtype)
+    if name.endswith(("running_mean", "/mean")) or name.startswith(
+        "frozen_bn"):
+      return np.zeros(s.shape, s.dtype)
+    return (rng.standard_normal(s.shape) * 0.1).astype(s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """(config, workdir, clip text params) of a saved random tiny model."""
+  config = _tiny_config()
+  clip = ov.clip_text_params(config)
+  model = ki2hoi.build_model(config)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), *ki2hoi.dummy_inputs(config, 1, (64, 64))))
+  variables = _random_variables(dict(shapes))
+  workdir = str(tmp_path_factory.mktemp("workdir"))
+  ckpt = checkpointing.Checkpointer(workdir)
+  extra = {k: v for k, v in variables.items()
+           if k not in ("params", "batch_stats")}
+  ckpt.save(7, {"step": np.int32(7), "params": variables["params"],
+                "batch_stats": variables.get("batch_stats", {}),
+                "opt_state": {"count": np.int32(0)},
+                "model_state": extra}, config)
+  ckpt.close()
+  return config, workdir, clip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+  """Paths of a JPEG, a greyscale PNG, an odd-size RGBA PNG, a corrupt file."""
+  folder = tmp_path_factory.mktemp("inputs")
+  rng = np.random.default_rng(1)
+  rgb = (rng.random((48, 80, 3)) * 255).astype(np.uint8)
+  rgb[10:40, 5:30] = (200, 40, 40)
+  paths = {"jpeg": str(folder / "scene.jpg"), "grey": str(folder / "grey.png"),
+           "rgba": str(folder / "odd.png"), "corrupt": str(folder / "bad.jpg")}
+  Image.fromarray(rgb).save(paths["jpeg"], quality=90)
+  Image.fromarray(rgb[..., 0]).convert("L").save(paths["grey"])
+  rgba = np.concatenate([rng.integers(0, 255, (37, 91, 3)),
+                         np.full((37, 91, 1), 255)], -1).astype(np.uint8)
+  rgba[:, :10, 3] = 0  # Transparent stripe.
+  Image.fromarray(rgba, "RGBA").save(paths["rgba"])
+  with open(paths["corrupt"], "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 this is not a JPEG")
+  return paths
+
+
+def _check_record(record, path, size, threshold, top_k, verbs=None,
+                  objects=None):
+  assert set(record) == {"image", "width", "height", "triplets"}
+  assert record["image"] == path
+  assert (record["width"], record["height"]) == size
+  triplets = record["triplets"]
+  assert len(triplets) <= top_k
+  scores = [t["score"] for t in triplets]
+  assert scores == sorted(scores, reverse=True)
+  w, h = size
+  for t in triplets:
+    assert set(t) == TRIPLET_KEYS
+    assert isinstance(t["score"], float) and threshold <= t["score"] <= 1.0
+    assert isinstance(t["verb"], str) and isinstance(t["object"], str)
+    for key in ("human_box", "object_box"):
+      box = t[key]
+      assert len(box) == 4 and all(isinstance(v, float) for v in box)
+      assert 0 <= box[0] <= box[2] <= w and 0 <= box[1] <= box[3] <= h
+    if verbs is not None:
+      assert t["verb"] in verbs
+    if objects is not None:
+      assert t["object"] in objects
+  return triplets
+
+
+# ------------------------------------------------------------ pure functions
+
+
+def test_parse_names_and_prompts_file(tmp_path):
+  assert ov.parse_names(" throw, catch,,throw ,sit  on") == [
+      "throw", "catch", "sit on"]
+  assert ov.parse_names("") == [] and ov.parse_names(None) == []
+  path = tmp_path / "prompts.txt"
+  path.write_text("# comment\nthrow, frisbee\n\na photo of a person "
+                  "juggling\nthrow,frisbee\n")
+  pairs, plain = ov.read_prompts_file(str(path))
+  assert pairs == [("throw", "frisbee")]
+  assert plain == ["a photo of a person juggling"]
+  bad = tmp_path / "bad.txt"
+  bad.write_text("throw,frisbee,extra\n")
+  with pytest.raises(ov.VocabularyError, match="bad.txt:1"):
+    ov.read_prompts_file(str(bad))
+
+
+def test_hoi_space_vocabulary_prompts():
+  config = _tiny_config("hoi")
+  vocab = ov.vocabulary_from_args(config, "throw,catch", "frisbee,apple,dog "
+                                  "bed")
+  assert vocab.is_open and vocab.prompts == (
+      "a photo of a person throw a frisbee",
+      "a photo of a person throw an apple",
+      "a photo of a person throw a dog bed",
+      "a photo of a person catch a frisbee",
+      "a photo of a person catch an apple",
+      "a photo of a person catch a dog bed")
+  assert vocab.num_classes == 2 * 3
+  meta = metadata.hico()
+  assert vocab.objects[:80] == meta.objects and vocab.new_objects == (
+      "dog bed",)
+  assert vocab.new_object_prompts() == ["a photo of a dog bed"]
+  t = vocab.table
+  np.testing.assert_array_equal(t.interaction_column, np.arange(6))
+  assert [vocab.verbs[i] for i in t.verb_index] == ["throw"] * 3 + [
+      "catch"] * 3
+  assert [vocab.objects[i] for i in t.object_index] == [
+      "frisbee", "apple", "dog bed"] * 2
+  # Known HOIs keep their HICO-DET index, the new object has none.
+  assert t.hoi_index[0] == meta.hoi_index(meta.verbs.index("throw"),
+                                          meta.objects.index("frisbee"))
+  assert t.hoi_index[2] == -1
+  # Known names are canonicalised: spaces -> the training spelling.
+  vocab = ov.vocabulary_from_args(config, "Sit On", "Dining Table")
+  assert vocab.verbs == ("sit_on",) and vocab.new_objects == ()
+  assert vocab.prompts == ("a photo of a person sit on a dining table",)
+
+
+def test_verb_space_vocabulary_and_defaults(tmp_path):
+  config = _tiny_config("verb")
+  vocab = ov.vocabulary_from_args(config, "throw,catch", "frisbee")
+  assert vocab.prompts == ("a photo of a person throw something",
+                           "a photo of a person catch something")
+  np.testing.assert_array_equal(vocab.table.interaction_column, [0, 1])
+  assert vocab.table.num_candidates == 2
+  # Only objects: every training verb; only verbs: every training object.
+  vocab = ov.vocabulary_from_args(config, "", "frisbee")
+  assert vocab.num_classes == 117 and vocab.table.num_candidates == 117
+  vocab = ov.vocabulary_from_args(_tiny_config("hoi"), "throw", "")
+  assert vocab.num_classes == 80
+  # A prompts file: a pair plus a plain prompt paired with each object.
+  path = tmp_path / "p.txt"
+  path.write_text("kick,sports ball\na person juggling\n")
+  vocab = ov.vocabulary_from_args(_tiny_config("hoi"), "", "apple,orange",
+                                  str(path))
+  # All 117 verbs x the 2 objects, then the pair, then the plain prompt.
+  assert vocab.num_classes == 117 * 2 + 1 + 1
+  assert vocab.prompts[-2:] == ("a photo of a person kick a sports ball",
+                                "a person juggling")
+  t = vocab.table
+  assert t.num_candidates == 117 * 2 + 1 + 2
+  assert [(vocab.verbs[v], vocab.objects[o]) for v, o in zip(
+      t.verb_index[-3:], t.object_index[-3:])] == [
+          ("kick", "sports_ball"), ("a person juggling", "apple"),
+          ("a person juggling", "orange")]
+  np.testing.assert_array_equal(t.interaction_column[-3:], [234, 235, 235])
+
+
+def test_closed_vocabulary_matches_evaluation():
+  vocab = ov.vocabulary_from_args(_tiny_config("hoi"))
+  assert not vocab.is_open and vocab.num_classes == 600
+  assert vocab.prompts == tuple(metadata.hico().hoi_prompts())
+  np.testing.assert_array_equal(vocab.table.hoi_index, np.arange(600))
+  vocab = ov.vocabulary_from_args(_tiny_config("verb"))
+  assert vocab.num_classes == 117 and vocab.table.num_candidates == 600
+
+
+def test_extend_object_classifier_known_values():
+  kernel = np.array([[3.0, 0.0, 9.0], [0.0, 1.0, 9.0]], np.float32)  # E=2,K=2
+  params = {"instance_interactor": {"obj_classifier": {
+      "obj_visual_projection": {"kernel": kernel,
+                                "bias": np.array([1.0, 3.0, -5.0])}},
+      "other": 1}, "x": 2}
+  out = ov.extend_object_classifier(params, np.array([[0.0, 2.0]]))
+  leaf = out["instance_interactor"]["obj_classifier"]["obj_visual_projection"]
+  # Mean trained column norm (3 + 1) / 2 = 2; no-object column stays last.
+  np.testing.assert_allclose(leaf["kernel"],
+                             [[3, 0, 0, 9], [0, 1, 2, 9]])
+  np.testing.assert_allclose(leaf["bias"], [1, 3, 2, -5])
+  assert out["x"] == 2 and out["instance_interactor"]["other"] == 1
+  assert params["instance_interactor"]["obj_classifier"][
+      "obj_visual_projection"]["kernel"].shape == (2, 3)  # Not mutated.
+
+
+def test_decode_triplets_known_answer():
+  vocab = ov.build_vocabulary(_tiny_config("hoi"), ["ride", "hold"],
+                              ["bicycle"])
+  # Two queries; query 1 duplicates query 0's boxes (NMS removes it).
+  sub = np.array([[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]])
+  obj = np.array([[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0]])
+  selected = {"scores": np.array([2.4, 2.1, 1.5, 0.6]),
+              "queries": np.array([0, 1, 0, 1]),
+              "candidates": np.array([0, 0, 1, 1])}
+  out = predict.decode_triplets(
+      selected, sub, obj, (100, 200), vocab, score_fusion="sum",
+      score_threshold=0.3, top_k=10)
+  # Candidate 0 of query 1 is suppressed by NMS, 0.6/3 < 0.3 is dropped.
+  assert [(t["verb"], t["object"]) for t in out] == [("ride", "bicycle"),
+                                                     ("hold", "bicycle")]
+  np.testing.assert_allclose([t["score"] for t in out], [0.8, 0.5])
+  assert out[0]["human_box"] == [50.0, 25.0, 150.0, 75.0]
+  assert out[0]["object_box"] == [0.0, 0.0, 200.0, 100.0]
+  out = predict.decode_triplets(
+      selected, sub, obj, (100, 200), vocab, score_fusion="genvlkt",
+      score_threshold=0.0, top_k=1, nms=False)
+  assert len(out) == 1 and out[0]["score"] == pytest.approx(1.2)
+
+
+# ------------------------------------------------------------------- images
+
+
+def test_load_image_modes(inputs, tmp_path):
+  image, px = predict.load_image(inputs["grey"])
+  assert image.mode == "RGB" and px.shape == (48, 80, 3)
+  np.testing.assert_array_equal(px[..., 0], px[..., 1])
+  image, px = predict.load_image(inputs["rgba"])
+  assert px.shape == (37, 91, 3) and image.size == (91, 37)
+  assert (px[:, :10] == 255).all()  # Transparent -> white.
+  src = np.asarray(Image.open(inputs["rgba"]))
+  np.testing.assert_array_equal(px[:, 10:], src[:, 10:, :3])
+  # JPEG: TensorFlow's decoding, as the input pipeline.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  _, px = predict.load_image(inputs["jpeg"])
+  with open(inputs["jpeg"], "rb") as f:
+    ref = transforms.decode_jpeg(tf.constant(f.read())).numpy()
+  np.testing.assert_allclose(px / 255.0, ref, atol=1e-6)
+  # 16-bit greyscale is rescaled, not clipped.
+  deep = np.array([[0, 1000], [30000, 60000]], np.uint16)
+  Image.fromarray(deep).save(tmp_path / "deep.png")
+  _, px = predict.load_image(str(tmp_path / "deep.png"))
+  np.testing.assert_array_equal(px[..., 0], [[0, 4], [128, 255]])
+  for bad in (inputs["corrupt"], str(tmp_path / "missing.png")):
+    with pytest.raises(predict.ImageLoadError, match=bad.replace(".", r"\.")):
+      predict.load_image(bad)
+
+
+def test_preprocess_matches_eval_transforms():
+  config = _tiny_config()
+  px = np.full((30, 50, 3), 128, np.uint8)
+  batch = predict.preprocess(px, config)
+  # Short side 64 would make the long side 106 > max_size 96, so DETR's
+  # rule lowers it to round(96 * 30 / 50) = 58; the one bucket is 96 x 96.
+  assert batch["image"].shape == (1, 96, 96, 3)
+  np.testing.assert_array_equal(batch["size"], [[58, 96]])
+  np.testing.assert_array_equal(batch["orig_size"], [[30, 50]])
+  assert batch["mask"][0, :58, :96].all() and not batch["mask"][0, 58:].any()
+  assert (batch["image"][0, 58:] == 0).all()
+  mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(batch["image"][0, 10, 10],
+                             (128 / 255 - mean) / std, atol=1e-5)
+  cmean = np.array([0.48145466, 0.4578275, 0.40821073])
+  cstd = np.array([0.26862954, 0.26130258, 0.27577711])
+  assert batch["clip_image"].shape == (1, 32, 32, 3)
+  np.testing.assert_allclose(batch["clip_image"][0, 16, 16],
+                             (128 / 255 - cmean) / cstd, atol=1e-4)
+
+
+def test_find_checkpoint(trained, tmp_path):
+  _, workdir, _ = trained
+  step_dir = os.path.join(workdir, "checkpoints", "7")
+  assert predict.find_checkpoint(workdir) == step_dir
+  assert predict.find_checkpoint(os.path.join(workdir, "checkpoints")) == (
+      step_dir)
+  assert predict.find_checkpoint(step_dir) == step_dir
+  with pytest.raises(FileNotFoundError, match="best"):
+    predict.find_checkpoint(workdir, "best")
+  with pytest.raises(FileNotFoundError, match="not a training workdir"):
+    predict.find_checkpoint(str(tmp_path))
+
+
+# --------------------------------------------------------------- end to end
+
+
+def test_predict_files_end_to_end(trained, inputs, tmp_path):
+  config, workdir, clip = trained
+  out = str(tmp_path / "out")
+  order = [inputs[k] for k in ("jpeg", "corrupt", "grey", "rgba")]
+  summary = predict.run(config, workdir, order, out, clip_params=clip,
+                        score_threshold=0.25, top_k=3)
+  assert summary.step == 7
+  assert [p for p, _ in summary.failed] == [inputs["corrupt"]]
+  assert inputs["corrupt"] in summary.failed[0][1]
+  assert "FAILED: 1" in summary.text() and inputs["corrupt"] in summary.text()
+  sizes = {"scene": (80, 48), "grey": (80, 48), "odd": (91, 37)}
+  for stem, size in sizes.items():
+    with open(os.path.join(out, stem + ".json")) as f:
+      record = json.load(f)
+    path = {"scene": inputs["jpeg"], "grey": inputs["grey"],
+            "odd": inputs["rgba"]}[stem]
+    triplets = _check_record(record, path, size, 0.25, 3)
+    # Random weights: every fused score is above 0.25 here, so exactly 3.
+    assert len(triplets) == 3
+    assert all(t["verb"] in metadata.hico().verbs and
+               t["object"] in metadata.hico().objects for t in triplets)
+    assert Image.open(os.path.join(out, stem + ".png")).size == size
+  assert not os.path.exists(os.path.join(out, "bad.json"))
+
+
+def test_predictor_matches_evaluation_postprocess(trained, inputs):
+  """Closed vocabulary: the same triplets as evaluation's post-processing.
+
+  (Same compiled program as the end-to-end test: no recompilation.)
+  """
+  config, workdir, clip = trained
+  restored = predict.restore_checkpoint(workdir)
+  predictor = predict.build_predictor(config, restored, clip_params=clip,
+                                      score_threshold=0.0, top_k=1000)
+  _, px = predict.load_image(inputs["rgba"])
+  batch = predict.preprocess(px, config)
+  ours = predictor.predict_batch(batch)
+  outputs = predictor.outputs(batch)
+  assert outputs["pred_interaction_logits"].shape == (1, 4, 600)
+  ref = postprocess.postprocess_from_config(outputs, batch["orig_size"],
+                                            ["x"], config)[0]
+  boxes = ref["predictions"]
+  assert len(ours) == len(ref["hoi_prediction"])
+  meta = metadata.hico()
+  for t, r in zip(ours, ref["hoi_prediction"]):
+    assert t["score"] == pytest.approx(r["score"] / 3.0, abs=1e-5)
+    v, o = meta.hois[r["hoi_category_id"] - 1]
+    assert (t["verb"], t["object"]) == (meta.verbs[v], meta.objects[o])
+    np.testing.assert_allclose(
+        t["human_box"], np.clip(boxes[r["subject_id"]]["bbox"], 0,
+                                [91, 37, 91, 37]), atol=1e-3)
+
+
+def test_open_vocabulary_end_to_end(trained, inputs, tmp_path):
+  config, workdir, clip = trained
+  config = config.copy_and_resolve_references()
+  config.inference.nms = False  # So that exactly top_k triplets remain.
+  out = str(tmp_path / "ov")
+  summary = predict.run(config, workdir, [inputs["jpeg"]], out,
+                        clip_params=clip, score_threshold=0.0, top_k=5,
+                        verbs="throw,catch", objects="frisbee,unicorn")
+  assert not summary.failed
+  with open(os.path.join(out, "scene.json")) as f:
+    record = json.load(f)
+  triplets = _check_record(record, inputs["jpeg"], (80, 48), 0.0, 5,
+                           {"throw", "catch"}, {"frisbee", "unicorn"})
+  assert len(triplets) == 5
+  restored = predict.restore_checkpoint(workdir)
+  vocab = ov.vocabulary_from_args(config, "throw,catch", "frisbee,unicorn")
+  prepared = ov.prepare_classes(vocab, restored.variables["params"], clip,
+                                config)
+  assert prepared.interaction_embeddings.shape == (4, 32)
+  np.testing.assert_allclose(
+      np.linalg.norm(prepared.interaction_embeddings, axis=1), 1, atol=1e-5)
+  assert prepared.num_object_classes == 81
+  assert ov.object_classifier_params(prepared.params)["kernel"].shape == (
+      32, 82)
+
+
+def test_saved_config_round_trip(trained):
+  config, workdir, _ = trained
+  restored = predict.restore_checkpoint(workdir)
+  assert restored.step == 7 and set(restored.variables) >= {"params",
+                                                           "frozen_bn"}
+  loaded = predict.config_from_saved(restored.config)
+  assert loaded.model.to_dict() == config.model.to_dict()
+  assert loaded.dataset.train_short_sides == (160, 176, 192)  # A tuple again.
+  assert predict.check_config_matches(config, restored.config) == []
+  other = config.copy_and_resolve_references()
+  other.model.d_model = 48
+  assert predict.check_config_matches(other, restored.config) == [
+      "model.d_model: 32 -> 48"]
+
+
+def test_predict_from_config_default_images(trained, capsys):
+  """mode=predict: the dataset's first test images -> <workdir>/predictions."""
+  config, workdir, _ = trained
+  root = os.path.join(workdir, "synthetic_hico_det")
+  os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+  with open(os.path.join(root, "annotations", "test_hico.json"), "w") as f:
+    f.write("[]")
+  folder = os.path.join(root, "images", "test2015")
+  os.makedirs(folder, exist_ok=True)
+  good = os.path.join(folder, "HICO_test2015_00000001.jpg")
+  bad = os.path.join(folder, "HICO_test2015_00000002.jpg")
+  Image.new("RGB", (40, 30), (90, 120, 30)).save(good)
+  with open(bad, "wb") as f:
+    f.write(b"\xff\xd8\xff truncated")
+  with open(os.path.join(folder, "notes.txt"), "w") as f:
+    f.write("not an image name")
+  assert predict.default_images(config, workdir) == [good, bad]
+  assert predict.default_images(config, workdir, limit=1) == [good]
+  with pytest.raises(predict.PredictError, match="HICO_test2015_00000002"):
+    predict.predict_from_config(config, workdir)
+  printed = capsys.readouterr().out
+  out_dir = os.path.join(workdir, "predictions")
+  assert out_dir in printed and "FAILED: 1" in printed
+  with open(os.path.join(out_dir, "HICO_test2015_00000001.json")) as f:
+    record = json.load(f)
+  _check_record(record, good, (40, 30), config.predict.score_threshold,
+                config.predict.top_k)
+  assert Image.open(os.path.join(out_dir, "HICO_test2015_00000001.png")
+                    ).size == (40, 30)
+
+
+@pytest.mark.slow
+def test_command_line(trained, inputs, tmp_path):
+  """The CLI with the config saved in the checkpoint: exit 1, names the file."""
+  _, workdir, _ = trained
+  out = str(tmp_path / "cli")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run(
+      [sys.executable, "-m", "ki2hoi_jax.predict", f"--checkpoint={workdir}",
+       "--images", inputs["grey"], inputs["corrupt"], inputs["rgba"],
+       f"--out={out}", "--top_k=2", "--score_threshold=0",
+       "--verbs=ride,hold", "--objects=bicycle"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert inputs["corrupt"] in proc.stdout and "FAILED: 1" in proc.stdout
+  assert inputs["corrupt"] in proc.stderr  # Logged as an error too.
+  for stem, size in (("grey", (80, 48)), ("odd", (91, 37))):
+    with open(os.path.join(out, stem + ".json")) as f:
+      record = json.load(f)
+    triplets = _check_record(record, inputs[
+        "grey" if stem == "grey" else "rgba"], size, 0.0, 2,
+                             {"ride", "hold"}, {"bicycle"})
+    assert len(triplets) >= 1
