@@ -29,6 +29,7 @@ def get_config():
 
   config.model.backbone_depth = 18
   config.model.backbone_width = 16
+  config.model.backbone_frozen_stages = 0  # Random init: train the whole ResNet.
   config.model.d_model = 64
   config.model.num_heads = 4
   config.model.dim_feedforward = 128

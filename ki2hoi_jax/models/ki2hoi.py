@@ -1,0 +1,427 @@
+"""KI2HOI: the full detector (design.md components 1-6) and its factory.
+
+Variables of an initialised model:
+
+* `params`: trainable parameters, including the frozen CLIP image tower
+  (`params['clip_visual']`, OpenAI names, see `ki2hoi_jax.clip.model`) and the
+  ResNet (`params['backbone']`, torchvision names, see `backbone.py`); the
+  optimizer tells them apart with `param_labels` / `trainable_mask`.
+* `frozen_bn`: the ResNet's FrozenBatchNorm constants (never mutated).
+* `batch_stats`: running statistics of the Ho-Pair Encoder batch norm
+  (`model.encoder_norm='batch'`), mutated in training:
+  `model.apply(variables, ..., train=True, mutable=['batch_stats'])`.
+* `constants` (optional): `interaction_text_embeddings` [C, E], read when the
+  call argument is None (see `with_text_embeddings`).
+
+Call (docs/contracts.md "Model"):
+  outputs = model.apply(variables, image, mask, clip_image,
+                        interaction_text_embeddings, train=...,
+                        rngs={'dropout': key})
+The interaction text embeddings are computed once by the train loop with the
+CLIP text tower and passed in; any C works, so the classes can be swapped at
+inference. `object_text_embeddings` [K, E] only initialise the object
+classifier (pass them to `init`).
+
+Names a DETR-R50 converter maps onto (PyTorch key -> Flax path):
+  backbone.0.body.<torchvision path>  -> params/backbone/<conv>/kernel (HWIO),
+                                         frozen_bn/backbone/<bn>/{weight,...}
+                                         ('layer1.0.bn1' -> 'layer1_0/bn1')
+  input_proj.{weight,bias}            -> params/input_proj/{kernel,bias}
+  transformer.decoder.layers.{i}.*    -> params/instance_interactor/layers_{i}/
+      self_attn | multihead_attn (in_proj split into q_proj/k_proj/v_proj,
+      out_proj), linear1, linear2, norm1..3 (LayerNorm weight -> scale)
+  transformer.decoder.norm            -> params/instance_interactor/norm
+  bbox_embed.layers.{j}               -> params/instance_interactor/
+                                         {sub,obj}_bbox_embed/layers_{j}
+(Dense kernels are the transposed PyTorch weights.) DETR's encoder,
+query_embed and class_embed have no counterpart here.
+
+Frozen parts: the CLIP image tower runs under `stop_gradient` in
+`frozen_dtype`; the ResNet computes in `frozen_dtype` too (its stem and the
+first `backbone_frozen_stages` stages are frozen by the optimizer labels,
+the rest trains at the backbone learning rate, DETR-style).
+"""
+
+from typing import Any, Dict, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ki2hoi_jax.clip import model as clip_model
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.models import backbone as backbone_lib
+from ki2hoi_jax.models import ho_pair_encoder
+from ki2hoi_jax.models import instance_interactor
+from ki2hoi_jax.models import interaction_decoder
+from ki2hoi_jax.models import position_encoding
+from ki2hoi_jax.models import roi_align
+from ki2hoi_jax.models import verb_decoder
+from ki2hoi_jax.models import verb_predictor
+
+OUTPUT_KEYS = ("pred_sub_boxes", "pred_obj_boxes", "pred_obj_logits",
+               "pred_human_logits", "pred_interaction_logits")
+CONSTANTS = "constants"
+BACKBONE_STRIDE = 32
+
+
+def _dtype(x):
+  return jnp.dtype(x) if isinstance(x, str) else x
+
+
+class KI2HOI(nn.Module):
+  """The KI2HOI detector.
+
+  Attributes:
+    clip_visual: the CLIP image tower (`CLIPVisionTransformer` or any module
+      mapping [B, S, S, 3] to (tokens [B, T, W], embedding [B, E])); built by
+      `build_model` with dtype `frozen_dtype`. Its parameters live under
+      `params['clip_visual']`.
+    num_object_classes: K.
+    embed_dim: CLIP joint embedding size E.
+    backbone_depth: ResNet depth (18 | 34 | 50 | 101).
+    backbone_width: ResNet stem channels.
+    backbone_mask_padding: zero padding before every backbone conv.
+    d_model: transformer width D.
+    num_heads: attention heads.
+    dim_feedforward: FFN width.
+    dropout: dropout rate.
+    num_queries: N pair queries.
+    encoder_layers: Ho-Pair Encoder layers.
+    encoder_mlp_ratio: encoder point-wise MLP width multiple.
+    encoder_norm: 'batch' | 'masked'.
+    roi_size: ROI-Align grid of the encoder input (None: the full C5 map).
+    roi_sampling_ratio: ROI-Align samples per bin and axis.
+    instance_decoder_layers: instance interactor layers.
+    verb_decoder_layers: verb extraction decoder layers.
+    interaction_decoder_layers: interaction representation decoder layers.
+    logit_scale_init: initial logit scale of the cosine classifiers.
+    axis_name: device axis for the synced encoder batch norm (None: no sync).
+    dtype: compute dtype of the trainable parts.
+    frozen_dtype: compute dtype of the backbone (and of `clip_visual`, set by
+      whoever builds it).
+  """
+  clip_visual: nn.Module
+  num_object_classes: int = 80
+  embed_dim: int = 512
+  backbone_depth: int = 50
+  backbone_width: int = 64
+  backbone_mask_padding: bool = False
+  d_model: int = 256
+  num_heads: int = 8
+  dim_feedforward: int = 2048
+  dropout: float = 0.1
+  num_queries: int = 64
+  encoder_layers: int = 3
+  encoder_mlp_ratio: int = 4
+  encoder_norm: str = "batch"
+  roi_size: Optional[int] = 7
+  roi_sampling_ratio: int = 2
+  instance_decoder_layers: int = 3
+  verb_decoder_layers: int = 1
+  interaction_decoder_layers: int = 3
+  logit_scale_init: float = 1 / 0.07
+  axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+  frozen_dtype: Any = jnp.float32
+
+  def _interaction_text(self, text):
+    if text is not None:
+      return text
+    if self.has_variable(CONSTANTS, "interaction_text_embeddings"):
+      return self.get_variable(CONSTANTS, "interaction_text_embeddings")
+    raise ValueError("Pass interaction_text_embeddings [C, E] or store them "
+                     "in variables['constants'] (with_text_embeddings).")
+
+  def encode(self, image, mask, train: bool = False):
+    """Backbone + projection (+ ROI-Align) + Ho-Pair Encoder.
+
+    Args:
+      image: [B, H, W, 3] ImageNet-normalised, zero in padding.
+      mask: [B, H, W] bool, True on valid pixels.
+      train: batch statistics and dropout.
+
+    Returns:
+      (memory [B, M, D], position encoding [B, M, D], memory mask [B, M]);
+      M = roi_size^2 or ceil(H/32) * ceil(W/32).
+    """
+    dtype = _dtype(self.dtype)
+    feats, fmask = backbone_lib.ResNet(
+        self.backbone_depth, self.backbone_width, self.backbone_mask_padding,
+        _dtype(self.frozen_dtype), name="backbone")(image, mask)
+    x = nn.Conv(self.d_model, (1, 1), dtype=dtype, name="input_proj")(feats)
+    if self.roi_size is not None:
+      b = image.shape[0]
+      # Valid image extent in pixels, then in stride-32 feature units.
+      vh = jnp.sum(jnp.any(mask, axis=2), axis=1).astype(jnp.float32)
+      vw = jnp.sum(jnp.any(mask, axis=1), axis=1).astype(jnp.float32)
+      boxes = jnp.stack([jnp.zeros_like(vw), jnp.zeros_like(vh),
+                         vw / BACKBONE_STRIDE, vh / BACKBONE_STRIDE], -1)
+      valid_cells = jnp.stack([jnp.sum(jnp.any(fmask, axis=2), axis=1),
+                               jnp.sum(jnp.any(fmask, axis=1), axis=1)], -1)
+      x = roi_align.roi_align(x, boxes[:, None], (self.roi_size,) * 2,
+                              self.roi_sampling_ratio, aligned=True,
+                              valid_size=valid_cells)[:, 0]
+      fmask = jnp.ones((b, self.roi_size, self.roi_size), bool)
+    pos = position_encoding.sine_position_encoding(fmask, self.d_model,
+                                                   dtype=dtype)
+    x = ho_pair_encoder.HoPairEncoder(
+        self.encoder_layers, self.encoder_mlp_ratio, self.encoder_norm,
+        self.axis_name, self.dropout, dtype, name="encoder")(x, fmask, train)
+    b, h, w, d = x.shape
+    return (x.reshape(b, h * w, d), pos.reshape(b, h * w, d),
+            fmask.reshape(b, h * w))
+
+  @nn.compact
+  def __call__(self, image: jnp.ndarray, mask: jnp.ndarray,
+               clip_image: jnp.ndarray,
+               interaction_text_embeddings: Optional[jnp.ndarray] = None,
+               object_text_embeddings: Optional[jnp.ndarray] = None,
+               *, train: bool = False) -> Dict[str, Any]:
+    """Detects HOIs.
+
+    Args:
+      image: [B, H, W, 3] ImageNet-normalised, zero in padding.
+      mask: [B, H, W] bool, True on valid pixels.
+      clip_image: [B, S, S, 3] CLIP-normalised.
+      interaction_text_embeddings: [C, E] CLIP text embeddings of the
+        interaction prompts (None: `variables['constants']`).
+      object_text_embeddings: [K, E] object-prompt embeddings; only used to
+        initialise the object classifier.
+      train: dropout and batch statistics.
+
+    Returns:
+      The dict of docs/contracts.md: pred_sub_boxes / pred_obj_boxes
+      [B, N, 4] (cxcywh, sigmoid), pred_obj_logits [B, N, K+1],
+      pred_human_logits [B, N, 2], pred_interaction_logits [B, N, C],
+      aux_outputs (list of dicts with those five keys, earlier layers first),
+      interaction_clip_feature [B, E], clip_image_embedding [B, E]
+      (L2-normalised). All float32.
+    """
+    dtype = _dtype(self.dtype)
+    text = self._interaction_text(interaction_text_embeddings)
+    memory, memory_pos, memory_mask = self.encode(image, mask, train)
+
+    # Frozen CLIP branch (V_sp and the L_re target).
+    tokens, clip_embedding = self.clip_visual(
+        clip_image.astype(_dtype(self.frozen_dtype)))
+    tokens = jax.lax.stop_gradient(tokens)
+    clip_embedding = jax.lax.stop_gradient(clip_embedding)
+    clip_tokens = nn.Dense(self.d_model, dtype=dtype, name="clip_proj")(
+        tokens.astype(dtype))  # V_sp [B, T, D]
+
+    inst = instance_interactor.InstanceInteractor(
+        self.num_queries, self.instance_decoder_layers, self.num_heads,
+        self.dim_feedforward, self.dropout, self.num_object_classes,
+        self.embed_dim, self.logit_scale_init, dtype,
+        name="instance_interactor")(memory, memory_pos, memory_mask,
+                                    object_text_embeddings, train)
+    verb_feats = verb_decoder.VerbExtractionDecoder(
+        self.verb_decoder_layers, self.num_heads, self.dim_feedforward,
+        self.dropout, dtype, name="verb_decoder")(
+            text, memory, memory_pos, memory_mask, train)
+    # Q_inter = ((Q_h + P) + (Q_o + P)) / 2: averaged last-layer instance
+    # features as content, the pair embedding P as query position.
+    tgt = (inst["human_hs"][-1] + inst["object_hs"][-1]) / 2
+    inter_hs, retrieved = interaction_decoder.InteractionRepresentationDecoder(
+        self.interaction_decoder_layers, self.num_heads, self.dim_feedforward,
+        self.dropout, dtype, name="interaction_decoder")(
+            tgt, inst["pair_embed"][None].astype(dtype), clip_tokens, memory,
+            memory_pos, memory_mask, verb_feats, train)
+    inter_logits, inter_feat = verb_predictor.VerbPredictor(
+        self.embed_dim, self.logit_scale_init, dtype,
+        name="verb_predictor")(inter_hs, retrieved, text)
+
+    # Pair instance layer i with interaction layer i, aligned at the end when
+    # the two decoders have different depths.
+    num = min(self.instance_decoder_layers, self.interaction_decoder_layers)
+    off_i = self.instance_decoder_layers - num
+    off_x = self.interaction_decoder_layers - num
+
+    def f32(x):
+      return x.astype(jnp.float32)
+
+    layers = [{
+        "pred_sub_boxes": f32(inst["sub_boxes"][off_i + j]),
+        "pred_obj_boxes": f32(inst["obj_boxes"][off_i + j]),
+        "pred_obj_logits": f32(inst["obj_logits"][off_i + j]),
+        "pred_human_logits": f32(inst["human_logits"][off_i + j]),
+        "pred_interaction_logits": f32(inter_logits[off_x + j]),
+    } for j in range(num)]
+    out = dict(layers[-1])
+    out["aux_outputs"] = layers[:-1]
+    out["interaction_clip_feature"] = jnp.mean(inter_feat[-1], axis=1)
+    out["clip_image_embedding"] = instance_interactor.l2_normalize(
+        clip_embedding.astype(jnp.float32))
+    return out
+
+
+# ------------------------------------------------------------------ factory
+
+
+def num_object_classes_for(dataset_name: str) -> int:
+  """K: 80 on HICO-DET, 81 on V-COCO (incl. its 'no_object' class)."""
+  if dataset_name == "hico_det":
+    return metadata.hico().num_objects
+  if dataset_name == "vcoco":
+    return len(metadata.vcoco().objects)
+  raise ValueError(f"Unknown dataset {dataset_name!r}.")
+
+
+def build_model(config, axis_name: Optional[str] = None,
+                num_object_classes: Optional[int] = None) -> KI2HOI:
+  """Builds KI2HOI from a full config (reads `config.model`, `dataset.name`).
+
+  Args:
+    config: the experiment ConfigDict.
+    axis_name: device axis of the synced encoder batch norm ('batch' inside
+      the pmapped train step; None for init and single-device use).
+    num_object_classes: overrides K (default: from `config.dataset.name`).
+
+  Returns:
+    An unbound KI2HOI module.
+  """
+  m = config.model
+  frozen_dtype = jnp.dtype(m.frozen_dtype)
+  if num_object_classes is None:
+    num_object_classes = num_object_classes_for(config.dataset.name)
+  return KI2HOI(
+      clip_visual=clip_model.vision_from_config(m.clip, frozen_dtype),
+      num_object_classes=num_object_classes,
+      embed_dim=int(m.clip.embed_dim),
+      backbone_depth=int(m.backbone_depth),
+      backbone_width=int(m.backbone_width),
+      backbone_mask_padding=bool(m.backbone_mask_padding),
+      d_model=int(m.d_model),
+      num_heads=int(m.num_heads),
+      dim_feedforward=int(m.dim_feedforward),
+      dropout=float(m.dropout),
+      num_queries=int(m.num_queries),
+      encoder_layers=int(m.encoder_layers),
+      encoder_mlp_ratio=int(m.encoder_mlp_ratio),
+      encoder_norm=str(m.encoder_norm),
+      roi_size=None if m.roi_size is None else int(m.roi_size),
+      roi_sampling_ratio=int(m.roi_sampling_ratio),
+      instance_decoder_layers=int(m.instance_decoder_layers),
+      verb_decoder_layers=int(m.verb_decoder_layers),
+      interaction_decoder_layers=int(m.interaction_decoder_layers),
+      logit_scale_init=float(m.logit_scale_init),
+      axis_name=axis_name,
+      dtype=jnp.dtype(m.dtype),
+      frozen_dtype=frozen_dtype,
+  )
+
+
+def dummy_inputs(config, batch_size: int = 1, image_hw=(64, 64),
+                 num_interactions: int = 0):
+  """Zero inputs of the right shapes for `init` / `jax.eval_shape`.
+
+  Returns:
+    (image [B,H,W,3], mask [B,H,W], clip_image [B,S,S,3],
+     interaction_text_embeddings [C,E]); C defaults to the class count of
+    `config.model.interaction_space` on `config.dataset.name`.
+  """
+  s = int(config.model.clip.image_size)
+  e = int(config.model.clip.embed_dim)
+  if not num_interactions:
+    num_interactions = len(metadata.interaction_class_names(
+        config.model.interaction_space, config.dataset.name))
+  h, w = image_hw
+  return (jnp.zeros((batch_size, h, w, 3), jnp.float32),
+          jnp.ones((batch_size, h, w), bool),
+          jnp.zeros((batch_size, s, s, 3), jnp.float32),
+          jnp.zeros((num_interactions, e), jnp.float32))
+
+
+def with_text_embeddings(variables, interaction_text_embeddings):
+  """Returns `variables` with the interaction text embeddings as constants."""
+  variables = dict(flax.core.unfreeze(variables))
+  variables[CONSTANTS] = {
+      "interaction_text_embeddings": jnp.asarray(interaction_text_embeddings)}
+  return variables
+
+
+# ------------------------------------------------- parameter partitioning
+
+LABEL_FROZEN = "frozen"
+LABEL_BACKBONE = "backbone"
+LABEL_DEFAULT = "default"
+
+
+def _label(path, backbone_frozen_stages: int) -> str:
+  keys = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
+  if keys and keys[0] == "params":  # Accept a full variables dict too.
+    keys = keys[1:]
+  if not keys:
+    return LABEL_DEFAULT
+  if keys[0] == "clip_visual":
+    return LABEL_FROZEN
+  if keys[0] == "backbone":
+    sub = keys[1] if len(keys) > 1 else ""
+    if backbone_frozen_stages > 0 and sub in ("conv1", "bn1"):
+      return LABEL_FROZEN
+    if sub.startswith("layer"):
+      stage = int(sub[len("layer"):].split("_")[0])
+      if stage <= backbone_frozen_stages:
+        return LABEL_FROZEN
+    return LABEL_BACKBONE
+  return LABEL_DEFAULT
+
+
+def param_labels(params, backbone_frozen_stages: int = 1):
+  """Optimizer labels: 'frozen' | 'backbone' | 'default' per parameter.
+
+  'frozen': the CLIP image tower, and the ResNet stem + stages
+  1..backbone_frozen_stages (DETR freezes the stem and layer1); 'backbone':
+  the other ResNet stages (backbone learning rate); 'default': the rest.
+  Use with `optax.multi_transform({..., 'frozen': optax.set_to_zero()},
+  param_labels(params))`.
+
+  Args:
+    params: the `params` collection (or a variables dict holding it).
+    backbone_frozen_stages: `config.model.backbone_frozen_stages`.
+
+  Returns:
+    A pytree of strings with the structure of `params`.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: _label(p, backbone_frozen_stages), params)
+
+
+def trainable_mask(params, backbone_frozen_stages: int = 1):
+  """Pytree of bools: True where the optimizer updates the parameter."""
+  return jax.tree_util.tree_map(
+      lambda l: l != LABEL_FROZEN,
+      param_labels(params, backbone_frozen_stages))
+
+
+def count_params(tree) -> int:
+  """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
+  return int(sum(np.prod(x.shape, dtype=np.int64)
+                 for x in jax.tree_util.tree_leaves(tree)))
+
+
+def param_breakdown(params, backbone_frozen_stages: int = 1
+                    ) -> Dict[str, int]:
+  """Parameter counts: clip / backbone / rest / total, and by optimizer label.
+
+  Args:
+    params: the `params` collection.
+    backbone_frozen_stages: as in `param_labels`.
+
+  Returns:
+    {'clip', 'backbone', 'rest', 'total', 'frozen', 'trainable'} counts
+    (frozen-BN constants are not params and are not counted).
+  """
+  params = flax.core.unfreeze(params)
+  clip = count_params(params.get("clip_visual", {}))
+  bb = count_params(params.get("backbone", {}))
+  total = count_params(params)
+  labels = jax.tree_util.tree_leaves(param_labels(params,
+                                                  backbone_frozen_stages))
+  sizes = [int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)]
+  frozen = sum(s for s, l in zip(sizes, labels) if l == LABEL_FROZEN)
+  return dict(clip=clip, backbone=bb, rest=total - clip - bb, total=total,
+              frozen=frozen, trainable=total - frozen)

@@ -1,0 +1,219 @@
+"""ResNet backbone, sine position encoding and ROI-Align."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ki2hoi_jax.models import backbone
+from ki2hoi_jax.models import position_encoding
+from ki2hoi_jax.models import roi_align
+
+
+def _init(model, *args):
+  # The XLA RNG compiles much faster on CPU than threefry.
+  return jax.jit(model.init)(jax.random.key(0, impl="unsafe_rbg"), *args)
+
+
+# ------------------------------------------------------------------ ResNet
+
+
+@pytest.mark.parametrize("depth,blocks,c5", [(18, (2, 2, 2, 2), 8 * 8),
+                                             (50, (3, 4, 6, 3), 8 * 8 * 4)])
+def test_resnet_shapes_and_torchvision_names(depth, blocks, c5):
+  model = backbone.ResNet(depth=depth, width=8)
+  image = jnp.zeros((2, 64, 96, 3))
+  variables = jax.eval_shape(model.init, jax.random.key(0), image)
+  params, frozen = variables["params"], variables["frozen_bn"]
+  assert set(variables) == {"params", "frozen_bn"}
+  expected_blocks = {f"layer{s + 1}_{i}" for s, n in enumerate(blocks)
+                     for i in range(n)}
+  assert set(params) == {"conv1"} | expected_blocks
+  assert set(frozen) == {"bn1"} | expected_blocks
+  assert params["conv1"]["kernel"].shape == (7, 7, 3, 8)  # HWIO.
+  assert set(frozen["bn1"]) == {"weight", "bias", "running_mean",
+                                "running_var"}
+  if depth == 50:
+    assert set(params["layer1_0"]) == {"conv1", "conv2", "conv3",
+                                       "downsample_0"}
+    assert set(frozen["layer2_0"]) == {"bn1", "bn2", "bn3", "downsample_1"}
+    assert params["layer2_0"]["conv2"]["kernel"].shape == (3, 3, 16, 16)
+  else:
+    assert set(params["layer1_0"]) == {"conv1", "conv2"}  # No projection.
+    assert "downsample_0" in params["layer2_0"]
+  out, mask = jax.eval_shape(model.apply, variables, image)
+  assert out.shape == (2, 2, 3, c5)
+  assert mask.shape == (2, 2, 3)
+  assert model.num_channels == c5
+
+
+def test_frozen_batch_norm_matches_formula():
+  bn = backbone.FrozenBatchNorm()
+  x = jnp.arange(12.0).reshape(2, 2, 3)
+  stats = {"weight": jnp.array([1.0, 2.0, 0.5]),
+           "bias": jnp.array([0.0, 1.0, -1.0]),
+           "running_mean": jnp.array([1.0, 0.0, 2.0]),
+           "running_var": jnp.array([4.0, 1.0, 0.25])}
+  y = bn.apply({"frozen_bn": stats}, x)
+  s = {k: np.asarray(v) for k, v in stats.items()}
+  expected = ((np.asarray(x) - s["running_mean"])
+              / np.sqrt(s["running_var"] + 1e-5) * s["weight"] + s["bias"])
+  np.testing.assert_allclose(y, expected, rtol=1e-5)
+
+
+def test_resnet_mask_padding_is_exactly_padding_invariant():
+  """With mask_padding, the valid C5 cells ignore the padding entirely."""
+  model = backbone.ResNet(depth=18, width=8, mask_padding=True)
+  rng = np.random.default_rng(0)
+  valid = rng.normal(size=(1, 64, 64, 3)).astype(np.float32)
+  canvas_zero = np.zeros((1, 96, 128, 3), np.float32)
+  canvas_zero[:, :64, :64] = valid
+  canvas_junk = rng.normal(size=canvas_zero.shape).astype(np.float32) * 5
+  canvas_junk[:, :64, :64] = valid
+  mask = np.zeros((1, 96, 128), bool)
+  mask[:, :64, :64] = True
+  variables = _init(model, jnp.asarray(valid))
+  apply = jax.jit(model.apply)
+  ref, ref_mask = apply(variables, valid)
+  out_zero, m_zero = apply(variables, canvas_zero, mask)
+  out_junk, _ = apply(variables, canvas_junk, mask)
+  assert ref.shape[1:3] == (2, 2) and out_zero.shape[1:3] == (3, 4)
+  np.testing.assert_array_equal(m_zero[0], np.pad(np.ones((2, 2), bool),
+                                                  ((0, 1), (0, 2))))
+  assert bool(ref_mask.all())
+  np.testing.assert_allclose(out_zero[:, :2, :2], ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(out_junk[:, :2, :2], ref, rtol=1e-4, atol=1e-4)
+  # Without masking the border cells see the padding (DETR behaviour).
+  plain = backbone.ResNet(depth=18, width=8, mask_padding=False)
+  out_plain = jax.jit(plain.apply)(variables, canvas_junk, mask)[0]
+  assert not np.allclose(out_plain[:, :2, :2], ref, atol=1e-3)
+
+
+def test_resnet_bfloat16_compute_float32_params():
+  model = backbone.ResNet(depth=18, width=8, dtype=jnp.bfloat16)
+  image = jnp.ones((1, 32, 32, 3))
+  variables = _init(model, image)
+  assert all(x.dtype == jnp.float32
+             for x in jax.tree_util.tree_leaves(variables))
+  out, _ = jax.jit(model.apply)(variables, image)
+  assert out.dtype == jnp.bfloat16
+
+
+# ------------------------------------------------------- position encoding
+
+
+def test_sine_position_encoding_known_values():
+  mask = np.ones((1, 2, 4), bool)
+  pos = np.asarray(position_encoding.sine_position_encoding(mask, 8,
+                                                            eps=0.0))
+  assert pos.shape == (1, 2, 4, 8)
+  # y of row i is (i + 1) / 2 * 2 pi; x of column j is (j + 1) / 4 * 2 pi.
+  # Channels: [sin(y), cos(y), sin(y/100), cos(y/100), same for x].
+  i, j = 0, 2
+  y, x = (i + 1) / 2 * 2 * math.pi, (j + 1) / 4 * 2 * math.pi
+  expected = [math.sin(y), math.cos(y), math.sin(y / 100), math.cos(y / 100),
+              math.sin(x), math.cos(x), math.sin(x / 100), math.cos(x / 100)]
+  np.testing.assert_allclose(pos[0, i, j], expected, atol=1e-6)
+
+
+def test_sine_position_encoding_ignores_padding_amount():
+  small = np.ones((1, 3, 5), bool)
+  big = np.zeros((1, 7, 9), bool)
+  big[:, :3, :5] = True
+  p_small = position_encoding.sine_position_encoding(small, 16)
+  p_big = position_encoding.sine_position_encoding(big, 16)
+  np.testing.assert_allclose(p_big[:, :3, :5], p_small, atol=1e-6)
+  assert np.isfinite(np.asarray(p_big)).all()
+
+
+def test_downsample_mask_is_ceil():
+  mask = np.zeros((1, 100, 70), bool)
+  mask[:, :65, :33] = True
+  m = np.asarray(position_encoding.downsample_mask(mask, 32))
+  assert m.shape == (1, 4, 3)
+  assert m.sum(axis=1).max() == 3 and m.sum(axis=2).max() == 2
+
+
+# ------------------------------------------------------------------ ROI-Align
+
+
+def _numpy_roi_align(feat, box, out_hw, ratio, valid):
+  """Straight loop reference: aligned=True, clamped to the valid region."""
+  h_valid, w_valid = valid
+  x1, y1, x2, y2 = [float(v) - 0.5 for v in box[:2]] + [
+      float(v) - 0.5 for v in box[2:]]
+  out = np.zeros(out_hw + (feat.shape[-1],))
+  bh, bw = (y2 - y1) / out_hw[0], (x2 - x1) / out_hw[1]
+  for i in range(out_hw[0]):
+    for j in range(out_hw[1]):
+      acc = 0.0
+      for a in range(ratio):
+        for c in range(ratio):
+          y = min(max(y1 + (i + (a + 0.5) / ratio) * bh, 0.0), h_valid - 1)
+          x = min(max(x1 + (j + (c + 0.5) / ratio) * bw, 0.0), w_valid - 1)
+          y0, x0 = int(math.floor(y)), int(math.floor(x))
+          ya, xa = min(y0 + 1, h_valid - 1), min(x0 + 1, w_valid - 1)
+          ly, lx = y - y0, x - x0
+          acc = acc + ((1 - ly) * (1 - lx) * feat[y0, x0]
+                       + (1 - ly) * lx * feat[y0, xa]
+                       + ly * (1 - lx) * feat[ya, x0] + ly * lx * feat[ya, xa])
+      out[i, j] = acc / ratio**2
+  return out
+
+
+def test_roi_align_hand_computed():
+  # One bin, one sample at the centre of cells (0..1, 0..1): the mean.
+  feat = jnp.array([[1.0, 5.0], [3.0, 11.0]])[None, :, :, None]
+  out = roi_align.roi_align(feat, jnp.array([[[0.5, 0.5, 1.5, 1.5]]]), (1, 1),
+                            sampling_ratio=1)
+  np.testing.assert_allclose(out[0, 0, 0, 0, 0], 5.0)
+  # Sample at (y, x) = (0.25, 0.75): 1*.75*.25 + 5*.75*.75 + 3*.25*.25
+  # + 11*.25*.75 = 5.25.
+  out = roi_align.roi_align(feat, jnp.array([[[1.0, 0.5, 1.5, 1.0]]]), (1, 1),
+                            sampling_ratio=1)
+  np.testing.assert_allclose(out[0, 0, 0, 0, 0], 5.25, rtol=1e-6)
+  # Linear map f(y, x) = 4y + x: a bin's value is 4 * mean(y) + mean(x).
+  lin = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  out = roi_align.roi_align(lin, jnp.array([[[0.0, 0.0, 4.0, 4.0]]]), (2, 2),
+                            sampling_ratio=2)
+  # Sample coordinates per bin: (0, 1) -> mean 0.5; (2, 3) -> mean 2.5.
+  np.testing.assert_allclose(out[0, 0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+
+
+def test_roi_align_matches_loop_reference_and_ignores_padding():
+  rng = np.random.default_rng(1)
+  feat = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
+  boxes = np.array([[[0.0, 0.0, 4.3, 3.1], [1.2, 0.7, 3.9, 2.2]],
+                    [[0.0, 0.0, 2.6, 4.0], [0.3, 0.2, 6.9, 5.8]]], np.float32)
+  valid = np.array([[4, 5], [5, 3]], np.int32)
+  out = np.asarray(roi_align.roi_align(feat, boxes, (3, 2), 2,
+                                       valid_size=valid))
+  for b in range(2):
+    for r in range(2):
+      ref = _numpy_roi_align(feat[b], boxes[b, r], (3, 2), 2, valid[b])
+      np.testing.assert_allclose(out[b, r], ref, rtol=1e-5, atol=1e-5)
+  junk = feat.copy()
+  for b, (vh, vw) in enumerate(valid):
+    junk[b, vh:] = 1e3
+    junk[b, :, vw:] = -1e3
+  out_junk = roi_align.roi_align(junk, boxes, (3, 2), 2, valid_size=valid)
+  np.testing.assert_allclose(out_junk, out, rtol=1e-5, atol=1e-5)
+
+
+def test_roi_align_is_differentiable():
+  feat = jnp.ones((1, 5, 5, 2))
+  boxes = jnp.array([[[0.5, 0.5, 3.5, 4.0]]])
+  x_map = jnp.arange(5.0)[None, None, :, None]  # Value = column index.
+
+  def f(feat, boxes):
+    return roi_align.roi_align(feat * x_map, boxes, (2, 2)).sum()
+
+  g_feat, g_box = jax.grad(f, argnums=(0, 1))(feat, boxes)
+  # f is linear in the features: sum(g * feat) at feat = 1 is f itself.
+  np.testing.assert_allclose(g_feat.sum(), f(feat, boxes), rtol=1e-5)
+  # Sum over 2 channels x 2 rows of (mean x of bin 0 + mean x of bin 1)
+  # = 4 * (x1 + x2 - 1), so d/dx1 = d/dx2 = 4 and the y-derivatives are 0.
+  np.testing.assert_allclose(f(feat, boxes), 4 * (0.5 + 3.5 - 1), rtol=1e-5)
+  np.testing.assert_allclose(g_box[0, 0], [4.0, 0.0, 4.0, 0.0], atol=1e-5)
