@@ -1,0 +1,225 @@
+r"""TFDS builders of HICO-DET and V-COCO from the GEN-VLKT folder layout.
+
+The "manual download" folder is the user's dataset root (hico.md section 2:
+`images/` and `annotations/`). Build from Python with `build(...)` or from the
+command line (no `tfds build` needed):
+
+  python -m ki2hoi_jax.data.tfds_builder --root=/data/hico_20160224_det \
+      --data_dir=/data/tfds [--dataset=vcoco] [--on_bad_box=clip] \
+      [--on_bad_image=skip]
+
+Each split ('train', 'test') holds the records that pass
+`annotations.iter_split` (validation, hico.md section 3 steps 2-3 for
+training), in annotation-file order (shuffling at build time is disabled, so
+position i of a split is its i-th kept record). Features per example:
+
+  image        encoded JPEG (the original file bytes, or an RGB re-encoding)
+  file_name    image file name
+  image_index  position of the record in the annotation file
+  size         [2] int32 original (height, width)
+  boxes        [N, 4] float32 absolute xyxy (clipped if on_bad_box='clip')
+  labels       [N] int32 object index
+  pairs        [M, 4] int32 (subject, object, verb, hoi), see annotations.py
+
+Files are written as ArrayRecord, so the input pipeline can read examples by
+position (deterministic shuffling and cheap resumption). The annotations of
+each split are also stored, as compact arrays, in the builder's metadata
+(`builder.info.metadata['splits']`), with the build's summary counters and
+options; the pipeline reads them without touching the image bytes.
+
+Zero-shot filtering and `dataset.train_fraction` are NOT applied here: they
+are applied by the input pipeline (ki2hoi_jax/data/input_pipeline.py), so one
+build serves the fully supervised run and every zero-shot split.
+"""
+
+import logging
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ki2hoi_jax.data import annotations
+
+FORMAT_VERSION = 1  # Layout of builder.info.metadata['splits'].
+
+_INSTRUCTIONS = """\
+Pass the dataset folder as the manual download dir. It must contain
+annotations/trainval_hico.json, annotations/test_hico.json,
+images/train2015/ and images/test2015/ for HICO-DET (hico.md section 2), or
+annotations/trainval_vcoco.json, annotations/test_vcoco.json,
+images/train2014/ and images/val2014/ for V-COCO.
+"""
+
+
+class _HoiBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared code of the HICO-DET and V-COCO builders."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "GEN-VLKT layout, validated records."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  DATASET = ""
+  # Nothing is downloaded. Overriding these two class properties also avoids
+  # TFDS's lookup of a checksums file next to the code, which imports the
+  # optional `importlib_resources` package.
+  code_path = None
+  url_infos = None
+
+  def __init__(self, *, on_bad_box: str = "clip", on_bad_image: str = "skip",
+               **kwargs):
+    annotations.check_choice("on_bad_box", on_bad_box, ("clip", "reject"))
+    annotations.check_choice("on_bad_image", on_bad_image,
+                             annotations.ON_BAD_IMAGE)
+    self._on_bad_box = on_bad_box
+    self._on_bad_image = on_bad_image
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=f"{self.DATASET} in the GEN-VLKT annotation format.",
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3),
+                                         encoding_format="jpeg"),
+            "file_name": tfds.features.Text(),
+            "image_index": tfds.features.Scalar(np.int32),
+            "size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+            "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+            "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "pairs": tfds.features.Tensor(shape=(None, 4), dtype=np.int32),
+        }),
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = os.fspath(dl_manager.manual_dir)
+    self.info.metadata.update({
+        "dataset": self.DATASET, "root": os.path.realpath(root),
+        "on_bad_box": self._on_bad_box, "on_bad_image": self._on_bad_image,
+        "format_version": FORMAT_VERSION, "splits": {}, "summary": {}})
+    return {split: self._generate_examples(root, split)
+            for split in annotations.SPLITS}
+
+  def _generate_examples(self, root: str, split: str):
+    stats = annotations.SplitStats(f"{self.DATASET}/{split}")
+    columns: Dict[str, List[Any]] = {
+        "image_index": [], "file_name": [], "size": [], "num_boxes": [],
+        "boxes": [], "labels": [], "num_pairs": [], "pairs": []}
+    for rec, data in annotations.iter_split(
+        root, split, self.DATASET, on_bad_box=self._on_bad_box,
+        on_bad_image=self._on_bad_image, with_bytes=True, stats=stats):
+      columns["image_index"].append(rec.index)
+      columns["file_name"].append(rec.file_name)
+      columns["size"].append([rec.height, rec.width])
+      columns["num_boxes"].append(len(rec.boxes))
+      columns["boxes"].extend(rec.boxes.tolist())
+      columns["labels"].extend(rec.labels.tolist())
+      columns["num_pairs"].append(len(rec.pairs))
+      columns["pairs"].extend(rec.pairs.tolist())
+      yield rec.index, {
+          "image": data, "file_name": rec.file_name,
+          "image_index": rec.index,
+          "size": np.array([rec.height, rec.width], np.int32),
+          "boxes": rec.boxes.reshape(-1, 4),
+          "labels": rec.labels, "pairs": rec.pairs.reshape(-1, 4)}
+    self.info.metadata["splits"][split] = columns
+    self.info.metadata["summary"][split] = stats.to_dict()
+
+
+class HicoDet(_HoiBuilder, skip_registration=True):
+  """HICO-DET (600 HOIs, 117 verbs, 80 objects)."""
+  name = "hico_det"
+  DATASET = "hico_det"
+
+
+class Vcoco(_HoiBuilder, skip_registration=True):
+  """V-COCO (29 verb classes, 263 verb-object classes)."""
+  name = "vcoco"
+  DATASET = "vcoco"
+
+
+_BUILDERS = {"hico_det": HicoDet, "vcoco": Vcoco}
+
+
+def builder_class(dataset: str):
+  """The builder class of 'hico_det' | 'vcoco'."""
+  annotations.check_choice("dataset", dataset, tuple(_BUILDERS))
+  return _BUILDERS[dataset]
+
+
+def build(root: str, data_dir: str, dataset: str = "hico_det", *,
+          on_bad_box: str = "clip", on_bad_image: str = "skip"
+          ) -> tfds.core.DatasetBuilder:
+  """Builds (once) and returns the TFDS builder of a dataset.
+
+  Args:
+    root: dataset folder with images/ and annotations/ (the manual dir).
+    data_dir: TFDS data dir to write to / read from.
+    dataset: 'hico_det' | 'vcoco'.
+    on_bad_box: 'clip' | 'reject' (annotations.py).
+    on_bad_image: 'skip' | 'fail'.
+
+  Returns:
+    The prepared builder.
+
+  Raises:
+    ValueError: data_dir already holds a build from another root or with
+      other options (delete it or use another data_dir).
+    annotations.AnnotationError: invalid annotations.
+  """
+  builder = builder_class(dataset)(data_dir=data_dir, on_bad_box=on_bad_box,
+                                   on_bad_image=on_bad_image)
+  if builder.is_prepared():
+    meta = builder.info.metadata
+    want = {"root": os.path.realpath(root), "on_bad_box": on_bad_box,
+            "on_bad_image": on_bad_image, "format_version": FORMAT_VERSION}
+    have = {k: meta.get(k) for k in want}
+    if have != want:
+      raise ValueError(
+          f"{builder.data_path} holds a {dataset} build with {have}, not "
+          f"{want}; delete that folder or choose another data_dir")
+    logging.info("Using the existing %s build in %s", dataset,
+                 builder.data_path)
+    return builder
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=root,
+      compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  return builder
+
+
+def load(data_dir: str, dataset: str = "hico_det"
+         ) -> tfds.core.DatasetBuilder:
+  """The prepared builder in `data_dir` (raises if it was never built)."""
+  builder = builder_class(dataset)(data_dir=data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(f"no {dataset} build in {data_dir}; run "
+                            "python -m ki2hoi_jax.data.tfds_builder first")
+  return builder
+
+
+def main(argv=None) -> None:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--root", required=True,
+                      help="dataset folder with images/ and annotations/")
+  parser.add_argument("--data_dir", required=True, help="TFDS data dir")
+  parser.add_argument("--dataset", default="hico_det",
+                      choices=sorted(_BUILDERS))
+  parser.add_argument("--on_bad_box", default="clip",
+                      choices=("clip", "reject"))
+  parser.add_argument("--on_bad_image", default="skip",
+                      choices=annotations.ON_BAD_IMAGE)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  builder = build(args.root, args.data_dir, args.dataset,
+                  on_bad_box=args.on_bad_box, on_bad_image=args.on_bad_image)
+  for split, summary in builder.info.metadata.get("summary", {}).items():
+    print(f"{split}: {summary['num_images']} images, {summary['num_pairs']} "
+          f"pairs, skipped {summary['skipped']}")
+  print(f"written to {builder.data_path}")
+
+
+if __name__ == "__main__":
+  main()
