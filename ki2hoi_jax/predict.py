@@ -13,7 +13,7 @@ picks), a `checkpoints/` folder (latest step) or one step folder
 checkpoint is used then (`--config.x=y` overrides need `--config`). Images can
 follow `--images` or be given as further arguments. `--verbs`, `--objects` and
 `--prompts_file` replace the class list by an open vocabulary
-(`ki2hoi_jax/open_vocabulary.py`, docs/open_vocabulary.md).
+(`ki2hoi_jax/open_vocabulary.py`, README "Open vocabulary").
 
 Each image is prepared exactly as in evaluation (`data/transforms.py`): the
 short side resized to `dataset.eval_short_side` (long side at most

@@ -6,7 +6,7 @@ r"""HICO-DET mAP (python evaluator protocol of GEN-VLKT/HOICLIP), vectorised.
       [--train_annotations trainval_hico.json] [--output metrics.json] \
       [--compat_averaging_bug]
 
-Semantics (docs: hico.md section 6; docs/evaluation.md), identical to the
+Semantics (docs: hico.md section 6; README "Evaluation"), identical to the
 GEN-VLKT python evaluator after its Aug-2023 averaging fix:
 
 * Ground truth: every pair of every record of the test JSON becomes (human
