@@ -78,7 +78,7 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"Converted checkpoint {path!r} not found (see "
-        "README "Pretrained weights" for the conversion commands).")
+        "README 'Pretrained weights' for the conversion commands).")
   with open(path, "rb") as f:
     tree = serialization.msgpack_restore(f.read())
   meta = {}
@@ -294,7 +294,7 @@ def load_checkpoint_meta(path: str) -> Dict[str, Any]:
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"Converted checkpoint {path!r} not found (see "
-        "README "Pretrained weights" for the conversion commands).")
+        "README 'Pretrained weights' for the conversion commands).")
   if not os.path.exists(metadata_path(path)):
     return {}
   with open(metadata_path(path)) as f:

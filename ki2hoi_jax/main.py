@@ -28,6 +28,17 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO chatter of Orbax/TensorFlow Datasets; keeps their warnings."""
+
+  _PATHS = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING:
+      return True
+    return not any(p in record.pathname for p in self._PATHS)
+
+
 def _hide_accelerators_from_tensorflow() -> None:
   """tf.data runs on the host; TensorFlow must not grab GPU memory."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -62,6 +73,7 @@ def main(argv):
   logging.get_absl_handler().setFormatter(
       std_logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                             "%H:%M:%S"))
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   _hide_accelerators_from_tensorflow()
   import jax  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value

@@ -1,0 +1,133 @@
+"""Optimizer: AdamW with a backbone learning rate, step decay, clipping.
+
+Design.md "Training recipe": AdamW, lr 1e-4 (backbone 1e-5), weight decay
+1e-4, global-norm clipping 0.1, learning rates x 0.1 from `lr_drop_epoch`.
+
+Frozen parameters (CLIP towers, frozen batch-norm of the backbone) are not
+given to the optimizer at all: the train step splits the parameter tree with
+`split_params` into a trainable and a frozen part, differentiates and updates
+only the trainable part and puts the frozen part back unchanged (bit for bit),
+so they have no Adam moments and no gradient buffers. The remaining parameters
+are routed with `optax.multi_transform` by their label: 'backbone' gets
+`backbone_learning_rate`, everything else `learning_rate`.
+
+Steps: `config.batch_size` is the global batch of one optimizer update. With
+`optimizer.grad_accum_steps = k > 1` each train step sees batch_size / k
+images and `optax.MultiSteps` applies an update every k train steps; step
+counters (checkpoint, log, eval, `num_train_steps`, steps per epoch) count
+train steps, the learning-rate schedule counts updates.
+"""
+
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+import optax
+
+from ki2hoi_jax import checkpoint_io
+
+FROZEN = "frozen"
+BACKBONE = "backbone"
+DEFAULT = "default"
+
+
+def normalise_label(label: str) -> str:
+  """Maps a model parameter label to 'frozen', 'backbone' or 'default'."""
+  label = str(label).lower()
+  if label in (FROZEN, BACKBONE):
+    return label
+  return DEFAULT
+
+
+def flat_labels(labels: Mapping[str, Any]) -> Dict[str, str]:
+  """Nested label tree -> {'a/b/c': 'frozen' | 'backbone' | 'default'}."""
+  flat = checkpoint_io.flatten(labels)
+  return {k: normalise_label(v) for k, v in flat.items()}
+
+
+def split_params(params: Mapping[str, Any], labels: Mapping[str, str]
+                 ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+  """Splits a nested parameter tree into (trainable, frozen) nested trees.
+
+  Args:
+    params: nested parameter dict.
+    labels: flat labels from `flat_labels` (every parameter must have one).
+
+  Returns:
+    (trainable, frozen) nested dicts holding the same leaf objects.
+  """
+  flat = checkpoint_io.flatten(params)
+  missing = sorted(set(flat) - set(labels))
+  if missing:
+    raise KeyError(f"parameters without a label: {missing[:10]}")
+  trainable = {k: v for k, v in flat.items() if labels[k] != FROZEN}
+  frozen = {k: v for k, v in flat.items() if labels[k] == FROZEN}
+  return checkpoint_io.unflatten(trainable), checkpoint_io.unflatten(frozen)
+
+
+def merge_params(trainable: Mapping[str, Any],
+                 frozen: Mapping[str, Any]) -> Dict[str, Any]:
+  """Inverse of `split_params`."""
+  flat = dict(checkpoint_io.flatten(trainable))
+  flat.update(checkpoint_io.flatten(frozen))
+  return checkpoint_io.unflatten(flat)
+
+
+def trainable_labels(labels: Mapping[str, str]) -> Dict[str, Any]:
+  """Nested 'backbone'/'default' labels of the trainable subtree."""
+  return checkpoint_io.unflatten(
+      {k: v for k, v in labels.items() if v != FROZEN})
+
+
+def num_train_steps(steps_per_epoch: int, config) -> int:
+  """Total train steps: `num_train_steps` if > 0, else epochs x steps/epoch."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(config.optimizer.num_epochs) * int(steps_per_epoch)
+
+
+def learning_rate_schedules(config, steps_per_epoch: int
+                            ) -> Dict[str, Callable[[Any], Any]]:
+  """Step-decay schedules of the update count, per parameter group.
+
+  Args:
+    config: experiment config (`optimizer.*`).
+    steps_per_epoch: train steps (micro-batches) per epoch.
+
+  Returns:
+    {'default': schedule, 'backbone': schedule}: the learning rate as a
+    function of the number of optimizer updates done; x 0.1 from update
+    `lr_drop_epoch * steps_per_epoch // grad_accum_steps` on.
+  """
+  boundary = (int(config.optimizer.lr_drop_epoch) * int(steps_per_epoch) //
+              int(config.optimizer.grad_accum_steps))
+  def make(base):
+    return optax.piecewise_constant_schedule(float(base), {boundary: 0.1})
+  return {DEFAULT: make(config.optimizer.learning_rate),
+          BACKBONE: make(config.optimizer.backbone_learning_rate)}
+
+
+def make_optimizer(config, labels: Mapping[str, str],
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+  """The optimizer of the trainable subtree.
+
+  Args:
+    config: experiment config (`optimizer.*`, `batch_size`).
+    labels: flat labels of all parameters (`flat_labels`); frozen ones are
+      dropped here because the optimizer never sees them.
+    steps_per_epoch: train steps (micro-batches) per epoch.
+
+  Returns:
+    An optax transformation over `split_params(params, labels)[0]`.
+  """
+  schedules = learning_rate_schedules(config, steps_per_epoch)
+  wd = float(config.optimizer.weight_decay)
+  groups = {name: optax.adamw(schedules[name], weight_decay=wd)
+            for name in (DEFAULT, BACKBONE)}
+  chain = []
+  if config.optimizer.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(config.optimizer.grad_clip_norm))
+  chain.append(optax.multi_transform(groups, trainable_labels(labels)))
+  tx = optax.chain(*chain)
+  accum = int(config.optimizer.grad_accum_steps)
+  if accum > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=accum)
+  return tx
