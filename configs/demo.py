@@ -30,6 +30,7 @@ def get_config():
   config.model.backbone_depth = 18
   config.model.backbone_width = 16
   config.model.backbone_frozen_stages = 0  # Random init: train the whole ResNet.
+  config.model.backbone_norm = "group"  # No DETR checkpoint: normalise with GroupNorm.
   config.model.d_model = 64
   config.model.num_heads = 4
   config.model.dim_feedforward = 128
@@ -58,5 +59,6 @@ def get_config():
   config.batch_size = 8
   config.eval_batch_size = 16
   config.log_every_steps = 10
+  config.eval_at_start = True  # Report the untrained baseline next to the result.
   config.checkpoint_every_steps = 200
   return config

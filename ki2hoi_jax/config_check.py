@@ -21,6 +21,7 @@ _CHOICES = {
     "model.interaction_space": ("hoi", "verb"),
     "model.backbone_depth": (18, 34, 50, 101),
     "model.encoder_norm": ("batch", "masked"),
+    "model.backbone_norm": ("frozen", "group"),
     "model.dtype": ("float32", "bfloat16"),
     "model.frozen_dtype": ("float32", "bfloat16"),
     "loss.reconstruction": ("l1", "l2", "l1+l2", "none"),

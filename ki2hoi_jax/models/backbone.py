@@ -75,6 +75,23 @@ class FrozenBatchNorm(nn.Module):
     return x * scale.astype(self.dtype) + shift.astype(self.dtype)
 
 
+def _norm(kind: str, name: str, dtype):
+  """The backbone's normalisation layer.
+
+  'frozen' is DETR's FrozenBatchNorm (statistics from a checkpoint, in the
+  `frozen_bn` collection). 'group' is a trainable GroupNorm (8 groups, or fewer
+  for narrow layers) for backbones trained from scratch (the demo): a frozen
+  BN without a checkpoint is the identity, i.e. no normalisation at all.
+  """
+  if kind == "frozen":
+    return FrozenBatchNorm(dtype=dtype, name=name)
+  if kind == "group":
+    return lambda x: nn.GroupNorm(num_groups=min(8, x.shape[-1]), epsilon=1e-5,
+                                  dtype=dtype, name=name)(x)
+  raise ValueError(f"model.backbone_norm must be 'frozen' or 'group', got "
+                   f"{kind!r}")
+
+
 def _conv(features, kernel, stride, name, dtype):
   pad = kernel // 2  # torch-style symmetric padding (not 'SAME').
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
@@ -97,11 +114,13 @@ class BasicBlock(nn.Module):
     planes: output channels.
     stride: stride of the first conv.
     downsample: add the 1x1 projection shortcut.
+    norm: 'frozen' | 'group' (see `_norm`).
     dtype: compute dtype.
   """
   planes: int
   stride: int = 1
   downsample: bool = False
+  norm: str = "frozen"
   dtype: Any = jnp.float32
   expansion = 1
 
@@ -109,13 +128,13 @@ class BasicBlock(nn.Module):
   def __call__(self, x, mask_in=None, mask_out=None):
     """x: [B, H, W, Cin] (already masked) -> [B, H/s, W/s, planes]."""
     y = _conv(self.planes, 3, self.stride, "conv1", self.dtype)(x)
-    y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name="bn1")(y))
+    y = nn.relu(_norm(self.norm, "bn1", self.dtype)(y))
     y = _apply_mask(y, mask_out)
     y = _conv(self.planes, 3, 1, "conv2", self.dtype)(y)
-    y = FrozenBatchNorm(dtype=self.dtype, name="bn2")(y)
+    y = _norm(self.norm, "bn2", self.dtype)(y)
     if self.downsample:
       x = _conv(self.planes, 1, self.stride, "downsample_0", self.dtype)(x)
-      x = FrozenBatchNorm(dtype=self.dtype, name="downsample_1")(x)
+      x = _norm(self.norm, "downsample_1", self.dtype)(x)
     return _apply_mask(nn.relu(y + x), mask_out)
 
 
@@ -126,11 +145,13 @@ class Bottleneck(nn.Module):
     planes: bottleneck channels (output is 4 * planes).
     stride: stride of the 3x3 conv (torchvision v1.5).
     downsample: add the 1x1 projection shortcut.
+    norm: 'frozen' | 'group' (see `_norm`).
     dtype: compute dtype.
   """
   planes: int
   stride: int = 1
   downsample: bool = False
+  norm: str = "frozen"
   dtype: Any = jnp.float32
   expansion = 4
 
@@ -138,16 +159,16 @@ class Bottleneck(nn.Module):
   def __call__(self, x, mask_in=None, mask_out=None):
     """x: [B, H, W, Cin] (already masked) -> [B, H/s, W/s, 4 * planes]."""
     y = _conv(self.planes, 1, 1, "conv1", self.dtype)(x)
-    y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name="bn1")(y))
+    y = nn.relu(_norm(self.norm, "bn1", self.dtype)(y))
     y = _apply_mask(y, mask_in)
     y = _conv(self.planes, 3, self.stride, "conv2", self.dtype)(y)
-    y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name="bn2")(y))
+    y = nn.relu(_norm(self.norm, "bn2", self.dtype)(y))
     y = _apply_mask(y, mask_out)
     y = _conv(self.planes * 4, 1, 1, "conv3", self.dtype)(y)
-    y = FrozenBatchNorm(dtype=self.dtype, name="bn3")(y)
+    y = _norm(self.norm, "bn3", self.dtype)(y)
     if self.downsample:
       x = _conv(self.planes * 4, 1, self.stride, "downsample_0", self.dtype)(x)
-      x = FrozenBatchNorm(dtype=self.dtype, name="downsample_1")(x)
+      x = _norm(self.norm, "downsample_1", self.dtype)(x)
     return _apply_mask(nn.relu(y + x), mask_out)
 
 
@@ -158,11 +179,13 @@ class ResNet(nn.Module):
     depth: 18 | 34 | 50 | 101.
     width: stem channels (64 standard); stage i has width * 2^i planes.
     mask_padding: zero padded positions before every conv (see module doc).
+    norm: 'frozen' (DETR's FrozenBatchNorm) | 'group' (trainable GroupNorm).
     dtype: compute dtype (parameters stay float32).
   """
   depth: int = 50
   width: int = 64
   mask_padding: bool = False
+  norm: str = "frozen"
   dtype: Any = jnp.float32
 
   @property
@@ -196,7 +219,7 @@ class ResNet(nn.Module):
 
     x = _apply_mask(image.astype(self.dtype), m(1))
     x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
-    x = nn.relu(FrozenBatchNorm(dtype=self.dtype, name="bn1")(x))
+    x = nn.relu(_norm(self.norm, "bn1", self.dtype)(x))
     x = _apply_mask(x, m(2))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     x = _apply_mask(x, m(4))
@@ -209,7 +232,7 @@ class ResNet(nn.Module):
         needs_proj = i == 0 and (block_stride != 1
                                  or block_cls is Bottleneck)
         x = block_cls(planes, stride=block_stride, downsample=needs_proj,
-                      dtype=self.dtype, name=f"layer{stage + 1}_{i}")(
+                      norm=self.norm, dtype=self.dtype, name=f"layer{stage + 1}_{i}")(
                           x, m(in_stride), m(out_stride))
         stride = out_stride
     return x, position_encoding.downsample_mask(mask, 32)

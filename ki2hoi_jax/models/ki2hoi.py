@@ -84,6 +84,7 @@ class KI2HOI(nn.Module):
     backbone_depth: ResNet depth (18 | 34 | 50 | 101).
     backbone_width: ResNet stem channels.
     backbone_mask_padding: zero padding before every backbone conv.
+    backbone_norm: 'frozen' (DETR FrozenBatchNorm) | 'group' (from scratch).
     d_model: transformer width D.
     num_heads: attention heads.
     dim_feedforward: FFN width.
@@ -109,6 +110,7 @@ class KI2HOI(nn.Module):
   backbone_depth: int = 50
   backbone_width: int = 64
   backbone_mask_padding: bool = False
+  backbone_norm: str = "frozen"
   d_model: int = 256
   num_heads: int = 8
   dim_feedforward: int = 2048
@@ -149,8 +151,9 @@ class KI2HOI(nn.Module):
     """
     dtype = _dtype(self.dtype)
     feats, fmask = backbone_lib.ResNet(
-        self.backbone_depth, self.backbone_width, self.backbone_mask_padding,
-        _dtype(self.frozen_dtype), name="backbone")(image, mask)
+        depth=self.backbone_depth, width=self.backbone_width,
+        mask_padding=self.backbone_mask_padding, norm=self.backbone_norm,
+        dtype=_dtype(self.frozen_dtype), name="backbone")(image, mask)
     x = nn.Conv(self.d_model, (1, 1), dtype=dtype, name="input_proj")(feats)
     if self.roi_size is not None:
       b = image.shape[0]
@@ -294,6 +297,7 @@ def build_model(config, axis_name: Optional[str] = None,
       backbone_depth=int(m.backbone_depth),
       backbone_width=int(m.backbone_width),
       backbone_mask_padding=bool(m.backbone_mask_padding),
+      backbone_norm=str(m.backbone_norm),
       d_model=int(m.d_model),
       num_heads=int(m.num_heads),
       dim_feedforward=int(m.dim_feedforward),

@@ -384,8 +384,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   Returns:
     {'step': final step, 'train': last logged train metrics, 'eval': last
-    eval metrics (process 0; None elsewhere), 'params_checksum': sha256 of the
-    final parameters}.
+    eval metrics (process 0; None elsewhere), 'eval_untrained': metrics of
+    the step-0 model when `config.eval_at_start` (else None),
+    'params_checksum': sha256 of the final parameters}.
 
   Raises:
     FloatingPointError: a non-finite loss or gradient norm.
@@ -450,6 +451,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                                                        rng), config, value)
     return metrics
 
+  untrained_metrics = None
+  if cfg.eval_at_start and start_step == 0:
+    # The untrained model's numbers: the baseline the run should beat.
+    untrained_metrics = run_evaluation(config, workdir, builder, p_eval_step,
+                                       state, setup.eval_text, 0, writer)
   train_iter = (input_pipeline.create_train_iterator(
       config, builder, start_step=start_step, batch_size=micro_batch)
                 if start_step < total else iter(()))
@@ -527,7 +533,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   checkpointer.close()
   _barrier("ki2hoi_train_done")
   return {"step": final_step, "train": last_train, "eval": eval_metrics,
-          "params_checksum": checksum}
+          "eval_untrained": untrained_metrics, "params_checksum": checksum}
 
 
 def evaluate(config, workdir: str, which: str = "auto") -> Optional[Dict]:
@@ -570,9 +576,8 @@ def evaluate(config, workdir: str, which: str = "auto") -> Optional[Dict]:
   checkpointer.close()
   if metrics is not None:
     if config.dataset.name == "vcoco":
-      print(f"Checkpoint step {step}\nV-COCO role AP (%): scenario 1 "
-            f"{metrics['scenario_1']:.2f}, scenario 2 "
-            f"{metrics['scenario_2']:.2f}")
+      print(f"Checkpoint step {step}\nV-COCO role AP (%):\n"
+            f"{vcoco_eval.format_metrics(metrics)}")
     else:
-        print(f"Checkpoint step {step}\n{hico.format_table(metrics)}")
+      print(f"Checkpoint step {step}\n{hico.format_table(metrics)}")
   return metrics
