@@ -600,6 +600,29 @@ def format_table(result: RoleAPResult) -> str:
   return "\n".join(lines)
 
 
+def format_metrics(metrics: Mapping[str, Any]) -> str:
+  """Per-class role AP table of an `evaluate` dict (e.g. metrics.json).
+
+  Args:
+    metrics: {'scenario_1', 'scenario_2', 'per_action': {name: {'scenario_1',
+      'scenario_2'}}} with values in % (NaN or None = no positives).
+
+  Returns:
+    One line per role class, then the two 24-class means.
+  """
+  def pct(v):
+    return float("nan") if v is None else float(v)
+  reported = dict(zip(role_classes().names, role_classes().reported))
+  lines = [f"{'class':>24} {'S1 AP':>7} {'S2 AP':>7}"]
+  for name, ap in metrics["per_action"].items():
+    note = "" if reported.get(name, False) else "  (not in mean)"
+    lines.append(f"{name:>24} {pct(ap['scenario_1']):7.2f} "
+                 f"{pct(ap['scenario_2']):7.2f}{note}")
+  for s in SCENARIOS:
+    lines.append(f"Role mAP {s.replace('_', ' ')}: {pct(metrics[s]):.2f}")
+  return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Command-line entry point; returns the metrics dict."""
   parser = argparse.ArgumentParser(
