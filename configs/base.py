@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.encoder_mlp_ratio = 4  # Hidden width of the Ho-Pair Encoder point-wise MLPs, in multiples of d_model (SwiftFormer).
   config.model.roi_sampling_ratio = 2  # Bilinear samples per ROI-Align bin along each axis.
   config.model.backbone_frozen_stages = 1  # Stem + stages 1..n of the ResNet get no updates (DETR: 1); 0 trains the whole backbone.
-  config.model.backbone_norm = "frozen"  # 'frozen' (DETR FrozenBatchNorm; needs a checkpoint) | 'group' (GroupNorm, from scratch).
+  config.model.backbone_norm = "frozen"  # 'frozen' (DETR FrozenBatchNorm; needs a checkpoint) | 'group' (GroupNorm from scratch; its statistics include padding).
   config.model.backbone_mask_padding = False  # Zero padding before every backbone conv (exact padding invariance; DETR: off).
   config.model.dtype = "float32"  # Compute dtype of the trainable parts.
   config.model.frozen_dtype = "float32"  # Compute dtype of frozen CLIP and backbone ('bfloat16' saves time).

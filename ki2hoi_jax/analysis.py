@@ -37,6 +37,7 @@ from PIL import Image
 from ki2hoi_jax import predict
 from ki2hoi_jax import visualize
 from ki2hoi_jax.data import annotations
+from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico
 from ki2hoi_jax.evaluation import postprocess
@@ -155,8 +156,7 @@ def resolve_workdir(workdir: str, root: Optional[str] = None) -> str:
 
 def dataset_root(config, workdir: str) -> str:
   """The dataset folder of a run (`<workdir>/synthetic_<name>` if no root)."""
-  return config.dataset.root or os.path.join(
-      workdir, f"synthetic_{config.dataset.name}")
+  return input_pipeline.dataset_root(config, workdir)
 
 
 def annotations_path(config, workdir: str, split: str) -> str:

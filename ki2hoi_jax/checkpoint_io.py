@@ -284,6 +284,10 @@ def init_from_pretrained(variables: Mapping[str, Any],
     variables = load_pretrained(variables, path, prefix="params/clip_visual",
                                 allow_partial=allow, source_prefix="visual")
   if config.init.detr_checkpoint:
+    if config.model.backbone_norm != "frozen":
+      raise ValueError("config.init.detr_checkpoint needs "
+                       "config.model.backbone_norm='frozen' (DETR's frozen "
+                       f"batch norm), got {config.model.backbone_norm!r}.")
     variables = load_pretrained(variables, config.init.detr_checkpoint,
                                 prefix="", allow_partial=allow)
   return variables

@@ -45,6 +45,27 @@ def _hide_accelerators_from_tensorflow() -> None:
   tf.config.set_visible_devices([], "GPU")
 
 
+def _format_metrics(config, metrics) -> str:
+  if config.dataset.name == "vcoco":
+    from ki2hoi_jax.evaluation import vcoco  # pylint: disable=g-import-not-at-top
+    return vcoco.format_metrics(metrics)
+  from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
+  return hico.format_table(metrics)
+
+
+def _headline(config, metrics) -> str:
+  if metrics is None:
+    return "n/a"
+  if config.dataset.name == "vcoco":
+    return (f"role AP S1 {metrics['scenario_1']:.2f}, "
+            f"S2 {metrics['scenario_2']:.2f}")
+  text = f"full mAP {metrics['default']['full']:.2f}"
+  if "zero_shot" in metrics:
+    z = metrics["zero_shot"]
+    text += f" (seen {z['seen']:.2f}, unseen {z['unseen']:.2f})"
+  return text
+
+
 def run(config, workdir: str) -> None:
   """Runs `config.mode` in `workdir` (importable for tests and notebooks)."""
   # Imported here so that `--help` stays fast.
@@ -53,17 +74,38 @@ def run(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   modes = ("train", "eval", "predict") if config.mode == "all" else (
       config.mode,)
+  summary = [f"Workdir: {os.path.abspath(workdir)}"]
+  trained = None
   for mode in modes:
     logging.info("=== mode: %s (workdir %s)", mode, workdir)
     if mode == "train":
       from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
-      trainer.train_and_evaluate(config, workdir)
+      trained = trainer.train_and_evaluate(config, workdir)
+      summary.append(f"  checkpoints:  {workdir}/checkpoints, "
+                     f"{workdir}/checkpoints_best (step {trained['step']})")
+      summary.append(f"  TensorBoard:  tensorboard --logdir {workdir}")
+      summary.append(f"  evaluation:   {workdir}/eval/step_{trained['step']}"
+                     "/{predictions,metrics}.json")
+      if trained.get("eval_untrained") is not None:
+        summary.append("  untrained model: "
+                       + _headline(config, trained["eval_untrained"]))
+      summary.append("  trained model:   " + _headline(config,
+                                                       trained["eval"]))
     elif mode == "eval":
+      if trained is not None and trained["eval"] is not None:
+        # `all`: the train mode has just evaluated its final checkpoint.
+        print(f"Evaluation at step {trained['step']}:\n"
+              f"{_format_metrics(config, trained['eval'])}")
+        continue
       from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
-      trainer.evaluate(config, workdir)
+      metrics = trainer.evaluate(config, workdir)
+      summary.append("  evaluation: " + _headline(config, metrics))
     elif mode == "predict":
       from ki2hoi_jax import predict  # pylint: disable=g-import-not-at-top
-      predict.predict_from_config(config, workdir)
+      result = predict.predict_from_config(config, workdir)
+      summary.append(f"  predictions:  {result.out_dir} "
+                     f"({len(result.written)} images, JSON + annotated PNG)")
+  print("\n".join(["", "=" * 72, "Summary"] + summary + ["=" * 72]))
 
 
 def main(argv):
@@ -92,7 +134,9 @@ def main(argv):
     run(config, _WORKDIR.value)
   except Exception as e:  # pylint: disable=broad-except
     from ki2hoi_jax import config_check  # pylint: disable=g-import-not-at-top
-    if isinstance(e, (config_check.ConfigError, FileNotFoundError)):
+    from ki2hoi_jax import predict  # pylint: disable=g-import-not-at-top
+    if isinstance(e, (config_check.ConfigError, FileNotFoundError,
+                      predict.PredictError)):
       logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)

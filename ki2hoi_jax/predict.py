@@ -744,17 +744,9 @@ def default_images(config, workdir: str, limit: int = 4) -> List[str]:
   `input_pipeline.prepare_dataset` does).
   """
   from ki2hoi_jax.data import annotations  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   cfg = config.dataset
-  root = cfg.root
-  if not root:
-    root = os.path.join(workdir, f"synthetic_{cfg.name}")
-    ann, _ = annotations.split_paths(root, "test", cfg.name)
-    if not os.path.exists(ann):
-      from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-      synthetic.generate(root, num_train=cfg.synthetic_num_train,
-                         num_test=cfg.synthetic_num_test, seed=config.seed,
-                         image_size=cfg.synthetic_image_size,
-                         dataset=cfg.name)
+  root = input_pipeline.dataset_root(config, workdir, generate=True)
   _, folder = annotations.split_paths(root, "test", cfg.name)
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"no test image folder {folder}; set "

@@ -476,6 +476,7 @@ def _tiny_detr_config():
   config = demo.get_config()
   m = config.model
   m.backbone_depth, m.backbone_width = 50, 8
+  m.backbone_norm = "frozen"  # The demo trains GroupNorm from scratch.
   m.d_model, m.num_heads, m.dim_feedforward = 32, 4, 64
   m.instance_decoder_layers, m.interaction_decoder_layers = 2, 2
   return config

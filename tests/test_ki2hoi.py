@@ -23,6 +23,8 @@ def _tiny_config(roi_size=3, mask_padding=True, frozen_dtype="float32",
   config = demo.get_config()
   m = config.model
   m.backbone_depth, m.backbone_width = 18, 8
+  # DETR's frozen BN: GroupNorm (the demo's) pools statistics over padding.
+  m.backbone_norm = "frozen"
   m.backbone_mask_padding = mask_padding
   m.d_model, m.num_heads, m.dim_feedforward = 16, 2, 32
   m.dropout = 0.0

@@ -303,9 +303,13 @@ def convert(source: str, out: str, config, interaction_decoder: bool = True,
   Returns:
     The metadata dict (also written to out.json).
   """
+  m = config.model
+  if m.backbone_norm != "frozen":
+    raise ValueError("DETR's backbone uses frozen batch norm: convert for a "
+                     "config with model.backbone_norm='frozen' (got "
+                     f"{m.backbone_norm!r}).")
   if sd is None:
     sd = load_detr_state_dict(source)
-  m = config.model
   flat, unused = detr_to_flax(
       sd, int(m.instance_decoder_layers),
       int(m.interaction_decoder_layers) if interaction_decoder else 0)

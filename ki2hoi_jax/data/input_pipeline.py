@@ -693,6 +693,25 @@ def create_eval_iterator(config, builder, *, split: str = "test",
   return PipelineIterator(ds, stop)
 
 
+def dataset_root(config, workdir: str, generate: bool = False) -> str:
+  """The dataset folder of a run: `dataset.root`, or the synthetic dataset.
+
+  With `dataset.root == ''` that is `<workdir>/synthetic_<name>`, which
+  `generate=True` creates (ki2hoi_jax.data.synthetic) when it is missing.
+  """
+  cfg = config.dataset
+  if cfg.root:
+    return cfg.root
+  root = os.path.join(workdir, f"synthetic_{cfg.name}")
+  ann, _ = annotations.split_paths(root, "test", cfg.name)
+  if generate and not os.path.exists(ann):
+    from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    synthetic.generate(root, num_train=cfg.synthetic_num_train,
+                       num_test=cfg.synthetic_num_test, seed=config.seed,
+                       image_size=cfg.synthetic_image_size, dataset=cfg.name)
+  return root
+
+
 def prepare_dataset(config, workdir: str) -> tfds.core.DatasetBuilder:
   """Builds (once) the TFDS dataset of `config` and returns its builder.
 
@@ -701,16 +720,7 @@ def prepare_dataset(config, workdir: str) -> tfds.core.DatasetBuilder:
   `dataset.tfds_data_dir == ''` writes the build to <workdir>/tfds.
   """
   cfg = config.dataset
-  root = cfg.root
-  if not root:
-    from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    root = os.path.join(workdir, f"synthetic_{cfg.name}")
-    ann, _ = annotations.split_paths(root, "test", cfg.name)
-    if not os.path.exists(ann):
-      synthetic.generate(root, num_train=cfg.synthetic_num_train,
-                         num_test=cfg.synthetic_num_test, seed=config.seed,
-                         image_size=cfg.synthetic_image_size,
-                         dataset=cfg.name)
+  root = dataset_root(config, workdir, generate=True)
   data_dir = cfg.tfds_data_dir or os.path.join(workdir, "tfds")
   return tfds_builder.build(root, data_dir, cfg.name,
                             on_bad_box=cfg.on_bad_box,

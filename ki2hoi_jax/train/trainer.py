@@ -225,8 +225,7 @@ def params_checksum(params: Mapping[str, Any]) -> str:
 
 
 def _test_annotations(config, workdir: str) -> List[Dict[str, Any]]:
-  root = config.dataset.root or os.path.join(
-      workdir, f"synthetic_{config.dataset.name}")
+  root = input_pipeline.dataset_root(config, workdir)
   path, _ = annotations.split_paths(root, "test", config.dataset.name)
   return annotations.load_json(path)
 
