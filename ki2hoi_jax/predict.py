@@ -44,7 +44,8 @@ Output per image, in `--out` (`<stem>_<n>` when two inputs share a stem):
   in [0, 1] whatever the fusion. `verb` / `object` are class names of the
   training dataset (e.g. "sit_on", "dining_table") or the user's open-vocabulary
   names; for a plain prompt of a prompts file `verb` is the prompt text.
-* `<stem>.png`: the input image (same size) with the triplets drawn by
+* `<stem>.png`: the input image (upscaled to a short side of at least 480 px
+  so labels stay legible) with the triplets drawn by
   `visualize.draw_triplets` (labels "person ride bicycle 0.82").
 
 A file that is missing or is not a readable image is reported with its path
@@ -90,6 +91,9 @@ _STATE_KEYS = ("step", "params", "batch_stats", "model_state")
 
 class ImageLoadError(ValueError):
   """An input file is missing or is not a readable image."""
+
+
+PNG_MIN_SHORT_SIDE = 480  # Annotated PNGs of smaller images are upscaled.
 
 
 class PredictError(RuntimeError):
@@ -648,8 +652,10 @@ def predict_files(predictor: Predictor, images: Sequence[str], out_dir: str,
     png_path = os.path.join(out_dir, stem + ".png")
     with open(json_path, "w") as f:
       json.dump(record, f, indent=1)
+    # Small images are upscaled (short side >= 480 px) so labels stay
+    # legible; box coordinates in the JSON refer to the input image.
     visualize.draw_triplets(image, triplets, max_triplets=len(triplets),
-                            min_short_side=0).save(png_path)
+                            min_short_side=PNG_MIN_SHORT_SIDE).save(png_path)
     summary.written.append({"image": path, "json": json_path,
                             "png": png_path,
                             "num_triplets": len(triplets)})
