@@ -650,5 +650,5 @@ def test_load_pretrained_strict_checks(tmp_path):
   assert report.unexpected == ["head/w"]
   assert report.missing == ["enc/c/bias"]
   assert report.loaded == ["enc/a/bias", "enc/a/kernel"]
-  with pytest.raises(FileNotFoundError, match="pretrained_weights"):
+  with pytest.raises(FileNotFoundError, match="Pretrained weights"):
     checkpoint_io.load_checkpoint(str(tmp_path / "absent.msgpack"))
