@@ -54,15 +54,18 @@ def _format_metrics(config, metrics) -> str:
 
 
 def _headline(config, metrics) -> str:
+  """One line of the main numbers ('n/a' where a mean is undefined)."""
+  def num(v):
+    return "n/a" if v is None else f"{float(v):.2f}"
   if metrics is None:
     return "n/a"
   if config.dataset.name == "vcoco":
-    return (f"role AP S1 {metrics['scenario_1']:.2f}, "
-            f"S2 {metrics['scenario_2']:.2f}")
-  text = f"full mAP {metrics['default']['full']:.2f}"
+    return (f"role AP S1 {num(metrics['scenario_1'])}, "
+            f"S2 {num(metrics['scenario_2'])}")
+  text = f"full mAP {num(metrics['default']['full'])}"
   if "zero_shot" in metrics:
     z = metrics["zero_shot"]
-    text += f" (seen {z['seen']:.2f}, unseen {z['unseen']:.2f})"
+    text += f" (seen {num(z['seen'])}, unseen {num(z['unseen'])})"
   return text
 
 
@@ -120,14 +123,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config.distributed:
-    kwargs = {}
-    if config.coordinator_address:
-      kwargs["coordinator_address"] = config.coordinator_address
-    if config.num_processes > 0:
-      kwargs["num_processes"] = config.num_processes
-    if config.process_id >= 0:
-      kwargs["process_id"] = config.process_id
-    jax.distributed.initialize(**kwargs)
+    from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
+    trainer.maybe_initialize_distributed(config)
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
