@@ -59,12 +59,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from absl import logging
 import flax
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ki2hoi_jax import checkpoint_io
-from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.clip import text_embeddings as clip_text
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
@@ -360,16 +356,10 @@ def clip_text_params(config) -> Dict[str, Any]:
   Returns:
     The text subtree (`clip.model.TEXT_KEYS`) of the CLIP params.
   """
-  path = config.init.clip_checkpoint
-  if path:
-    tree, _ = checkpoint_io.load_checkpoint(path)
-    return clip_text.text_params(tree)
-  logging.warning("config.init.clip_checkpoint is empty: random CLIP text "
-                  "tower; open-vocabulary prompts carry no meaning.")
-  module = clip_model.text_from_config(config.model.clip)
-  ids = jnp.zeros((1, int(config.model.clip.context_length)), jnp.int32)
-  return flax.core.unfreeze(
-      module.init(jax.random.PRNGKey(int(config.seed)), ids)["params"])
+  if not config.init.clip_checkpoint:
+    logging.warning("config.init.clip_checkpoint is empty: random CLIP text "
+                    "tower; open-vocabulary prompts carry no meaning.")
+  return flax.core.unfreeze(clip_text.text_tower_params(config))
 
 
 def text_embeddings(clip_params: Mapping[str, Any], config,

@@ -85,7 +85,8 @@ def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
   Args:
     config: the experiment config (`init.clip_checkpoint`, `model.clip`,
       `seed`).
-    rng: key of the random initialisation (default: from `config.seed`).
+    rng: key of the random initialisation (default: `PRNGKey(config.seed)`,
+      the tower the trainer and `predict` use).
 
   Returns:
     The text subtree (token_embedding, positional_embedding, transformer,
@@ -97,7 +98,7 @@ def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
     return text_params(checkpoint_io.load_clip_params(
         config.init.clip_checkpoint, cfg))
   if rng is None:
-    rng = jax.random.fold_in(jax.random.key(int(config.seed)), 1)
+    rng = jax.random.PRNGKey(int(config.seed))
   module = clip_model.text_from_config(cfg)
   ids = jnp.zeros((1, int(cfg["context_length"])), jnp.int32)
   return jax.jit(module.init)(rng, ids)["params"]
