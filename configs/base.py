@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dim_feedforward = 2048  # FFN hidden width.
   config.model.dropout = 0.1  # Dropout in transformer layers.
   config.model.num_queries = 64  # Pair queries (human i + object i = pair i).
+  config.model.anchor_queries = False  # Anchored, spatially modulated instance queries (reference boxes refined per layer, Gaussian attention prior): fast from scratch; no DETR weights for them.
   config.model.instance_decoder_layers = 3  # Instance interactor layers.
   config.model.verb_decoder_layers = 1  # Verb extraction decoder layers.
   config.model.interaction_decoder_layers = 3  # Interaction representation decoder layers.
@@ -63,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.roi_sampling_ratio = 2  # Bilinear samples per ROI-Align bin along each axis.
   config.model.backbone_frozen_stages = 1  # Stem + stages 1..n of the ResNet get no updates (DETR: 1); 0 trains the whole backbone.
   config.model.backbone_norm = "frozen"  # 'frozen' (DETR FrozenBatchNorm; needs a checkpoint) | 'group' (GroupNorm from scratch; its statistics include padding).
+  config.model.backbone_dilation = False  # Dilate the last ResNet stage: stride 16 instead of 32 (DETR-DC5); finer boxes, about 4x the decoder memory.
   config.model.backbone_mask_padding = False  # Zero padding before every backbone conv (exact padding invariance; DETR: off).
   config.model.dtype = "float32"  # Compute dtype of the trainable parts.
   config.model.frozen_dtype = "float32"  # Compute dtype of frozen CLIP and backbone ('bfloat16' saves time).

@@ -91,6 +91,22 @@ def test_resnet_mask_padding_is_exactly_padding_invariant():
   assert not np.allclose(out_plain[:, :2, :2], ref, atol=1e-3)
 
 
+@pytest.mark.parametrize("depth", [18, 50])
+def test_resnet_dilation_keeps_parameters_and_halves_stride(depth):
+  plain = backbone.ResNet(depth=depth, width=8)
+  dilated = backbone.ResNet(depth=depth, width=8, dilation=True)
+  image = jnp.asarray(np.random.default_rng(0).normal(size=(1, 64, 96, 3)),
+                      jnp.float32)
+  variables = _init(plain, image)
+  assert (jax.tree_util.tree_structure(variables)
+          == jax.tree_util.tree_structure(_init(dilated, image)))
+  assert plain.stride == 32 and dilated.stride == 16
+  out, mask = jax.jit(dilated.apply)(variables, image)
+  ref, _ = jax.jit(plain.apply)(variables, image)
+  assert out.shape == (1, 4, 6, ref.shape[-1]) and mask.shape == (1, 4, 6)
+  assert ref.shape == (1, 2, 3, ref.shape[-1])
+
+
 def test_resnet_bfloat16_compute_float32_params():
   model = backbone.ResNet(depth=18, width=8, dtype=jnp.bfloat16)
   image = jnp.ones((1, 32, 32, 3))
@@ -126,6 +142,18 @@ def test_sine_position_encoding_ignores_padding_amount():
   p_big = position_encoding.sine_position_encoding(big, 16)
   np.testing.assert_allclose(p_big[:, :3, :5], p_small, atol=1e-6)
   assert np.isfinite(np.asarray(p_big)).all()
+
+
+def test_sine_point_encoding_equals_the_map_encoding_at_cells():
+  mask = np.ones((1, 4, 6), bool)
+  grid = np.asarray(position_encoding.sine_position_encoding(mask, 16))
+  # Cell (row i, column j) sits at normalised (x, y) = ((j+1)/6, (i+1)/4).
+  points = np.array([[(j + 1) / 6, (i + 1) / 4] for i in range(4)
+                     for j in range(6)], np.float32)
+  enc = np.asarray(position_encoding.sine_point_encoding(points, 16))
+  np.testing.assert_allclose(enc, grid.reshape(24, 16), atol=1e-5)
+  assert position_encoding.sine_point_encoding(
+      np.zeros((3, 5, 2)), 8).shape == (3, 5, 8)
 
 
 def test_downsample_mask_is_ceil():

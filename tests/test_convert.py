@@ -407,11 +407,12 @@ class _FrozenBN(nn.Module):
 class _Bottleneck(nn.Module):
   """torchvision Bottleneck (v1.5: stride on the 3x3 conv)."""
 
-  def __init__(self, cin, planes, stride):
+  def __init__(self, cin, planes, stride, dilation=1):
     super().__init__()
     self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
     self.bn1 = _FrozenBN(planes)
-    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation,
+                           bias=False)
     self.bn2 = _FrozenBN(planes)
     self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
     self.bn3 = _FrozenBN(planes * 4)
@@ -429,18 +430,26 @@ class _Bottleneck(nn.Module):
 
 
 class _ResNet50Body(nn.Module):
-  """ResNet-50 layout (3, 4, 6, 3) with a narrow stem, no fc."""
+  """ResNet-50 layout (3, 4, 6, 3) with a narrow stem, no fc.
 
-  def __init__(self, width):
+  `dilation` follows torchvision's `replace_stride_with_dilation=[False,
+  False, True]`: layer4 has stride 1, its first block's 3x3 keeps dilation 1
+  and the later blocks use dilation 2 (DETR-DC5).
+  """
+
+  def __init__(self, width, dilation=False):
     super().__init__()
     self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
     self.bn1 = _FrozenBN(width)
     cin = width
     for s, n in enumerate((3, 4, 6, 3)):
       planes = width * 2 ** s
+      dilated = dilation and s == 3
       blocks = []
       for i in range(n):
-        blocks.append(_Bottleneck(cin, planes, 2 if (i == 0 and s) else 1))
+        stride = 2 if (i == 0 and s and not dilated) else 1
+        blocks.append(_Bottleneck(cin, planes, stride,
+                                  2 if dilated and i else 1))
         cin = planes * 4
       setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
 
@@ -477,6 +486,7 @@ def _tiny_detr_config():
   m = config.model
   m.backbone_depth, m.backbone_width = 50, 8
   m.backbone_norm = "frozen"  # The demo trains GroupNorm from scratch.
+  m.backbone_dilation = m.anchor_queries = False  # GEN-VLKT's layout.
   m.d_model, m.num_heads, m.dim_feedforward = 32, 4, 64
   m.instance_decoder_layers, m.interaction_decoder_layers = 2, 2
   return config
@@ -542,6 +552,16 @@ def test_detr_conversion_parity_and_report(tmp_path):
                        image)
   assert c5.shape == (2, 3, 2, 256)
   assert _max_diff(c5, ref_c5.transpose(0, 2, 3, 1)) <= TOL
+  # The same weights, dilated (DC5: stride 16).
+  dc5_body = _ResNet50Body(8, dilation=True).eval()
+  dc5_body.load_state_dict(body.state_dict())
+  with torch.no_grad():
+    ref_dc5 = dc5_body(torch.from_numpy(image.transpose(0, 3, 1, 2))).numpy()
+  dc5, _ = backbone_lib.ResNet(depth=50, width=8, dilation=True).apply(
+      {"params": variables["params"]["backbone"],
+       "frozen_bn": variables["frozen_bn"]["backbone"]}, image)
+  assert dc5.shape == (2, 6, 4, 256)
+  assert _max_diff(dc5, ref_dc5.transpose(0, 2, 3, 1)) <= TOL
 
   # Decoder layer 1 (q/k/v split, positions, key padding) in both decoders.
   tgt = rng.normal(size=(2, 5, 32)).astype(np.float32)

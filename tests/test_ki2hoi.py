@@ -312,7 +312,7 @@ def test_demo_model_forward_backward_jit():
     return jax.value_and_grad(loss, has_aux=True)(params)
 
   (l, (out, state)), grads = step(params, jax.random.key(2))
-  assert out["pred_interaction_logits"].shape == (2, 8, 600)
+  assert out["pred_interaction_logits"].shape == (2, 8, 117)  # Verb space.
   assert out["pred_obj_logits"].shape == (2, 8, 81)
   assert len(out["aux_outputs"]) == 1
   assert np.isfinite(float(l))
@@ -354,3 +354,57 @@ def test_l2_normalize_has_finite_gradient_at_zero():
   assert np.isfinite(np.asarray(g)).all()
   np.testing.assert_allclose(instance_interactor.l2_normalize(
       jnp.array([3.0, 4.0])), [0.6, 0.8], rtol=1e-6)
+
+
+def test_box_attention_prior_known_values():
+  boxes = jnp.array([[[0.5, 0.5, 0.2, 0.4]]])  # [B=1, Q=1, 4]
+  points = jnp.array([[[0.5, 0.5], [0.7, 0.5], [0.5, 0.1], [0.6, 0.7]]])
+  prior = instance_interactor._box_attention_prior(  # pylint: disable=protected-access
+      boxes, points, jnp.array([1.0, 2.0]))
+  assert prior.shape == (1, 2, 1, 4)
+  # ((x - cx) / w)^2 + ((y - cy) / h)^2: 0, 1, 1, 0.25 + 0.25.
+  np.testing.assert_allclose(prior[0, :, 0], [[0, -1, -1, -0.5],
+                                              [0, -2, -2, -1.0]], atol=1e-6)
+
+
+def test_anchor_queries_refine_reference_boxes_and_ignore_padding():
+  config = _tiny_config(roi_size=None)
+  config.model.anchor_queries = True
+  config.model.backbone_dilation = True  # Stride 16: a 4 x 4 map here.
+  model = ki2hoi.build_model(config, num_object_classes=K)
+  rng = np.random.default_rng(5)
+  image, mask, clip_image = _inputs(rng, batch=2)
+  text = _text(rng, C)
+  variables = jax.jit(model.init)(KEY, image, mask, clip_image, text,
+                                  _text(rng, K))
+  inst = variables["params"]["instance_interactor"]
+  n, heads = config.model.num_queries, config.model.num_heads
+  assert inst["anchor_boxes"].shape == (2 * n, 4)
+  assert inst["attention_log_focus"].shape == (heads,)
+  assert "query_embed_h" not in inst and "query_embed_o" not in inst
+  run = jax.jit(functools.partial(_apply, model))
+  ref = run(variables, image, mask, clip_image, text)
+  assert not np.allclose(ref["pred_sub_boxes"],
+                         ref["aux_outputs"][0]["pred_sub_boxes"])
+  # The token centres follow the valid region: padding changes nothing.
+  canvas = rng.normal(size=(2, 96, 128, 3)).astype(np.float32) * 10
+  canvas[:, :64, :64] = image
+  canvas_mask = np.zeros((2, 96, 128), bool)
+  canvas_mask[:, :64, :64] = True
+  out = run(variables, canvas, canvas_mask, clip_image, text)
+  for k in ki2hoi.OUTPUT_KEYS:
+    np.testing.assert_allclose(out[k], ref[k], rtol=2e-4, atol=2e-4,
+                               err_msg=k)
+  # With zero box offsets every layer returns the reference boxes.
+  zeroed = jax.tree_util.tree_map(lambda x: x, variables)
+  for name in ("sub_bbox_embed", "obj_bbox_embed"):
+    last = zeroed["params"]["instance_interactor"][name]["layers_2"]
+    last["kernel"] = jnp.zeros_like(last["kernel"])
+    last["bias"] = jnp.zeros_like(last["bias"])
+  out = run(zeroed, image, mask, clip_image, text)
+  anchors = np.asarray(jax.nn.sigmoid(inst["anchor_boxes"]))
+  for layer in out["aux_outputs"] + [out]:
+    np.testing.assert_allclose(layer["pred_sub_boxes"][0], anchors[:n],
+                               atol=1e-5)
+    np.testing.assert_allclose(layer["pred_obj_boxes"][1], anchors[n:],
+                               atol=1e-5)

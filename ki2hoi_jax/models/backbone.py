@@ -1,4 +1,4 @@
-"""ResNet backbone with frozen batch-norm (DETR's `Backbone`), stride 32.
+"""ResNet backbone with frozen batch-norm (DETR's `Backbone`), stride 32 or 16.
 
 Parameter names mirror torchvision / DETR (`backbone.0.body.*`) so a DETR-R50
 checkpoint maps one-to-one:
@@ -15,6 +15,12 @@ checkpoint maps one-to-one:
   never seen by the optimizer. A converter writes
   `variables['frozen_bn']['backbone']['layer1_0']['bn1']['weight']` from
   `backbone.0.body.layer1.0.bn1.weight`.
+
+Dilation (DETR's `--dilation`, the DC5 models): the last stage keeps stride
+16 and dilates its 3x3 convolutions by 2 instead (torchvision
+`replace_stride_with_dilation=[False, False, True]`; the first block's
+formerly strided 3x3 keeps dilation 1), so C5 has twice the resolution with
+the same parameters.
 
 The 1x1 projection of C5 to d_model is `input_proj` in `ki2hoi.py` (a
 top-level module, as in DETR, so it trains at the main learning rate).
@@ -92,11 +98,11 @@ def _norm(kind: str, name: str, dtype):
                    f"{kind!r}")
 
 
-def _conv(features, kernel, stride, name, dtype):
-  pad = kernel // 2  # torch-style symmetric padding (not 'SAME').
+def _conv(features, kernel, stride, name, dtype, dilation=1):
+  pad = dilation * (kernel // 2)  # torch-style symmetric padding.
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False,
-                 dtype=dtype, name=name,
+                 kernel_dilation=(dilation, dilation), dtype=dtype, name=name,
                  kernel_init=nn.initializers.variance_scaling(
                      2.0, "fan_out", "normal"))
 
@@ -116,21 +122,26 @@ class BasicBlock(nn.Module):
     downsample: add the 1x1 projection shortcut.
     norm: 'frozen' | 'group' (see `_norm`).
     dtype: compute dtype.
+    dilation: dilation of the second 3x3 conv.
+    first_dilation: dilation of the first 3x3 conv.
   """
   planes: int
   stride: int = 1
   downsample: bool = False
   norm: str = "frozen"
   dtype: Any = jnp.float32
+  dilation: int = 1
+  first_dilation: int = 1
   expansion = 1
 
   @nn.compact
   def __call__(self, x, mask_in=None, mask_out=None):
     """x: [B, H, W, Cin] (already masked) -> [B, H/s, W/s, planes]."""
-    y = _conv(self.planes, 3, self.stride, "conv1", self.dtype)(x)
+    y = _conv(self.planes, 3, self.stride, "conv1", self.dtype,
+              self.first_dilation)(x)
     y = nn.relu(_norm(self.norm, "bn1", self.dtype)(y))
     y = _apply_mask(y, mask_out)
-    y = _conv(self.planes, 3, 1, "conv2", self.dtype)(y)
+    y = _conv(self.planes, 3, 1, "conv2", self.dtype, self.dilation)(y)
     y = _norm(self.norm, "bn2", self.dtype)(y)
     if self.downsample:
       x = _conv(self.planes, 1, self.stride, "downsample_0", self.dtype)(x)
@@ -147,12 +158,17 @@ class Bottleneck(nn.Module):
     downsample: add the 1x1 projection shortcut.
     norm: 'frozen' | 'group' (see `_norm`).
     dtype: compute dtype.
+    dilation: unused (the 3x3 conv takes `first_dilation`, torchvision's
+      choice).
+    first_dilation: dilation of the 3x3 conv.
   """
   planes: int
   stride: int = 1
   downsample: bool = False
   norm: str = "frozen"
   dtype: Any = jnp.float32
+  dilation: int = 1
+  first_dilation: int = 1
   expansion = 4
 
   @nn.compact
@@ -161,7 +177,8 @@ class Bottleneck(nn.Module):
     y = _conv(self.planes, 1, 1, "conv1", self.dtype)(x)
     y = nn.relu(_norm(self.norm, "bn1", self.dtype)(y))
     y = _apply_mask(y, mask_in)
-    y = _conv(self.planes, 3, self.stride, "conv2", self.dtype)(y)
+    y = _conv(self.planes, 3, self.stride, "conv2", self.dtype,
+              self.first_dilation)(y)
     y = nn.relu(_norm(self.norm, "bn2", self.dtype)(y))
     y = _apply_mask(y, mask_out)
     y = _conv(self.planes * 4, 1, 1, "conv3", self.dtype)(y)
@@ -173,20 +190,27 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet body returning the stride-32 C5 map and its mask.
+  """ResNet body returning the C5 map (stride 32, or 16 dilated) and its mask.
 
   Attributes:
     depth: 18 | 34 | 50 | 101.
     width: stem channels (64 standard); stage i has width * 2^i planes.
     mask_padding: zero padded positions before every conv (see module doc).
     norm: 'frozen' (DETR's FrozenBatchNorm) | 'group' (trainable GroupNorm).
+    dilation: dilate the last stage instead of striding it (DC5, stride 16).
     dtype: compute dtype (parameters stay float32).
   """
   depth: int = 50
   width: int = 64
   mask_padding: bool = False
   norm: str = "frozen"
+  dilation: bool = False
   dtype: Any = jnp.float32
+
+  @property
+  def stride(self) -> int:
+    """Output stride of C5."""
+    return 16 if self.dilation else 32
 
   @property
   def num_channels(self) -> int:
@@ -204,8 +228,8 @@ class ResNet(nn.Module):
       mask: [B, H, W] bool, True on valid pixels (default: all valid).
 
     Returns:
-      (features [B, ceil(H/32), ceil(W/32), num_channels] in `dtype`,
-       mask [B, ceil(H/32), ceil(W/32)] bool).
+      (features [B, ceil(H/s), ceil(W/s), num_channels] in `dtype`,
+       mask [B, ceil(H/s), ceil(W/s)] bool), s = `self.stride`.
     """
     if self.depth not in STAGE_SIZES:
       raise ValueError(f"Unsupported ResNet depth {self.depth}.")
@@ -226,13 +250,16 @@ class ResNet(nn.Module):
     stride = 4
     for stage, num_blocks in enumerate(STAGE_SIZES[self.depth]):
       planes = self.width * 2**stage
+      dilated = self.dilation and stage == 3
       for i in range(num_blocks):
-        block_stride = 2 if (i == 0 and stage > 0) else 1
+        block_stride = 2 if (i == 0 and stage > 0 and not dilated) else 1
         in_stride, out_stride = stride, stride * block_stride
-        needs_proj = i == 0 and (block_stride != 1
-                                 or block_cls is Bottleneck)
+        needs_proj = i == 0 and (stage > 0 or block_cls is Bottleneck)
         x = block_cls(planes, stride=block_stride, downsample=needs_proj,
-                      norm=self.norm, dtype=self.dtype, name=f"layer{stage + 1}_{i}")(
+                      norm=self.norm, dtype=self.dtype,
+                      dilation=2 if dilated else 1,
+                      first_dilation=2 if dilated and i > 0 else 1,
+                      name=f"layer{stage + 1}_{i}")(
                           x, m(in_stride), m(out_stride))
         stride = out_stride
-    return x, position_encoding.downsample_mask(mask, 32)
+    return x, position_encoding.downsample_mask(mask, self.stride)

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ki2hoi_jax.models import position_encoding
 from ki2hoi_jax.models import transformer
 
 
@@ -91,6 +92,38 @@ class ObjectClassifier(nn.Module):
     return logits * jnp.exp(log_scale).astype(logits.dtype)
 
 
+def _inverse_sigmoid(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+  x = jnp.clip(x, 0.0, 1.0)
+  return jnp.log(jnp.maximum(x, eps) / jnp.maximum(1.0 - x, eps))
+
+
+def _init_anchor_logits(key, shape):
+  """Reference boxes: centres uniform in [0.05, 0.95], sides 0.3 (logits)."""
+  centres = jax.random.uniform(key, shape[:-1] + (2,), minval=0.05,
+                               maxval=0.95)
+  sides = jnp.full(shape[:-1] + (2,), 0.3)
+  return _inverse_sigmoid(jnp.concatenate([centres, sides], axis=-1))
+
+
+def _box_attention_prior(boxes: jnp.ndarray, points: jnp.ndarray,
+                         focus: jnp.ndarray) -> jnp.ndarray:
+  """Gaussian cross-attention prior around reference boxes (SMCA-DETR).
+
+  Args:
+    boxes: [B, Q, 4] cxcywh reference boxes in [0, 1].
+    points: [B, M, 2] (x, y) of the memory tokens.
+    focus: [H] positive per-head sharpness gamma.
+
+  Returns:
+    [B, H, Q, M] float32 logit bias -gamma * (((x - cx) / w)^2 +
+    ((y - cy) / h)^2).
+  """
+  boxes = boxes.astype(jnp.float32)
+  centre, size = boxes[..., None, :2], jnp.maximum(boxes[..., None, 2:], 1e-3)
+  dist = jnp.sum(jnp.square((points[:, None] - centre) / size), axis=-1)
+  return -focus[None, :, None, None] * dist[:, None]
+
+
 class InstanceInteractor(nn.Module):
   """Instance decoder over paired human/object queries, with heads.
 
@@ -103,6 +136,18 @@ class InstanceInteractor(nn.Module):
     num_object_classes: K.
     embed_dim: CLIP embedding size E (object classifier).
     logit_scale_init: initial object logit scale.
+    anchor_queries: anchored, spatially modulated queries for training from
+      scratch (False: GEN-VLKT's learned query embeddings, which a DETR
+      checkpoint initialises). Each human and object query owns a learnable
+      reference box; layer l uses the box refined by layer l-1 (DAB-DETR,
+      Deformable DETR's iterative refinement, gradients stopped between
+      layers): its query position is an MLP of the sine encoding of the box
+      centre (the encoding of the memory positions), its cross-attention
+      logits get a Gaussian prior -gamma_h * (((x - cx) / w)^2 +
+      ((y - cy) / h)^2) with a learnable focus gamma_h per head (SMCA-DETR),
+      and it predicts its box as an offset from the reference in logit space.
+      Queries thus look near their boxes from the first step, which converges
+      far faster without pretrained weights (the demo).
     dtype: compute dtype.
   """
   num_queries: int
@@ -113,12 +158,13 @@ class InstanceInteractor(nn.Module):
   num_object_classes: int
   embed_dim: int
   logit_scale_init: float = 1 / 0.07
+  anchor_queries: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, memory, memory_pos, memory_mask,
-               object_text_embeddings=None,
-               train: bool = False) -> Dict[str, jnp.ndarray]:
+               object_text_embeddings=None, train: bool = False,
+               memory_points=None) -> Dict[str, jnp.ndarray]:
     """Decodes human and object instances.
 
     Args:
@@ -127,6 +173,8 @@ class InstanceInteractor(nn.Module):
       memory_mask: [B, M] bool, True on valid tokens.
       object_text_embeddings: [K, E] (init only, see ObjectClassifier).
       train: enables dropout.
+      memory_points: [B, M, 2] normalised (x, y) of the memory tokens
+        (`position_encoding.cell_centres`); needed with `anchor_queries`.
 
     Returns:
       dict of per-layer arrays (L = num_layers):
@@ -143,33 +191,58 @@ class InstanceInteractor(nn.Module):
       return self.param(name, nn.initializers.normal(1.0), (n, d),
                         jnp.float32)
 
-    query_h, query_o = emb("query_embed_h"), emb("query_embed_o")
     pair = emb("pos_guided_embed")
-    query_pos = jnp.concatenate([query_h + pair, query_o + pair], axis=0)
-    query_pos = query_pos[None].astype(self.dtype)  # [1, 2N, D]
-    tgt = jnp.zeros((b, 2 * n, d), self.dtype)
+    sub_mlp = transformer.MLP((d, d, 4), self.dtype, name="sub_bbox_embed")
+    obj_mlp = transformer.MLP((d, d, 4), self.dtype, name="obj_bbox_embed")
     final_norm = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")
-    hs = []
+    if self.anchor_queries:
+      if memory_points is None:
+        raise ValueError("anchor_queries needs memory_points [B, M, 2].")
+      ref = nn.sigmoid(self.param("anchor_boxes", _init_anchor_logits,
+                                  (2 * n, 4)))  # Humans, then objects.
+      ref = jnp.broadcast_to(ref[None], (b, 2 * n, 4))
+      anchor_mlp = transformer.MLP((d, d), self.dtype, name="anchor_mlp")
+      log_focus = self.param("attention_log_focus", lambda k, s: jnp.linspace(
+          0.0, math.log(8.0), s[0]), (self.num_heads,))
+      pair2 = jnp.concatenate([pair, pair], axis=0)[None]
+    else:
+      query_pos = jnp.concatenate([emb("query_embed_h") + pair,
+                                   emb("query_embed_o") + pair], axis=0)
+      query_pos = query_pos[None].astype(self.dtype)  # [1, 2N, D]
+    tgt = jnp.zeros((b, 2 * n, d), self.dtype)
+    hs, box_list = [], []
     for i in range(self.num_layers):
+      bias = None
+      if self.anchor_queries:
+        query_pos = (anchor_mlp(position_encoding.sine_point_encoding(
+            ref[..., :2], d, dtype=self.dtype)) + pair2).astype(self.dtype)
+        bias = _box_attention_prior(ref, memory_points, jnp.exp(log_focus))
       tgt = transformer.DecoderLayer(
           self.num_heads, self.dim_feedforward, self.dropout, self.dtype,
           name=f"layers_{i}")(tgt, memory, query_pos, memory_pos, memory_mask,
-                              deterministic=not train)
-      hs.append(final_norm(tgt))
+                              deterministic=not train, memory_bias=bias)
+      h = final_norm(tgt)
+      hs.append(h)
+      if self.anchor_queries:
+        raw = jnp.concatenate([sub_mlp(h[:, :n]), obj_mlp(h[:, n:])], axis=1)
+        box = nn.sigmoid(raw.astype(jnp.float32) + _inverse_sigmoid(ref))
+        box_list.append(box)
+        ref = jax.lax.stop_gradient(box)
     hs = jnp.stack(hs)  # [L, B, 2N, D]
     human_hs, object_hs = hs[:, :, :n], hs[:, :, n:]
-
-    def box_mlp(name):
-      return transformer.MLP((d, d, 4), self.dtype, name=name)
+    if self.anchor_queries:
+      all_boxes = jnp.stack(box_list)  # [L, B, 2N, 4]
+      sub_boxes, obj_boxes = all_boxes[:, :, :n], all_boxes[:, :, n:]
+    else:
+      sub_boxes = nn.sigmoid(sub_mlp(human_hs).astype(jnp.float32))
+      obj_boxes = nn.sigmoid(obj_mlp(object_hs).astype(jnp.float32))
 
     return dict(
         human_hs=human_hs,
         object_hs=object_hs,
         pair_embed=pair,
-        sub_boxes=nn.sigmoid(box_mlp("sub_bbox_embed")(human_hs)
-                             .astype(jnp.float32)),
-        obj_boxes=nn.sigmoid(box_mlp("obj_bbox_embed")(object_hs)
-                             .astype(jnp.float32)),
+        sub_boxes=sub_boxes,
+        obj_boxes=obj_boxes,
         human_logits=nn.Dense(2, dtype=self.dtype,
                               name="human_class_embed")(human_hs),
         obj_logits=ObjectClassifier(

@@ -64,7 +64,6 @@ from ki2hoi_jax.models import verb_predictor
 OUTPUT_KEYS = ("pred_sub_boxes", "pred_obj_boxes", "pred_obj_logits",
                "pred_human_logits", "pred_interaction_logits")
 CONSTANTS = "constants"
-BACKBONE_STRIDE = 32
 
 
 def _dtype(x):
@@ -85,11 +84,14 @@ class KI2HOI(nn.Module):
     backbone_width: ResNet stem channels.
     backbone_mask_padding: zero padding before every backbone conv.
     backbone_norm: 'frozen' (DETR FrozenBatchNorm) | 'group' (from scratch).
+    backbone_dilation: dilated last stage, stride 16 (DETR-DC5).
     d_model: transformer width D.
     num_heads: attention heads.
     dim_feedforward: FFN width.
     dropout: dropout rate.
     num_queries: N pair queries.
+    anchor_queries: anchored, spatially modulated instance queries (see
+      `InstanceInteractor`).
     encoder_layers: Ho-Pair Encoder layers.
     encoder_mlp_ratio: encoder point-wise MLP width multiple.
     encoder_norm: 'batch' | 'masked'.
@@ -111,11 +113,13 @@ class KI2HOI(nn.Module):
   backbone_width: int = 64
   backbone_mask_padding: bool = False
   backbone_norm: str = "frozen"
+  backbone_dilation: bool = False
   d_model: int = 256
   num_heads: int = 8
   dim_feedforward: int = 2048
   dropout: float = 0.1
   num_queries: int = 64
+  anchor_queries: bool = False
   encoder_layers: int = 3
   encoder_mlp_ratio: int = 4
   encoder_norm: str = "batch"
@@ -146,22 +150,26 @@ class KI2HOI(nn.Module):
       train: batch statistics and dropout.
 
     Returns:
-      (memory [B, M, D], position encoding [B, M, D], memory mask [B, M]);
-      M = roi_size^2 or ceil(H/32) * ceil(W/32).
+      (memory [B, M, D], position encoding [B, M, D], memory mask [B, M],
+      token centres [B, M, 2] as normalised (x, y));
+      M = roi_size^2 or ceil(H/s) * ceil(W/s), s the backbone stride
+      (32, or 16 dilated).
     """
     dtype = _dtype(self.dtype)
-    feats, fmask = backbone_lib.ResNet(
+    resnet = backbone_lib.ResNet(
         depth=self.backbone_depth, width=self.backbone_width,
         mask_padding=self.backbone_mask_padding, norm=self.backbone_norm,
-        dtype=_dtype(self.frozen_dtype), name="backbone")(image, mask)
+        dilation=self.backbone_dilation, dtype=_dtype(self.frozen_dtype),
+        name="backbone")
+    feats, fmask = resnet(image, mask)
     x = nn.Conv(self.d_model, (1, 1), dtype=dtype, name="input_proj")(feats)
     if self.roi_size is not None:
       b = image.shape[0]
-      # Valid image extent in pixels, then in stride-32 feature units.
+      # Valid image extent in pixels, then in feature units.
       vh = jnp.sum(jnp.any(mask, axis=2), axis=1).astype(jnp.float32)
       vw = jnp.sum(jnp.any(mask, axis=1), axis=1).astype(jnp.float32)
       boxes = jnp.stack([jnp.zeros_like(vw), jnp.zeros_like(vh),
-                         vw / BACKBONE_STRIDE, vh / BACKBONE_STRIDE], -1)
+                         vw / resnet.stride, vh / resnet.stride], -1)
       valid_cells = jnp.stack([jnp.sum(jnp.any(fmask, axis=2), axis=1),
                                jnp.sum(jnp.any(fmask, axis=1), axis=1)], -1)
       x = roi_align.roi_align(x, boxes[:, None], (self.roi_size,) * 2,
@@ -174,8 +182,9 @@ class KI2HOI(nn.Module):
         self.encoder_layers, self.encoder_mlp_ratio, self.encoder_norm,
         self.axis_name, self.dropout, dtype, name="encoder")(x, fmask, train)
     b, h, w, d = x.shape
+    points = position_encoding.cell_centres(fmask)
     return (x.reshape(b, h * w, d), pos.reshape(b, h * w, d),
-            fmask.reshape(b, h * w))
+            fmask.reshape(b, h * w), points.reshape(b, h * w, 2))
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, mask: jnp.ndarray,
@@ -205,7 +214,8 @@ class KI2HOI(nn.Module):
     """
     dtype = _dtype(self.dtype)
     text = self._interaction_text(interaction_text_embeddings)
-    memory, memory_pos, memory_mask = self.encode(image, mask, train)
+    memory, memory_pos, memory_mask, memory_points = self.encode(
+        image, mask, train)
 
     # Frozen CLIP branch (V_sp and the L_re target).
     tokens, clip_embedding = self.clip_visual(
@@ -218,9 +228,10 @@ class KI2HOI(nn.Module):
     inst = instance_interactor.InstanceInteractor(
         self.num_queries, self.instance_decoder_layers, self.num_heads,
         self.dim_feedforward, self.dropout, self.num_object_classes,
-        self.embed_dim, self.logit_scale_init, dtype,
+        self.embed_dim, self.logit_scale_init, self.anchor_queries, dtype,
         name="instance_interactor")(memory, memory_pos, memory_mask,
-                                    object_text_embeddings, train)
+                                    object_text_embeddings, train,
+                                    memory_points)
     verb_feats = verb_decoder.VerbExtractionDecoder(
         self.verb_decoder_layers, self.num_heads, self.dim_feedforward,
         self.dropout, dtype, name="verb_decoder")(
@@ -298,11 +309,13 @@ def build_model(config, axis_name: Optional[str] = None,
       backbone_width=int(m.backbone_width),
       backbone_mask_padding=bool(m.backbone_mask_padding),
       backbone_norm=str(m.backbone_norm),
+      backbone_dilation=bool(m.backbone_dilation),
       d_model=int(m.d_model),
       num_heads=int(m.num_heads),
       dim_feedforward=int(m.dim_feedforward),
       dropout=float(m.dropout),
       num_queries=int(m.num_queries),
+      anchor_queries=bool(m.anchor_queries),
       encoder_layers=int(m.encoder_layers),
       encoder_mlp_ratio=int(m.encoder_mlp_ratio),
       encoder_norm=str(m.encoder_norm),

@@ -30,6 +30,12 @@ def downsample_mask(mask: jnp.ndarray, stride: int) -> jnp.ndarray:
   return mask[:, ::stride, ::stride]
 
 
+def _interleave(p: jnp.ndarray) -> jnp.ndarray:
+  """DETR: stack(sin(p[..., 0::2]), cos(p[..., 1::2])).flatten()."""
+  return jnp.stack([jnp.sin(p[..., 0::2]), jnp.cos(p[..., 1::2])],
+                   axis=-1).reshape(p.shape[:-1] + (-1,))
+
+
 def sine_position_encoding(mask: jnp.ndarray, dim: int,
                            temperature: float = 10000.0,
                            scale: float = 2 * math.pi,
@@ -65,11 +71,57 @@ def sine_position_encoding(mask: jnp.ndarray, dim: int,
   pos_x = x_embed[..., None] / dim_t  # [B, H, W, F]
   pos_y = y_embed[..., None] / dim_t
 
-  def interleave(p):
-    # DETR: stack(sin(p[..., 0::2]), cos(p[..., 1::2])).flatten().
-    s = jnp.sin(p[..., 0::2])
-    c = jnp.cos(p[..., 1::2])
-    return jnp.stack([s, c], axis=-1).reshape(p.shape[:-1] + (-1,))
-
-  pos = jnp.concatenate([interleave(pos_y), interleave(pos_x)], axis=-1)
+  pos = jnp.concatenate([_interleave(pos_y), _interleave(pos_x)], axis=-1)
   return pos.astype(dtype)
+
+
+def cell_centres(mask: jnp.ndarray) -> jnp.ndarray:
+  """Normalised (x, y) centres of the cells of a feature map.
+
+  Args:
+    mask: [B, H, W] bool, True on valid cells (a top-left rectangle).
+
+  Returns:
+    [B, H, W, 2] float32: ((j + 0.5) / W_valid, (i + 0.5) / H_valid), in
+    [0, 1] on valid cells, the coordinates of the boxes the model predicts.
+  """
+  vh = jnp.maximum(jnp.sum(jnp.any(mask, axis=2), axis=1), 1)  # [B]
+  vw = jnp.maximum(jnp.sum(jnp.any(mask, axis=1), axis=1), 1)
+  h, w = mask.shape[1:]
+  y = (jnp.arange(h, dtype=jnp.float32) + 0.5)[None, :] / vh[:, None]
+  x = (jnp.arange(w, dtype=jnp.float32) + 0.5)[None, :] / vw[:, None]
+  return jnp.stack(jnp.broadcast_arrays(x[:, None, :], y[:, :, None]),
+                   axis=-1)
+
+
+def sine_point_encoding(points: jnp.ndarray, dim: int,
+                        temperature: float = 10000.0,
+                        scale: float = 2 * math.pi,
+                        dtype=jnp.float32) -> jnp.ndarray:
+  """Sine encoding of normalised points, in the layout of the map encoding.
+
+  A point (x, y) in [0, 1]^2 gets the channels that `sine_position_encoding`
+  gives the feature cell whose normalised cumulative coordinate is (x, y), so
+  query anchors and memory positions live in one space (DAB-DETR's
+  positional queries).
+
+  Args:
+    points: [..., 2] (x, y) in [0, 1] of the valid region.
+    dim: output channels (even); the first half encodes y, the second x.
+    temperature: frequency base.
+    scale: range of the normalised coordinates.
+    dtype: output dtype.
+
+  Returns:
+    [..., dim].
+  """
+  if dim % 2:
+    raise ValueError(f"dim must be even, got {dim}.")
+  num_feats = dim // 2
+  i = jnp.arange(num_feats, dtype=jnp.float32)
+  dim_t = temperature ** (2 * (i // 2) / num_feats)
+  p = points.astype(jnp.float32) * scale
+  pos_x = p[..., 0:1] / dim_t
+  pos_y = p[..., 1:2] / dim_t
+  return jnp.concatenate([_interleave(pos_y), _interleave(pos_x)],
+                         axis=-1).astype(dtype)

@@ -28,13 +28,15 @@ def dropout(x: jnp.ndarray, rate: float, deterministic: bool) -> jnp.ndarray:
 
 
 def attention_weights(q: jnp.ndarray, k: jnp.ndarray,
-                      key_mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+                      key_mask: Optional[jnp.ndarray] = None,
+                      bias: Optional[jnp.ndarray] = None) -> jnp.ndarray:
   """Softmax attention weights, computed in float32.
 
   Args:
     q: [B, Nq, H, Dh] queries.
     k: [B, Nk, H, Dh] keys.
     key_mask: [B, Nk] bool, True on valid keys (None: all valid).
+    bias: optional [B, H, Nq, Nk] float32 added to the logits.
 
   Returns:
     [B, H, Nq, Nk] float32 weights; each row sums to 1 over valid keys.
@@ -42,6 +44,8 @@ def attention_weights(q: jnp.ndarray, k: jnp.ndarray,
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k,
                       preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, -1e9)
   return jax.nn.softmax(logits, axis=-1)
@@ -61,7 +65,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, query, key, value, key_mask=None,
-               deterministic: bool = True):
+               deterministic: bool = True, bias=None):
     """Attends.
 
     Args:
@@ -70,6 +74,7 @@ class MultiHeadAttention(nn.Module):
       value: [B, Nk, Dk].
       key_mask: [B, Nk] bool, True on valid keys (None: all valid).
       deterministic: disables dropout.
+      bias: optional [B, H, Nq, Nk] attention-logit bias.
 
     Returns:
       [B, Nq, D].
@@ -86,7 +91,7 @@ class MultiHeadAttention(nn.Module):
     q = dense("q_proj")(query).reshape(b, nq, self.num_heads, dh)
     k = dense("k_proj")(key).reshape(b, nk, self.num_heads, dh)
     v = dense("v_proj")(value).reshape(b, nk, self.num_heads, dh)
-    w = attention_weights(q, k, key_mask)
+    w = attention_weights(q, k, key_mask, bias)
     w = nn.Dropout(self.dropout)(w, deterministic=deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", w.astype(self.dtype), v)
     return dense("out_proj")(out.reshape(b, nq, d))
@@ -135,7 +140,8 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, tgt, memory, query_pos=None, memory_pos=None,
-               memory_mask=None, deterministic: bool = True):
+               memory_mask=None, deterministic: bool = True,
+               memory_bias=None):
     """Runs one layer.
 
     Args:
@@ -145,6 +151,7 @@ class DecoderLayer(nn.Module):
       memory_pos: [B, Nk, D] memory position encoding (or None).
       memory_mask: [B, Nk] bool, True on valid memory tokens.
       deterministic: disables dropout.
+      memory_bias: optional [B, H, Nq, Nk] cross-attention logit bias.
 
     Returns:
       [B, Nq, D].
@@ -162,7 +169,8 @@ class DecoderLayer(nn.Module):
                             name="multihead_attn")(
                                 with_pos(tgt, query_pos),
                                 with_pos(memory, memory_pos), memory,
-                                memory_mask, deterministic=deterministic)
+                                memory_mask, deterministic=deterministic,
+                                bias=memory_bias)
     tgt = ln("norm2")(tgt + drop(t2))
     t2 = nn.relu(nn.Dense(self.dim_feedforward, dtype=self.dtype,
                           name="linear1")(tgt))
