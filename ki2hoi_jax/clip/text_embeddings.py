@@ -111,16 +111,15 @@ def _centre_random_tower(module, params, tokenizer_dir: str = "") -> dict:
 
   A randomly initialised tower maps prompts that share a template to nearly
   parallel vectors (mean pairwise cosine 0.94 over the 600 HICO-DET HOI
-  prompts for the demo tower), which leaves cosine classifiers built on them
-  almost nothing to tell classes apart by. Real CLIP has no such offset, so
-  the stand-in removes most of it: `ln_final.bias` is shifted so that the
-  tower's output, averaged over the HICO-DET HOI, verb and object prompt
-  families (each family's mean weighted equally), is zero (least squares
-  through `text_projection`, exact when W >= E). After the shift the demo
-  tower's mean pairwise cosine is 0.28 for HOI prompts, 0.46 for verb and
-  0.35 for object prompts. The shift is part of the
-  parameters, so every caller (trainer, predict, open vocabulary) sees the
-  same tower.
+  prompts for the demo tower), which leaves the cosine classifiers built on
+  them almost nothing to tell classes apart by. The stand-in therefore
+  shifts `ln_final.bias` so that the tower's output, averaged over the
+  HICO-DET HOI, verb and object prompt families (each family's mean weighted
+  equally), is zero (least squares through `text_projection`, exact when
+  W >= E). The demo tower's mean pairwise cosine is then 0.28 for HOI
+  prompts, 0.46 for verb and 0.35 for object prompts. The shift is part of
+  the parameters, so every caller (trainer, predict, open vocabulary) sees
+  the same tower. A converted CLIP checkpoint is used unchanged.
 
   Args:
     module: the text tower (`clip_model.text_from_config`).
