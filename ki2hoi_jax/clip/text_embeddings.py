@@ -131,15 +131,13 @@ def _centre_random_tower(module, params, tokenizer_dir: str = "") -> dict:
   """
   from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
   hico = metadata.hico()
-  apply = jax.jit(module.apply)
-  means = []
-  for prompts in (hico.hoi_prompts(), hico.verb_prompts(),
-                  hico.object_prompts()):
-    ids = clip_tokenizer.tokenize(prompts, int(module.context_length),
-                                  tokenizer_dir)
-    means.append(np.asarray(apply({"params": params}, ids),
-                            np.float64).mean(axis=0))
-  mean = np.mean(means, axis=0)  # [E]
+  families = (hico.hoi_prompts(), hico.verb_prompts(), hico.object_prompts())
+  ids = clip_tokenizer.tokenize(sum(families, []), int(module.context_length),
+                                tokenizer_dir)
+  out = np.asarray(jax.jit(module.apply)({"params": params}, ids), np.float64)
+  ends = np.cumsum([len(f) for f in families])
+  mean = np.mean([part.mean(axis=0) for part in np.split(out, ends[:-1])],
+                 axis=0)  # [E]
   projection = np.asarray(params["text_projection"], np.float64)  # [W, E]
   shift = np.linalg.lstsq(projection.T, mean, rcond=None)[0]  # [W]
   params = flax.core.unfreeze(params)

@@ -30,12 +30,6 @@ def downsample_mask(mask: jnp.ndarray, stride: int) -> jnp.ndarray:
   return mask[:, ::stride, ::stride]
 
 
-def _interleave(p: jnp.ndarray) -> jnp.ndarray:
-  """DETR: stack(sin(p[..., 0::2]), cos(p[..., 1::2])).flatten()."""
-  return jnp.stack([jnp.sin(p[..., 0::2]), jnp.cos(p[..., 1::2])],
-                   axis=-1).reshape(p.shape[:-1] + (-1,))
-
-
 def sine_position_encoding(mask: jnp.ndarray, dim: int,
                            temperature: float = 10000.0,
                            scale: float = 2 * math.pi,
@@ -56,23 +50,15 @@ def sine_position_encoding(mask: jnp.ndarray, dim: int,
     [B, H, W, dim] encoding; values at padded positions are meaningless but
     finite (they are always masked out downstream).
   """
-  if dim % 2:
-    raise ValueError(f"dim must be even, got {dim}.")
-  num_feats = dim // 2
   not_mask = mask.astype(jnp.float32)
   y_embed = jnp.cumsum(not_mask, axis=1)  # [B, H, W]
   x_embed = jnp.cumsum(not_mask, axis=2)
-  y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
-  x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
   # Padded columns/rows repeat the last valid cumsum; the normaliser uses the
   # last row/column, which equals the valid extent for a top-left rectangle.
-  i = jnp.arange(num_feats, dtype=jnp.float32)
-  dim_t = temperature ** (2 * (i // 2) / num_feats)  # [F]
-  pos_x = x_embed[..., None] / dim_t  # [B, H, W, F]
-  pos_y = y_embed[..., None] / dim_t
-
-  pos = jnp.concatenate([_interleave(pos_y), _interleave(pos_x)], axis=-1)
-  return pos.astype(dtype)
+  y_embed = y_embed / (y_embed[:, -1:, :] + eps)
+  x_embed = x_embed / (x_embed[:, :, -1:] + eps)
+  return sine_point_encoding(jnp.stack([x_embed, y_embed], axis=-1), dim,
+                             temperature, scale, dtype)
 
 
 def cell_centres(mask: jnp.ndarray) -> jnp.ndarray:
@@ -123,5 +109,11 @@ def sine_point_encoding(points: jnp.ndarray, dim: int,
   p = points.astype(jnp.float32) * scale
   pos_x = p[..., 0:1] / dim_t
   pos_y = p[..., 1:2] / dim_t
-  return jnp.concatenate([_interleave(pos_y), _interleave(pos_x)],
+
+  def interleave(q):
+    # DETR: stack(sin(q[..., 0::2]), cos(q[..., 1::2])).flatten().
+    return jnp.stack([jnp.sin(q[..., 0::2]), jnp.cos(q[..., 1::2])],
+                     axis=-1).reshape(q.shape[:-1] + (-1,))
+
+  return jnp.concatenate([interleave(pos_y), interleave(pos_x)],
                          axis=-1).astype(dtype)
