@@ -24,3 +24,15 @@ def synthetic_root(tmp_path_factory):
   synthetic.generate(str(root), num_train=24, num_test=8, seed=0,
                      image_size=128)
   return str(root)
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """XLA optimisations off for a module whose tests are compile-bound on CPU.
+
+  Opt in with `pytestmark = pytest.mark.usefixtures("fast_compile")`.
+  """
+  before = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)

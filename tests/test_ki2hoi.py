@@ -52,13 +52,8 @@ def _text(rng, n):
   return rng.normal(size=(n, E)).astype(np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Compile with fewer XLA passes: these tests are compile-bound on CPU."""
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+# Compile-bound on CPU: fewer XLA passes (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @functools.lru_cache(maxsize=None)

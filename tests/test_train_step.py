@@ -25,13 +25,8 @@ from ki2hoi_jax.train import train_step as ts
 Q, P, K, C, E = 4, 3, 80, 6, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """XLA optimisations off for this module (compile time dominates)."""
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# Compile-bound on CPU: fewer XLA passes (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 class _TinyHOI(nn.Module):
