@@ -33,7 +33,7 @@ import numpy as np
 
 from configs import base
 from configs import demo
-from ki2hoi_jax.data import input_pipeline
+from ki2hoi_jax.data import splits
 from ki2hoi_jax.models import ki2hoi
 from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import matching
@@ -49,7 +49,7 @@ def random_batch(config, num_devices: int, per_device: int, image_hw,
                  seed: int = 0):
   """A random [D, B, ...] batch with the shapes of docs/contracts.md."""
   rng = np.random.default_rng(seed)
-  num_verbs, num_hois, num_objects = input_pipeline.class_counts(
+  num_verbs, num_hois, num_objects = splits.class_counts(
       config.dataset.name)
   d, b, p = num_devices, per_device, int(config.dataset.max_pairs)
   h, w = image_hw

@@ -85,8 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ------------------------------------------------------ pretrained weights
   config.init = ml_collections.ConfigDict()
-  config.init.clip_checkpoint = ""  # Converted CLIP checkpoint (python -m ki2hoi_jax.convert.clip); '' = random.
-  config.init.detr_checkpoint = ""  # Converted DETR-R50 checkpoint (python -m ki2hoi_jax.convert.detr); '' = random.
+  config.init.clip_checkpoint = ""  # Converted CLIP checkpoint (python -m ki2hoi_jax.weights.convert_clip); '' = random.
+  config.init.detr_checkpoint = ""  # Converted DETR-R50 checkpoint (python -m ki2hoi_jax.weights.convert_detr); '' = random.
   config.init.tokenizer_dir = ""  # transformers CLIP folder with vocab.json/merges.txt; '' = packaged BPE vocab.
   config.init.allow_partial = False  # Allow loading a checkpoint that lacks or mismatches some tensors.
 

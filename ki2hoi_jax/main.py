@@ -72,8 +72,8 @@ def _headline(config, metrics) -> str:
 def run(config, workdir: str) -> None:
   """Runs `config.mode` in `workdir` (importable for tests and notebooks)."""
   # Imported here so that `--help` stays fast.
-  from ki2hoi_jax import config_check  # pylint: disable=g-import-not-at-top
-  config_check.validate(config)
+  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+  validation.validate(config)
   os.makedirs(workdir, exist_ok=True)
   modes = ("train", "eval", "predict") if config.mode == "all" else (
       config.mode,)
@@ -104,7 +104,7 @@ def run(config, workdir: str) -> None:
       metrics = trainer.evaluate(config, workdir)
       summary.append("  evaluation: " + _headline(config, metrics))
     elif mode == "predict":
-      from ki2hoi_jax import predict  # pylint: disable=g-import-not-at-top
+      from ki2hoi_jax.inference import predict  # pylint: disable=g-import-not-at-top
       result = predict.predict_from_config(config, workdir)
       summary.append(f"  predictions:  {result.out_dir} "
                      f"({len(result.written)} images, JSON + annotated PNG)")
@@ -130,9 +130,9 @@ def main(argv):
   try:
     run(config, _WORKDIR.value)
   except Exception as e:  # pylint: disable=broad-except
-    from ki2hoi_jax import config_check  # pylint: disable=g-import-not-at-top
-    from ki2hoi_jax import predict  # pylint: disable=g-import-not-at-top
-    if isinstance(e, (config_check.ConfigError, FileNotFoundError,
+    from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+    from ki2hoi_jax.inference import predict  # pylint: disable=g-import-not-at-top
+    if isinstance(e, (validation.ConfigError, FileNotFoundError,
                       predict.PredictError)):
       logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Tests of ki2hoi_jax/analysis.py on hand-built runs with known answers."""
+"""Tests of ki2hoi_jax/analysis/ on hand-built runs with known answers."""
 
 import json
 import os
@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from ki2hoi_jax import analysis
-from ki2hoi_jax import visualize
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico
+from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.inference import drawing
 
 META = metadata.hico()
 PERSON = 1  # COCO id.
@@ -71,25 +72,6 @@ def _pr_case():
   return gt, preds
 
 
-# ------------------------------------------------------------------- tables
-
-
-def test_table_text_and_markdown():
-  t = analysis.Table("T", ("", "a", "b"),
-                     (("x", 1.234, None), ("y", 2, float("nan"))))
-  assert t.markdown() == ("**T**\n\n|  | a | b |\n|---|---:|---:|\n"
-                          "| x | 1.23 | n/a |\n| y | 2 | n/a |")
-  assert t.text().splitlines() == ["T", "      a    b", "-  ----  ---",
-                                   "x  1.23  n/a", "y     2  n/a"]
-  assert t.column("a") == [1.234, 2]
-  t = analysis.Table("", ("n", "name", "ok"), ((1, "ab", True),))
-  assert t.numeric_columns() == [False, False, False]
-  assert t.markdown().splitlines()[1] == "|---|---|---|"
-  assert t.text().splitlines() == ["n  name  ok", "-  ----  ---",
-                                   "1  ab    yes"]
-  assert t._repr_markdown_() == t.markdown()
-
-
 # ----------------------------------------------------------- PR curves, AP
 
 
@@ -110,8 +92,8 @@ def test_precision_recall_curve_hand_built():
 def test_precision_recall_consistent_with_evaluator():
   gt, preds = _pr_case()
   metrics = hico.evaluate(gt, preds, zero_shot_split="uv")
-  ground_truth = hico.load_ground_truth(gt)
-  det = hico.flatten_predictions(preds, ground_truth.file_names)
+  ground_truth = hico_ap.load_ground_truth(gt)
+  det = hico_ap.flatten_predictions(preds, ground_truth.file_names)
   curves = analysis.precision_recall_curves(ground_truth, det, [U, H])
   assert list(curves) == [U, H]
   for h, curve in curves.items():
@@ -186,8 +168,8 @@ def test_seen_unseen_summary_means():
   assert s["full"].num_classes == 8 and s["full"].num_nonzero == 6
   assert s["full"].mean_ap == pytest.approx(140 / 8)
   table = analysis.summary_table(s)
-  assert table.column("classes") == ["full", "seen", "unseen"]
-  assert table.column("count") == [8, 4, 4]
+  assert table["classes"].tolist() == ["full", "seen", "unseen"]
+  assert table["count"].tolist() == [8, 4, 4]
   # Another split groups the same per-class APs differently.
   rf = set(META.unseen_hois("rf_uc"))
   s2 = analysis.seen_unseen_summary(metrics, "rf_uc")
@@ -215,14 +197,15 @@ def test_transfer_ranking():
   metrics = _fake_metrics(FAKE_AP, FAKE_RECALL, FAKE_GT, FAKE_PRED)
   r = analysis.transfer_ranking(metrics, k=3)
   # Unseen: 4 (AP 50), 6 (10, recall 40), 12 (10, recall 20), 15 (0).
-  assert r["best"].column("HOI") == [4, 6, 12]
-  assert r["worst"].column("HOI") == [15, 12, 6]
-  assert r["best"].column("rank") == [1, 2, 3]
-  row = r["best"].rows[0]
+  assert r["best"]["HOI"].tolist() == [4, 6, 12]
+  assert r["worst"]["HOI"].tolist() == [15, 12, 6]
+  assert r["best"]["rank"].tolist() == [1, 2, 3]
+  row = tuple(r["best"].iloc[0])
   v, o = META.hois[4]
   assert row == (1, 4, META.verbs[v], META.objects[o], 50.0, 60.0, 2, 5)
-  assert "best" in r["best"].title and "uv" in r["best"].title
-  assert len(analysis.transfer_ranking(metrics, k=10)["best"].rows) == 4
+  title = r["best"].attrs["title"]
+  assert "best" in title and "uv" in title
+  assert len(analysis.transfer_ranking(metrics, k=10)["best"]) == 4
 
 
 def test_unseen_ap_by_verb():
@@ -231,10 +214,10 @@ def test_unseen_ap_by_verb():
   expected = {}
   for h in (4, 6, 12, 15):
     expected.setdefault(META.verbs[META.hois[h][0]], []).append(FAKE_AP[h])
-  got = dict(zip(table.column("verb"), table.column("mAP")))
+  got = dict(zip(table["verb"], table["mAP"]))
   assert got == pytest.approx({k: np.mean(v) for k, v in expected.items()})
-  assert table.column("mAP") == sorted(table.column("mAP"), reverse=True)
-  assert sum(table.column("classes")) == 4
+  assert table["mAP"].tolist() == sorted(table["mAP"], reverse=True)
+  assert sum(table["classes"]) == 4
 
 
 def test_per_hoi_sorted_by_frequency():
@@ -259,8 +242,8 @@ def test_per_hoi_sorted_by_frequency():
   np.testing.assert_array_equal(freq.rare, [h == 8 for h in freq.hoi])
   assert freq.names[0] == META.hoi_name(12)
   table = freq.table(2)
-  assert table.column("HOI") == [12, 1]
-  assert table.column("train pairs") == [4, 2]
+  assert table["HOI"].tolist() == [12, 1]
+  assert table["train pairs"].tolist() == [4, 2]
   # Counts given directly; no split marks nothing unseen.
   counts = np.zeros(META.num_hois, np.int64)
   counts[[2, 15]] = [9, 5]
@@ -276,24 +259,29 @@ def test_map_tables_from_evaluator():
   tables = analysis.map_tables(metrics)
   assert list(tables) == ["default", "known_object", "zero_shot"]
   d = tables["default"]
-  assert d.header == ("", "Full", "Rare", "Non-rare")
-  assert d.rows[0] == ("mAP (%)", metrics["default"]["full"], None,
-                       metrics["default"]["non_rare"])
+  rows = ["mAP (%)", "mean max recall (%)", "classes"]
+  assert d.index.name is None and list(d.index) == rows
+  assert list(d.columns) == ["Full", "Rare", "Non-rare"]
+  np.testing.assert_array_equal(d.loc["mAP (%)"],  # NaN: no rare class.
+                                [metrics["default"]["full"], np.nan,
+                                 metrics["default"]["non_rare"]])
   ap_h = 100 * (4 + 7 * 0.6) / 11
-  assert d.rows[0][1] == pytest.approx((ap_h + 100.0) / 2)
-  assert d.rows[1] == ("mean max recall (%)", pytest.approx(100.0), None,
-                       pytest.approx(100.0))
-  assert d.rows[2] == ("classes", 2, 0, 2)
+  assert d.loc["mAP (%)", "Full"] == pytest.approx((ap_h + 100.0) / 2)
+  np.testing.assert_allclose(d.loc["mean max recall (%)"],
+                             [100.0, np.nan, 100.0])
+  assert d.loc["classes"].tolist() == [2, 0, 2]
   z = tables["zero_shot"]
-  assert z.header == ("", "Full", "Seen", "Unseen")
-  assert z.rows[0][2:] == (pytest.approx(ap_h), pytest.approx(100.0))
-  assert z.rows[2] == ("classes", 2, 1, 1)
-  assert "Zero-shot" in z.title and "uv" in z.title
-  text = "\n".join(t.markdown() for t in tables.values()).lower()
+  assert z.index.name is None and list(z.index) == rows
+  assert list(z.columns) == ["Full", "Seen", "Unseen"]
+  assert z.loc["mAP (%)", ["Seen", "Unseen"]].tolist() == [
+      pytest.approx(ap_h), pytest.approx(100.0)]
+  assert z.loc["classes"].tolist() == [2, 1, 1]
+  assert "Zero-shot" in z.attrs["title"] and "uv" in z.attrs["title"]
+  text = "\n".join(t.to_string() for t in tables.values()).lower()
   assert "full" in text and "rare" in text and "unseen" in text
   # A custom rare set moves H into Rare.
   tables = analysis.map_tables(metrics, rare_hois=[H])
-  assert tables["default"].rows[2] == ("classes", 2, 1, 1)
+  assert tables["default"].loc["classes"].tolist() == [2, 1, 1]
   # Fully supervised: no zero-shot table.
   metrics = hico.evaluate(gt, preds)
   assert list(analysis.map_tables(metrics)) == ["default", "known_object"]
@@ -343,12 +331,12 @@ def test_plots_show_the_values():
 def _write_workdir(root, steps, split="uv"):
   """A workdir with config.json and eval/step_<N>/metrics.json."""
   from configs import demo  # pylint: disable=g-import-not-at-top
-  from ki2hoi_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.checkpoints import manager  # pylint: disable=g-import-not-at-top
   config = demo.get_config()
   config.dataset.zero_shot_split = split
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "config.json"), "w") as f:
-    f.write(checkpointing.config_to_json(config))
+    f.write(manager.config_to_json(config))
   gt, preds = _pr_case()
   for step in steps:
     d = os.path.join(root, "eval", f"step_{step}")
@@ -451,7 +439,7 @@ def test_draw_record_scales_boxes(tmp_path):
   image = analysis.draw_record(record, cell=200)
   assert image.size == (200, 100)  # Longer side resized to the cell.
   # Human box [10, 10, 40, 40] x 2: its left edge at x = 20.
-  assert image.getpixel((20, 60)) == visualize.HUMAN_COLOUR
+  assert image.getpixel((20, 60)) == drawing.HUMAN_COLOUR
   assert image.getpixel((5, 95)) == (255, 255, 255)
   # The original image is gone: the PNG beside the JSON is used.
   os.remove(record["image"])

@@ -154,17 +154,17 @@ def test_compute_text_embeddings(demo_clip):
 
 
 def test_init_from_pretrained_and_prompt_embeddings(demo_clip, tmp_path):
-  from ki2hoi_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.models import ki2hoi  # pylint: disable=g-import-not-at-top
   cfg, _, variables = demo_clip
   path = str(tmp_path / "clip.msgpack")
-  checkpoint_io.save_checkpoint(path, variables["params"],
+  pretrained.save_checkpoint(path, variables["params"],
                                 {"clip": clip_model.clip_kwargs(cfg)})
   config = demo.get_config()
   config.init.clip_checkpoint = path
   abstract = jax.eval_shape(lambda: ki2hoi.build_model(config).init(
       jax.random.key(0), *ki2hoi.dummy_inputs(config), train=False))
-  loaded = checkpoint_io.init_from_pretrained(abstract, config)
+  loaded = pretrained.init_from_pretrained(abstract, config)
   np.testing.assert_array_equal(
       loaded["params"]["clip_visual"]["transformer"]["resblocks_1"]["attn"]
       ["in_proj"]["kernel"],
@@ -180,9 +180,9 @@ def test_init_from_pretrained_and_prompt_embeddings(demo_clip, tmp_path):
       atol=1e-6)
 
   config.model.clip.vision_layers = 3  # Architecture differs: clear error.
-  with pytest.raises(checkpoint_io.CheckpointMismatchError,
+  with pytest.raises(pretrained.CheckpointMismatchError,
                      match="vision_layers=2"):
-    checkpoint_io.init_from_pretrained(abstract, config)
+    pretrained.init_from_pretrained(abstract, config)
 
   config = demo.get_config()  # No checkpoint: a random text tower.
   emb = text_embeddings.prompt_embeddings(config, prompts)

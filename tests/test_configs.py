@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ki2hoi_jax import config_check
+from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,7 @@ def test_expected_config_files_exist():
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_config_loads_and_validates(name):
   config = _load(name)
-  config_check.validate(config)
+  validation.validate(config)
   # Every experiment only changes values, never adds fields to the base.
   base_keys = set(_flatten(_load("base")))
   assert set(_flatten(config)) == base_keys
@@ -80,8 +80,8 @@ def test_bad_values_name_the_field(path, value, match):
   for p in parents:
     node = node[p]
   node[leaf] = value
-  with pytest.raises(config_check.ConfigError, match=match):
-    config_check.validate(config)
+  with pytest.raises(validation.ConfigError, match=match):
+    validation.validate(config)
 
 
 def _main(*args):

@@ -20,9 +20,9 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-from ki2hoi_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+from ki2hoi_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
 from ki2hoi_jax.clip import model as clip_model  # pylint: disable=g-import-not-at-top
-from ki2hoi_jax.convert import clip as convert_clip  # pylint: disable=g-import-not-at-top
+from ki2hoi_jax.weights import convert_clip  # pylint: disable=g-import-not-at-top
 
 TOL = 1e-4
 
@@ -74,7 +74,7 @@ def test_transformers_clip_parity(tmp_path):
                         vision_layers=2, vision_heads=3, embed_dim=24,
                         text_width=32, text_layers=2, text_heads=4,
                         context_length=context, vocab_size=vocab)
-  params, meta = checkpoint_io.load_checkpoint(out)
+  params, meta = pretrained.load_checkpoint(out)
   assert meta["clip"] == config and meta["format"] == "ki2hoi_jax/clip"
 
   rng = np.random.default_rng(0)
@@ -217,7 +217,7 @@ def test_openai_layout_parity(tmp_path, capsys):
   convert_clip.main(["--source", str(tmp_path / "ViT-tiny.pt"), "--out", out,
                      "--text_heads", "2"])
   assert "--config.model.clip.patch_size=16" in capsys.readouterr().out
-  config = checkpoint_io.load_checkpoint(out)[1]["clip"]
+  config = pretrained.load_checkpoint(out)[1]["clip"]
   assert config == dict(image_size=48, patch_size=16, vision_width=128,
                         vision_layers=2, vision_heads=2, embed_dim=32,
                         text_width=64, text_layers=2, text_heads=2,
@@ -231,7 +231,7 @@ def test_openai_layout_parity(tmp_path, capsys):
         images.transpose(0, 3, 1, 2)))
     ref_txt = ref.encode_text(torch.from_numpy(ids))
 
-  params, _ = checkpoint_io.load_checkpoint(out)
+  params, _ = pretrained.load_checkpoint(out)
   model = clip_model.CLIP.from_config(config)
   tokens, img = model.apply({"params": params}, images,
                             method=lambda m, x: m.visual(x))
@@ -246,7 +246,7 @@ def test_openai_layout_parity(tmp_path, capsys):
   target = {"clip_visual": jax.eval_shape(
       vis.init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))["params"],
             "other": {"kernel": jnp.ones((2, 2))}}
-  loaded = checkpoint_io.load_pretrained(target, out, prefix="clip_visual",
+  loaded = pretrained.load_pretrained(target, out, prefix="clip_visual",
                                          source_prefix="visual")
   np.testing.assert_array_equal(loaded["other"]["kernel"], np.ones((2, 2)))
   tokens2, img2 = vis.apply({"params": loaded["clip_visual"]}, images)
@@ -319,20 +319,20 @@ def test_full_size_vitb32_layout(tmp_path):
   abstract = jax.eval_shape(model.init, jax.random.key(0),
                             jnp.zeros((1, 224, 224, 3)),
                             jnp.zeros((1, 77), jnp.int32))["params"]
-  expected = {k: v.shape for k, v in checkpoint_io.flatten(abstract).items()}
-  params, meta = checkpoint_io.load_checkpoint(out)
-  got = {k: v.shape for k, v in checkpoint_io.flatten(params).items()}
+  expected = {k: v.shape for k, v in pretrained.flatten(abstract).items()}
+  params, meta = pretrained.load_checkpoint(out)
+  got = {k: v.shape for k, v in pretrained.flatten(params).items()}
   assert sorted(got) == sorted(expected)
   for k in expected:
     assert got[k] == expected[k], k
   num = sum(int(np.prod(s)) for s in got.values())
   assert num == meta["num_params"] == 151_277_313  # OpenAI ViT-B/32.
-  report = checkpoint_io.compare(checkpoint_io.flatten(abstract),
-                                 checkpoint_io.flatten(params))
+  report = pretrained.compare(pretrained.flatten(abstract),
+                                 pretrained.flatten(params))
   assert report.ok and len(report.loaded) == len(expected)
   # The visual tower has the same names as the model's `clip_visual`.
   target = {"clip_visual": abstract["visual"]}
-  loaded = checkpoint_io.load_pretrained(target, out, prefix="clip_visual",
+  loaded = pretrained.load_pretrained(target, out, prefix="clip_visual",
                                          source_prefix="visual")
   np.testing.assert_array_equal(
       loaded["clip_visual"]["conv1"]["kernel"],
@@ -350,7 +350,7 @@ def test_real_openai_clip(tmp_path):
   from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "clip.msgpack")
   config = convert_clip.convert(os.environ["KI2HOI_CLIP_PT"], out)
-  params, meta = checkpoint_io.load_checkpoint(out)
+  params, meta = pretrained.load_checkpoint(out)
   assert 150e6 < meta["num_params"] < 153e6
   prompts = metadata.hico().object_prompts()[:8]
   emb = text_embeddings.compute_text_embeddings(params, config, prompts)
@@ -370,7 +370,7 @@ def test_real_openai_clip(tmp_path):
 @pytest.mark.slow
 def test_real_detr(tmp_path):
   from configs import base  # pylint: disable=g-import-not-at-top
-  from ki2hoi_jax.convert import detr as convert_detr  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.weights import convert_detr  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "detr.msgpack")
   meta = convert_detr.convert(os.environ["KI2HOI_DETR_PTH"], out,
                               base.get_config())
@@ -381,9 +381,9 @@ def test_real_detr(tmp_path):
   assert "params/input_proj/kernel" in names
   assert "params/instance_interactor/layers_2/multihead_attn/v_proj/kernel" in (
       names)
-  variables, _ = checkpoint_io.load_checkpoint(out)
+  variables, _ = pretrained.load_checkpoint(out)
   assert all(np.all(np.isfinite(v))
-             for v in checkpoint_io.flatten(variables).values())
+             for v in pretrained.flatten(variables).values())
 
 # ------------------------------------------------------ (c) DETR-R50 layout
 
@@ -529,7 +529,7 @@ def _randomise_norms(module):
 
 
 def test_detr_conversion_parity_and_report(tmp_path):
-  from ki2hoi_jax.convert import detr as convert_detr  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.weights import convert_detr  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.models import backbone as backbone_lib  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.models import transformer as transformer_lib  # pylint: disable=g-import-not-at-top
   sd, body, layers = _tiny_detr_state_dict()
@@ -538,7 +538,7 @@ def test_detr_conversion_parity_and_report(tmp_path):
   config = _tiny_detr_config()
   out = str(tmp_path / "detr.msgpack")
   meta = convert_detr.convert(str(tmp_path / "detr.pth"), out, config)
-  variables, saved_meta = checkpoint_io.load_checkpoint(out)
+  variables, saved_meta = pretrained.load_checkpoint(out)
   assert saved_meta["covers"] == meta["covers"]
 
   # Backbone C5 map.
@@ -613,8 +613,8 @@ def test_detr_conversion_parity_and_report(tmp_path):
   model = ki2hoi.build_model(config)
   abstract = jax.eval_shape(lambda: model.init(
       jax.random.key(0), *ki2hoi.dummy_inputs(config), train=False))
-  abstract = checkpoint_io.unflatten(checkpoint_io.flatten(abstract))
-  loaded, report = checkpoint_io.load_pretrained_with_report(abstract, out)
+  abstract = pretrained.unflatten(pretrained.flatten(abstract))
+  loaded, report = pretrained.load_pretrained_with_report(abstract, out)
   assert report.ok and len(report.loaded) == len(meta["initialised"])
   np.testing.assert_array_equal(
       loaded["frozen_bn"]["backbone"]["layer2_0"]["downsample_1"]
@@ -624,20 +624,20 @@ def test_detr_conversion_parity_and_report(tmp_path):
 
   # Another model width: shapes differ, strict loading fails, partial loads.
   config.model.d_model = 64
-  abstract64 = checkpoint_io.unflatten(checkpoint_io.flatten(jax.eval_shape(
+  abstract64 = pretrained.unflatten(pretrained.flatten(jax.eval_shape(
       lambda: ki2hoi.build_model(config).init(
           jax.random.key(0), *ki2hoi.dummy_inputs(config), train=False))))
-  with pytest.raises(checkpoint_io.CheckpointMismatchError,
+  with pytest.raises(pretrained.CheckpointMismatchError,
                      match="input_proj/kernel"):
-    checkpoint_io.load_pretrained(abstract64, out)
-  _, report = checkpoint_io.load_pretrained_with_report(abstract64, out,
+    pretrained.load_pretrained(abstract64, out)
+  _, report = pretrained.load_pretrained_with_report(abstract64, out,
                                                         allow_partial=True)
   assert any(n.startswith("params/backbone/") for n in report.loaded)
   assert ("params/input_proj/kernel", (1, 1, 256, 32), (1, 1, 256, 64)) in (
       report.mismatched)
 
 
-# ------------------------------------------------------------ checkpoint_io
+# ------------------------------------------------------- weights.pretrained
 
 
 def test_load_pretrained_strict_checks(tmp_path):
@@ -646,12 +646,12 @@ def test_load_pretrained_strict_checks(tmp_path):
                         "bias": np.ones(3, np.float32)},
                   "b": {"scale": np.ones(4, np.float32)}},
           "head": {"w": np.ones(5, np.float32)}}
-  checkpoint_io.save_checkpoint(path, ckpt, {"format": "test"})
+  pretrained.save_checkpoint(path, ckpt, {"format": "test"})
   target = {"model": {"a": {"kernel": jnp.zeros((2, 3)),
                             "bias": jnp.zeros(3)},
                       "b": {"scale": jnp.zeros(4)}},
             "other": {"x": jnp.zeros(1)}}
-  loaded = checkpoint_io.load_pretrained(target, path, prefix="model",
+  loaded = pretrained.load_pretrained(target, path, prefix="model",
                                          source_prefix="enc")
   np.testing.assert_array_equal(loaded["model"]["a"]["kernel"],
                                 np.full((2, 3), 2.0))
@@ -660,15 +660,15 @@ def test_load_pretrained_strict_checks(tmp_path):
 
   target["model"]["b"]["scale"] = jnp.zeros(5)  # Shape mismatch.
   target["model"]["c"] = {"bias": jnp.zeros(2)}  # Missing in checkpoint.
-  with pytest.raises(checkpoint_io.CheckpointMismatchError) as err:
-    checkpoint_io.load_pretrained(target, path, "model", source_prefix="enc")
+  with pytest.raises(pretrained.CheckpointMismatchError) as err:
+    pretrained.load_pretrained(target, path, "model", source_prefix="enc")
   assert "c/bias" in str(err.value) and "b/scale: (4,) vs (5,)" in str(
       err.value)
   # Unexpected: the whole checkpoint has 'head' that the target lacks.
-  _, report = checkpoint_io.load_pretrained_with_report(
+  _, report = pretrained.load_pretrained_with_report(
       {"enc": target["model"]}, path, allow_partial=True)
   assert report.unexpected == ["head/w"]
   assert report.missing == ["enc/c/bias"]
   assert report.loaded == ["enc/a/bias", "enc/a/kernel"]
   with pytest.raises(FileNotFoundError, match="Pretrained weights"):
-    checkpoint_io.load_checkpoint(str(tmp_path / "absent.msgpack"))
+    pretrained.load_checkpoint(str(tmp_path / "absent.msgpack"))

@@ -9,8 +9,10 @@ import pytest
 import tensorflow as tf
 
 from configs import base
+from ki2hoi_jax.data import batching
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata
+from ki2hoi_jax.data import splits
 from ki2hoi_jax.data import synthetic
 from ki2hoi_jax.data import tfds_builder
 from ki2hoi_jax.data import transforms
@@ -82,18 +84,18 @@ def test_build_metadata_and_skips(hico_builder, synthetic_root):
   assert summary["num_images"] == 22
   assert hico_builder.info.splits["train"].num_examples == 22
   assert hico_builder.info.splits["test"].num_examples == 8
-  data = input_pipeline.split_data(hico_builder, "train")
+  data = splits.split_data(hico_builder, "train")
   assert CORRUPT not in data.image_index and BROKEN not in data.image_index
   with open(os.path.join(synthetic_root, "annotations", "test_hico.json")) as f:
     test_records = json.load(f)
-  info = input_pipeline.image_info(hico_builder, "test")
+  info = splits.image_info(hico_builder, "test")
   assert sorted(info) == list(range(8))
   for i, rec in enumerate(test_records):
     assert info[i][0] == rec["file_name"]
     path = os.path.join(synthetic_root, "images", "test2015", rec["file_name"])
     assert info[i][1] == tuple(tf.io.decode_jpeg(open(path, "rb").read())
                                .shape[:2])
-  gt = input_pipeline.split_records(hico_builder, "test")[3]
+  gt = splits.split_records(hico_builder, "test")[3]
   np.testing.assert_allclose(
       gt.boxes, [a["bbox"] for a in test_records[3]["annotations"]])
   # The same data_dir with other build options is refused.
@@ -171,9 +173,9 @@ def test_cropped_away_pair_loses_its_labels():
                              crop_window=(0, 0, 50, 50), out_size=(50, 50))
   out, valid = transforms.transform_boxes(boxes, 100, 100, geom)
   assert valid.tolist() == [True, True, False]
-  t = input_pipeline.build_targets(out, valid, labels, pairs,
-                                   np.ones(3, bool), (50, 50), max_pairs=4,
-                                   num_verbs=117, num_hois=600)
+  t = batching.build_targets(out, valid, labels, pairs,
+                             np.ones(3, bool), (50, 50), max_pairs=4,
+                             num_verbs=117, num_hois=600)
   assert t["pair_mask"].tolist() == [True, False, False, False]
   assert np.flatnonzero(t["verb_labels"][0]).tolist() == [5, 6]  # Merged.
   assert np.flatnonzero(t["hoi_labels"][0]).tolist() == [10, 11]
@@ -222,7 +224,7 @@ def test_train_batches_shapes_masks_buckets(hico_builder):
 def test_boxes_round_trip_through_pipeline(hico_builder):
   """Batch boxes mapped back to the original image match the annotation."""
   config = _config(crop=False, color_jitter=0.0)
-  data = input_pipeline.split_data(hico_builder, "train")
+  data = splits.split_data(hico_builder, "train")
   by_index = {int(i): k for k, i in enumerate(data.image_index)}
   batch = next(input_pipeline.create_train_iterator(
       config, hico_builder, num_local_devices=1))
@@ -246,8 +248,8 @@ def test_boxes_round_trip_through_pipeline(hico_builder):
 @pytest.mark.parametrize("split", metadata.ZERO_SHOT_SPLITS)
 def test_zero_shot_epoch_has_no_unseen_labels(hico_builder, split):
   config = _config(zero_shot_split=split)
-  data = input_pipeline.split_data(hico_builder, "train")
-  sel = input_pipeline.select_training(data, "hico_det", split)
+  data = splits.split_data(hico_builder, "train")
+  sel = splits.select_training(data, "hico_det", split)
   assert sel.stats["zero_shot_dropped_labels"] > 0
   assert (sel.stats["zero_shot_dropped_labels"]
           >= sel.stats["zero_shot_unseen_labels"] > 0)
@@ -271,10 +273,10 @@ def test_zero_shot_epoch_has_no_unseen_labels(hico_builder, split):
 
 
 def test_train_fraction_is_fixed_subset(hico_builder):
-  data = input_pipeline.split_data(hico_builder, "train")
-  a = input_pipeline.select_training(data, "hico_det", "", 0.5, seed=1)
-  b = input_pipeline.select_training(data, "hico_det", "", 0.5, seed=1)
-  c = input_pipeline.select_training(data, "hico_det", "", 0.5, seed=2)
+  data = splits.split_data(hico_builder, "train")
+  a = splits.select_training(data, "hico_det", "", 0.5, seed=1)
+  b = splits.select_training(data, "hico_det", "", 0.5, seed=1)
+  c = splits.select_training(data, "hico_det", "", 0.5, seed=2)
   assert len(a.positions) == 11
   np.testing.assert_array_equal(a.positions, b.positions)
   assert a.positions.tolist() != c.positions.tolist()

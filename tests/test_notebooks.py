@@ -96,10 +96,12 @@ def test_evaluate_notebook(demo_workdir, tmp_path, monkeypatch):
   text, pngs = _outputs(nb)
   lower = text.lower()
   for word in ("default setting", "known-object setting",
-               "zero-shot setting (uv)", "| full | rare | non-rare |",
-               "| full | seen | unseen |", "mean max recall",
+               "zero-shot setting (uv)", "mean max recall",
                "evaluation of step 4", "ap per hoi"):
     assert word in lower, word
+  # Header lines of the mAP DataFrames (text/plain).
+  for header in (r"full +rare +non-rare", r"full +seen +unseen"):
+    assert re.search(header, lower), header
   assert pngs >= 3  # Per-HOI AP, precision-recall, prediction grid.
   # The notebook evaluated the checkpoint like the trainer did.
   with open(os.path.join(workdir, "eval", "step_4", "metrics.json")) as f:
@@ -124,11 +126,14 @@ def test_zero_shot_notebook(demo_workdir, monkeypatch):
   nb = _execute("zero_shot.ipynb", demo_workdir, monkeypatch)
   text, pngs = _outputs(nb)
   lower = text.lower()
-  for word in ("seen vs unseen classes", "| full |", "| seen |",
-               "| unseen |", "unseen classes (uv) that transfer best",
+  for word in ("seen vs unseen classes",
+               "unseen classes (uv) that transfer best",
                "unseen classes (uv) that transfer worst",
                "unseen classes (uv) by verb"):
     assert word in lower, word
+  # Rows of the summary DataFrame (text/plain: index, then the group name).
+  for group in ("full", "seen", "unseen"):
+    assert re.search(rf"^\d+ +{group} ", lower, re.M), group
   # The verbs of the unseen classes with test GT appear in the by-verb table.
   from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
   meta = metadata.hico()
@@ -136,7 +141,8 @@ def test_zero_shot_notebook(demo_workdir, monkeypatch):
     num_gt = json.load(f)["per_hoi"]["num_gt"]
   unseen = [h for h in meta.unseen_hois("uv") if num_gt[h] > 0]
   assert unseen, "the demo test set has no unseen class"
-  for h in unseen:
-    assert f"| {meta.verbs[meta.hois[h][0]]} |" in lower
+  for h in unseen:  # A row whose first column is the verb (index, verb).
+    verb = meta.verbs[meta.hois[h][0]]
+    assert re.search(rf"^\d+ +{re.escape(verb)} ", lower, re.M), verb
   assert pngs >= 2  # Seen/unseen plot, per-HOI AP.
   assert not os.path.exists(os.path.join(demo_workdir, "predictions"))

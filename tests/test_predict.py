@@ -1,8 +1,8 @@
-"""Tests of the prediction tool (predict.py) and open vocabularies.
+"""Tests of the prediction tool (ki2hoi_jax/inference/) and open vocabularies.
 
 A tiny KI2HOI (configs/demo.py shrunk further) gets random parameters
 (shapes from `jax.eval_shape`, so no init compilation) saved with the
-trainer's `checkpointing.Checkpointer`; prediction restores them from the
+trainer's `checkpoints.manager.Checkpointer`; prediction restores them from the
 workdir like a user would.
 """
 
@@ -17,12 +17,18 @@ from PIL import Image
 import pytest
 
 from configs import demo
-from ki2hoi_jax import open_vocabulary as ov
-from ki2hoi_jax import predict
+from ki2hoi_jax.checkpoints import manager as checkpoint_manager
+from ki2hoi_jax.checkpoints import restore
+from ki2hoi_jax.clip import text_embeddings as clip_text
+from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
+from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
+from ki2hoi_jax.inference import images
+from ki2hoi_jax.inference import open_vocabulary as ov
+from ki2hoi_jax.inference import predict
+from ki2hoi_jax.inference import predictor as predictor_lib
 from ki2hoi_jax.models import ki2hoi
-from ki2hoi_jax.train import checkpointing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score"}
@@ -73,13 +79,13 @@ def _random_variables(shapes, seed=0):
 def trained(tmp_path_factory):
   """(config, workdir, clip text params) of a saved random tiny model."""
   config = _tiny_config()
-  clip = ov.clip_text_params(config)
+  clip = clip_text.clip_text_params(config)
   model = ki2hoi.build_model(config)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), *ki2hoi.dummy_inputs(config, 1, (64, 64))))
   variables = _random_variables(dict(shapes))
   workdir = str(tmp_path_factory.mktemp("workdir"))
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoint_manager.Checkpointer(workdir)
   extra = {k: v for k, v in variables.items()
            if k not in ("params", "batch_stats")}
   ckpt.save(7, {"step": np.int32(7), "params": variables["params"],
@@ -150,7 +156,7 @@ def test_parse_names_and_prompts_file(tmp_path):
   assert plain == ["a photo of a person juggling"]
   bad = tmp_path / "bad.txt"
   bad.write_text("throw,frisbee,extra\n")
-  with pytest.raises(ov.VocabularyError, match="bad.txt:1"):
+  with pytest.raises(vocabulary_lib.VocabularyError, match="bad.txt:1"):
     ov.read_prompts_file(str(bad))
 
 
@@ -251,7 +257,7 @@ def test_decode_triplets_known_answer():
   selected = {"scores": np.array([2.4, 2.1, 1.5, 0.6]),
               "queries": np.array([0, 1, 0, 1]),
               "candidates": np.array([0, 0, 1, 1])}
-  out = predict.decode_triplets(
+  out = predictor_lib.decode_triplets(
       selected, sub, obj, (100, 200), vocab, score_fusion="sum",
       score_threshold=0.3, top_k=10)
   # Candidate 0 of query 1 is suppressed by NMS, 0.6/3 < 0.3 is dropped.
@@ -260,7 +266,7 @@ def test_decode_triplets_known_answer():
   np.testing.assert_allclose([t["score"] for t in out], [0.8, 0.5])
   assert out[0]["human_box"] == [50.0, 25.0, 150.0, 75.0]
   assert out[0]["object_box"] == [0.0, 0.0, 200.0, 100.0]
-  out = predict.decode_triplets(
+  out = predictor_lib.decode_triplets(
       selected, sub, obj, (100, 200), vocab, score_fusion="genvlkt",
       score_threshold=0.0, top_k=1, nms=False)
   assert len(out) == 1 and out[0]["score"] == pytest.approx(1.2)
@@ -270,10 +276,10 @@ def test_decode_triplets_known_answer():
 
 
 def test_load_image_modes(inputs, tmp_path):
-  image, px = predict.load_image(inputs["grey"])
+  image, px = images.load_image(inputs["grey"])
   assert image.mode == "RGB" and px.shape == (48, 80, 3)
   np.testing.assert_array_equal(px[..., 0], px[..., 1])
-  image, px = predict.load_image(inputs["rgba"])
+  image, px = images.load_image(inputs["rgba"])
   assert px.shape == (37, 91, 3) and image.size == (91, 37)
   assert (px[:, :10] == 255).all()  # Transparent -> white.
   src = np.asarray(Image.open(inputs["rgba"]))
@@ -281,24 +287,24 @@ def test_load_image_modes(inputs, tmp_path):
   # JPEG: TensorFlow's decoding, as the input pipeline.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.data import transforms  # pylint: disable=g-import-not-at-top
-  _, px = predict.load_image(inputs["jpeg"])
+  _, px = images.load_image(inputs["jpeg"])
   with open(inputs["jpeg"], "rb") as f:
     ref = transforms.decode_jpeg(tf.constant(f.read())).numpy()
   np.testing.assert_allclose(px / 255.0, ref, atol=1e-6)
   # 16-bit greyscale is rescaled, not clipped.
   deep = np.array([[0, 1000], [30000, 60000]], np.uint16)
   Image.fromarray(deep).save(tmp_path / "deep.png")
-  _, px = predict.load_image(str(tmp_path / "deep.png"))
+  _, px = images.load_image(str(tmp_path / "deep.png"))
   np.testing.assert_array_equal(px[..., 0], [[0, 4], [128, 255]])
   for bad in (inputs["corrupt"], str(tmp_path / "missing.png")):
-    with pytest.raises(predict.ImageLoadError, match=bad.replace(".", r"\.")):
-      predict.load_image(bad)
+    with pytest.raises(images.ImageLoadError, match=bad.replace(".", r"\.")):
+      images.load_image(bad)
 
 
 def test_preprocess_matches_eval_transforms():
   config = _tiny_config()
   px = np.full((30, 50, 3), 128, np.uint8)
-  batch = predict.preprocess(px, config)
+  batch = images.preprocess(px, config)
   # Short side 64 would make the long side 106 > max_size 96, so DETR's
   # rule lowers it to round(96 * 30 / 50) = 58; the one bucket is 96 x 96.
   assert batch["image"].shape == (1, 96, 96, 3)
@@ -319,14 +325,14 @@ def test_preprocess_matches_eval_transforms():
 def test_find_checkpoint(trained, tmp_path):
   _, workdir, _ = trained
   step_dir = os.path.join(workdir, "checkpoints", "7")
-  assert predict.find_checkpoint(workdir) == step_dir
-  assert predict.find_checkpoint(os.path.join(workdir, "checkpoints")) == (
+  assert restore.find_checkpoint(workdir) == step_dir
+  assert restore.find_checkpoint(os.path.join(workdir, "checkpoints")) == (
       step_dir)
-  assert predict.find_checkpoint(step_dir) == step_dir
+  assert restore.find_checkpoint(step_dir) == step_dir
   with pytest.raises(FileNotFoundError, match="best"):
-    predict.find_checkpoint(workdir, "best")
+    restore.find_checkpoint(workdir, "best")
   with pytest.raises(FileNotFoundError, match="not a training workdir"):
-    predict.find_checkpoint(str(tmp_path))
+    restore.find_checkpoint(str(tmp_path))
 
 
 # --------------------------------------------------------------- end to end
@@ -366,11 +372,11 @@ def test_predictor_matches_evaluation_postprocess(trained, inputs):
   (Same compiled program as the end-to-end test: no recompilation.)
   """
   config, workdir, clip = trained
-  restored = predict.restore_checkpoint(workdir)
-  predictor = predict.build_predictor(config, restored, clip_params=clip,
+  restored = restore.restore_checkpoint(workdir)
+  predictor = predictor_lib.build_predictor(config, restored, clip_params=clip,
                                       score_threshold=0.0, top_k=1000)
-  _, px = predict.load_image(inputs["rgba"])
-  batch = predict.preprocess(px, config)
+  _, px = images.load_image(inputs["rgba"])
+  batch = images.preprocess(px, config)
   ours = predictor.predict_batch(batch)
   outputs = predictor.outputs(batch)
   assert outputs["pred_interaction_logits"].shape == (1, 4, 600)
@@ -402,7 +408,7 @@ def test_open_vocabulary_end_to_end(trained, inputs, tmp_path):
   triplets = _check_record(record, inputs["jpeg"], (80, 48), 0.0, 5,
                            {"throw", "catch"}, {"frisbee", "unicorn"})
   assert len(triplets) == 5
-  restored = predict.restore_checkpoint(workdir)
+  restored = restore.restore_checkpoint(workdir)
   vocab = ov.vocabulary_from_args(config, "throw,catch", "frisbee,unicorn")
   prepared = ov.prepare_classes(vocab, restored.variables["params"], clip,
                                 config)
@@ -416,19 +422,19 @@ def test_open_vocabulary_end_to_end(trained, inputs, tmp_path):
 
 def test_saved_config_round_trip(trained):
   config, workdir, _ = trained
-  restored = predict.restore_checkpoint(workdir)
+  restored = restore.restore_checkpoint(workdir)
   # Encoder BN statistics always; FrozenBatchNorm constants only with
   # backbone_norm='frozen' (the demo trains GroupNorm instead).
   expected = {"params", "batch_stats"} | (
       {"frozen_bn"} if config.model.backbone_norm == "frozen" else set())
   assert restored.step == 7 and set(restored.variables) == expected
-  loaded = predict.config_from_saved(restored.config)
+  loaded = saved_config.config_from_saved(restored.config)
   assert loaded.model.to_dict() == config.model.to_dict()
   assert loaded.dataset.train_short_sides == (160, 176, 192)  # A tuple again.
-  assert predict.check_config_matches(config, restored.config) == []
+  assert saved_config.check_config_matches(config, restored.config) == []
   other = config.copy_and_resolve_references()
   other.model.d_model = 48
-  assert predict.check_config_matches(other, restored.config) == [
+  assert saved_config.check_config_matches(other, restored.config) == [
       "model.d_model: 32 -> 48"]
 
 
@@ -470,7 +476,7 @@ def test_command_line(trained, inputs, tmp_path):
   out = str(tmp_path / "cli")
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
   proc = subprocess.run(
-      [sys.executable, "-m", "ki2hoi_jax.predict", f"--checkpoint={workdir}",
+      [sys.executable, "-m", "ki2hoi_jax.inference.predict", f"--checkpoint={workdir}",
        "--images", inputs["grey"], inputs["corrupt"], inputs["rgba"],
        f"--out={out}", "--top_k=2", "--score_threshold=0",
        "--verbs=ride,hold", "--objects=bicycle"],

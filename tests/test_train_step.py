@@ -8,6 +8,7 @@ auxiliary decoder layer.
 
 from typing import Optional
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -185,8 +186,8 @@ def test_frozen_params_bit_identical_and_not_in_optimizer_state():
   new, history = _run(state, kwargs, [_batch(8, 1), _batch(8, 2)], 8)
   frozen_keys = [k for k, v in labels.items() if v == "frozen"]
   assert frozen_keys
-  flat_old = optimizer.checkpoint_io.flatten(state.params)
-  flat_new = optimizer.checkpoint_io.flatten(new.params)
+  flat_old = traverse_util.flatten_dict(state.params, sep="/")
+  flat_new = traverse_util.flatten_dict(new.params, sep="/")
   for k in flat_old:
     same = np.array_equal(np.asarray(flat_old[k]), flat_new[k])
     if k in frozen_keys:
@@ -231,9 +232,9 @@ def test_gradient_accumulation_updates_every_k_steps():
   trainable = [k for k, v in labels.items() if v != "frozen"]
   (s1, s2), h2 = _run(state, kwargs, [_batch(4, 1), _batch(4, 2)], 2,
                       return_states=True)
-  old = optimizer.checkpoint_io.flatten(state.params)
-  after1 = optimizer.checkpoint_io.flatten(s1.params)
-  after2 = optimizer.checkpoint_io.flatten(s2.params)
+  old = traverse_util.flatten_dict(state.params, sep="/")
+  after1 = traverse_util.flatten_dict(s1.params, sep="/")
+  after2 = traverse_util.flatten_dict(s2.params, sep="/")
   for k in trainable:
     np.testing.assert_array_equal(after1[k], np.asarray(old[k]))  # No update.
   assert any(not np.array_equal(after2[k], np.asarray(old[k]))

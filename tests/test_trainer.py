@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from ki2hoi_jax.train import checkpointing
+from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.train import metrics_writer
 from ki2hoi_jax.train import trainer
 
@@ -115,7 +115,7 @@ def _losses(workdir):
 
 
 def test_check_finite_raises_with_step_and_checkpoint(tmp_path):
-  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  ckpt = checkpoint_manager.Checkpointer(str(tmp_path), keep=2)
   good = {"loss": np.float32(1.0), "grad_norm": np.float32(2.0)}
   trainer._check_finite([good, good], 0, ckpt)
   bad = {"loss": np.float32(np.nan), "grad_norm": np.float32(1.0)}
@@ -131,7 +131,7 @@ def test_check_finite_raises_with_step_and_checkpoint(tmp_path):
 
 def test_checkpointer_keeps_latest_and_best(tmp_path):
   config = base.get_config()
-  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  ckpt = checkpoint_manager.Checkpointer(str(tmp_path), keep=2)
   state = lambda v: {"step": np.array(v, np.int32),
                      "params": {"w": np.full(3, v, np.float32)},
                      "rng": np.array([0, v], np.uint32)}
@@ -148,7 +148,7 @@ def test_checkpointer_keeps_latest_and_best(tmp_path):
   assert ckpt.best.all_steps() == [3] and ckpt.best_value() == 12.0
   ckpt.close()
   # The best value survives a restart; the config is saved beside.
-  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  ckpt = checkpoint_manager.Checkpointer(str(tmp_path), keep=2)
   assert ckpt.best_value() == 12.0
   assert not ckpt.save_if_best(4, state(4), config, 11.0)
   np.testing.assert_array_equal(

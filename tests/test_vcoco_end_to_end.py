@@ -20,6 +20,7 @@ import pytest
 from ki2hoi_jax.data import annotations
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import vcoco
+from ki2hoi_jax.evaluation import vcoco_ap
 from ki2hoi_jax.train import metrics_writer
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +76,7 @@ def _load(path):
 def _classes_with_positives(gt_records):
   """Role classes whose action some test person does (they have an AP)."""
   meta = metadata.vcoco()
-  rc = vcoco.role_classes()
+  rc = vcoco_ap.role_classes()
   done = {meta.verb_class_action[int(h["category_id"])]
           for r in gt_records for h in r["hoi_annotation"]}
   return {n for n, a in zip(rc.names, rc.actions) if a in done}
@@ -99,12 +100,12 @@ def test_training_ran_the_requested_steps(run):
 def test_role_ap_metrics(run):
   metrics = _load(run["metrics"])
   assert {"scenario_1", "scenario_2", "per_action"} <= set(metrics)
-  names = vcoco.role_classes().names
+  names = vcoco_ap.role_classes().names
   assert list(metrics["per_action"]) == list(names)  # 25 role classes.
   reported = {metadata.vcoco().verb_classes[c]
               for c in metadata.vcoco().role_ap_classes}
   assert len(reported) == 24 and reported <= set(names)
-  for s in vcoco.SCENARIOS:
+  for s in vcoco_ap.SCENARIOS:
     assert 0.0 <= metrics[s] <= 100.0
   assert metrics["summary"]["eval/role_AP_scenario_1"] == metrics["scenario_1"]
   assert metrics["summary"]["eval/role_AP_scenario_2"] == metrics["scenario_2"]
@@ -117,7 +118,7 @@ def test_role_ap_metrics(run):
     else:
       assert math.isnan(ap["scenario_1"]) and math.isnan(ap["scenario_2"])
   # The means are those of the reported classes with positives.
-  for s in vcoco.SCENARIOS:
+  for s in vcoco_ap.SCENARIOS:
     values = [metrics["per_action"][n][s] for n in sorted(positive & reported)]
     assert metrics[s] == pytest.approx(sum(values) / len(values), abs=1e-9)
   print("role AP scenario 1 %.4f, scenario 2 %.4f" % (metrics["scenario_1"],
@@ -131,8 +132,8 @@ def test_predictions_file(run):
   assert sorted(e["file_name"] for e in entries) == sorted(
       r["file_name"] for r in gt)
   meta = metadata.vcoco()
-  agent_keys = {vcoco.agent_key(a) for a in range(len(meta.actions))}
-  role_keys = set(vcoco.role_classes().names)
+  agent_keys = {vcoco_ap.agent_key(a) for a in range(len(meta.actions))}
+  role_keys = set(vcoco_ap.role_classes().names)
   num_records = 0
   for entry in entries:
     assert entry["image_id"] == vcoco.image_id_from_file_name(
@@ -168,11 +169,11 @@ def _cli(annotations_path, predictions_path, out):
 def _assert_same(cli, metrics):
   """CLI output (NaN written as null) equals an `evaluate` dict."""
   assert set(cli) == {"scenario_1", "scenario_2", "per_action"}
-  for s in vcoco.SCENARIOS:
+  for s in vcoco_ap.SCENARIOS:
     assert cli[s] == pytest.approx(metrics[s], abs=1e-9)
   assert list(cli["per_action"]) == list(metrics["per_action"])
   for name, ap in metrics["per_action"].items():
-    for s in vcoco.SCENARIOS:
+    for s in vcoco_ap.SCENARIOS:
       if math.isnan(ap[s]):
         assert cli["per_action"][name][s] is None
       else:
@@ -194,7 +195,7 @@ def _oracle_records(record, score):
     verb, obj = int(h["category_id"]), int(h["object_id"])
     rec = out.setdefault(h["subject_id"],
                          {"person_box": boxes[h["subject_id"]]})
-    rec[vcoco.agent_key(meta.verb_class_action[verb])] = score
+    rec[vcoco_ap.agent_key(meta.verb_class_action[verb])] = score
     if meta.verb_class_role[verb]:
       rec[meta.verb_classes[verb]] = (
           list(boxes[obj]) if obj >= 0 else [None] * 4) + [score]
@@ -218,7 +219,7 @@ def test_cli_on_trained_plus_oracle_detections(run, tmp_path):
   cli = _cli(run["gt"], path, str(tmp_path / "mixed_ap.json"))
   _assert_same(cli, expected)
   trained = _load(run["metrics"])
-  for s in vcoco.SCENARIOS:
+  for s in vcoco_ap.SCENARIOS:
     assert trained[s] < expected[s] <= 100.0
   for name, ap in expected["per_action"].items():
     if not math.isnan(ap["scenario_1"]):
@@ -227,7 +228,7 @@ def test_cli_on_trained_plus_oracle_detections(run, tmp_path):
 
 def test_format_metrics_table():
   """The table `trainer.evaluate` prints, from a metrics.json-style dict."""
-  names = vcoco.role_classes().names
+  names = vcoco_ap.role_classes().names
   per_action = {n: {"scenario_1": float("nan"), "scenario_2": None}
                 for n in names}
   per_action["hold_obj"] = {"scenario_1": 12.5, "scenario_2": 50.0}

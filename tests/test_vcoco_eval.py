@@ -8,6 +8,7 @@ import pytest
 
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import vcoco
+from ki2hoi_jax.evaluation import vcoco_ap
 from ki2hoi_jax.evaluation import vcoco_postprocess as vpp
 
 META = metadata.vcoco()
@@ -52,27 +53,27 @@ def test_overlap_plus1_matches_hand_values():
   a = np.array([[0.0, 0.0, 9.0, 9.0]])
   b = np.array([[5.0, 0.0, 14.0, 9.0], [10.0, 0.0, 19.0, 9.0],
                 [9.0, 0.0, 18.0, 9.0]])
-  iou = vcoco.overlap_plus1(a, b)[0]
+  iou = vcoco_ap.overlap_plus1(a, b)[0]
   # Areas 100; overlaps 5x10, 0 (x1 = x2 + 1) and 1x10 (touching counts).
   np.testing.assert_allclose(iou, [50 / 150, 0.0, 10 / 190])
-  assert np.isnan(vcoco.overlap_plus1(a, np.array([NAN4]))[0, 0])
+  assert np.isnan(vcoco_ap.overlap_plus1(a, np.array([NAN4]))[0, 0])
 
 
 def test_voc_ap_all_point_by_hand():
   # Ranked TP, FP, TP with 2 positives: recall .5, .5, 1; precision 1, .5, 2/3.
-  ap = vcoco.average_precision(np.array([0.9, 0.8, 0.7]),
+  ap = vcoco_ap.average_precision(np.array([0.9, 0.8, 0.7]),
                                np.array([True, False, True]), 2)
   assert ap == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
   # FP, TP, TP with 3 positives: envelope 2/3 up to recall 2/3.
-  ap = vcoco.average_precision(np.array([0.9, 0.8, 0.7]),
+  ap = vcoco_ap.average_precision(np.array([0.9, 0.8, 0.7]),
                                np.array([False, True, True]), 3)
   assert ap == pytest.approx(2 / 3 * 2 / 3)
   # Order comes from the scores, not the input order.
-  ap = vcoco.average_precision(np.array([0.7, 0.9, 0.8]),
+  ap = vcoco_ap.average_precision(np.array([0.7, 0.9, 0.8]),
                                np.array([True, False, True]), 3)
   assert ap == pytest.approx(2 / 3 * 2 / 3)
-  assert vcoco.average_precision(np.zeros(0), np.zeros(0, bool), 4) == 0.0
-  assert math.isnan(vcoco.average_precision(np.zeros(0), np.zeros(0, bool), 0))
+  assert vcoco_ap.average_precision(np.zeros(0), np.zeros(0, bool), 4) == 0.0
+  assert math.isnan(vcoco_ap.average_precision(np.zeros(0), np.zeros(0, bool), 0))
 
 
 # ---------------------------------------------------------- role AP cases
@@ -101,7 +102,7 @@ def test_wrong_role_box_is_false_positive():
   dets = _entries(("a.jpg", [_det(PERSON_A, hold_obj=(FAR, 0.9),
                                   ride_instr=(HORSE, 0.8))]))
   m = vcoco.evaluate(gt, dets)
-  for s in vcoco.SCENARIOS:
+  for s in vcoco_ap.SCENARIOS:
     assert _ap(m, "hold_obj", s) == 0.0
     assert _ap(m, "ride_instr", s) == pytest.approx(100.0)
     assert m[s] == pytest.approx(50.0)  # Mean of 0 and 100.
@@ -152,14 +153,14 @@ def test_person_without_labels_is_skipped():
                              _det(PERSON_A, hold_obj=(CUP, 0.9))]))
   m = vcoco.evaluate(gt, dets)
   assert _ap(m, "hold_obj") == pytest.approx(100.0)  # Would be 50 if counted.
-  result = vcoco.role_ap(gt, dets)
+  result = vcoco_ap.role_ap(gt, dets)
   assert result.num_detections[result.names.index("hold_obj")] == 1
 
 
 def test_low_person_iou_and_wrong_action_are_false_positives():
   gt = [_hold_ride_gt()]
   shifted = [40.0, 10.0, 90.0, 110.0]  # IoU with person A = 21 / 81.
-  assert vcoco.overlap_plus1([shifted], [PERSON_A])[0, 0] < 0.5
+  assert vcoco_ap.overlap_plus1([shifted], [PERSON_A])[0, 0] < 0.5
   dets = _entries(("a.jpg", [_det(shifted, hold_obj=(CUP, 0.9)),
                              _det(PERSON_A, look_obj=(CUP, 0.8))]))
   m = vcoco.evaluate(gt, dets)
@@ -197,8 +198,9 @@ def test_two_role_action_and_excluded_classes():
   names = set(m["per_action"])
   assert len(names) == 25 and "point_instr" in names
   assert not names & {"stand", "walk", "run", "smile"}
-  reported = [n for n in vcoco.role_classes().names
-              if vcoco.role_classes().reported[vcoco.role_classes().column[n]]]
+  reported = [n for n in vcoco_ap.role_classes().names
+              if vcoco_ap.role_classes().reported[
+                  vcoco_ap.role_classes().column[n]]]
   assert len(reported) == 24 and "point_instr" not in reported
   assert reported == list(metadata.vcoco().verb_classes[i]
                           for i in META.role_ap_classes)
@@ -220,7 +222,7 @@ def _reference_role_ap(gt_records, entries, thr=0.5):
   """Plain-loop port of the official `_do_role_eval` on the JSON records."""
   role_names = [n for n, r in zip(META.verb_classes, META.verb_class_role) if r]
   npos = {}
-  results = {s: {n: [] for n in role_names} for s in vcoco.SCENARIOS}
+  results = {s: {n: [] for n in role_names} for s in vcoco_ap.SCENARIOS}
   dets_by_file = {}
   for e in entries:
     dets_by_file.setdefault(e["file_name"], []).extend(e["detections"])
@@ -257,7 +259,7 @@ def _reference_role_ap(gt_records, entries, thr=0.5):
       action = META.verb_class_action[META.verb_classes.index(name)]
       cand = [d for d in dets if name in d and not math.isnan(d[name][4])]
       cand.sort(key=lambda d: -d[name][4])
-      for scenario in vcoco.SCENARIOS:
+      for scenario in vcoco_ap.SCENARIOS:
         covered = set()
         for d in cand:
           if not persons:
@@ -285,7 +287,7 @@ def _reference_role_ap(gt_records, entries, thr=0.5):
             results[scenario][name].append((d[name][4], 0))
 
   out = {}
-  for scenario in vcoco.SCENARIOS:
+  for scenario in vcoco_ap.SCENARIOS:
     out[scenario] = {}
     for name in role_names:
       n = npos.get(META.verb_class_action[META.verb_classes.index(name)], 0)
@@ -381,7 +383,7 @@ def test_matches_plain_loop_reference_on_random_cases(seed):
   gts, entries = _random_case(rng)
   got = vcoco.evaluate(gts, entries)
   want = _reference_role_ap(gts, entries)
-  for s in vcoco.SCENARIOS:
+  for s in vcoco_ap.SCENARIOS:
     for name, ap in want[s].items():
       if math.isnan(ap):
         assert math.isnan(got["per_action"][name][s]), (s, name)
@@ -567,7 +569,7 @@ def test_postprocess_end_to_end_perfect_score(tmp_path):
   written = json.loads(metrics_path.read_text())
   assert set(written) == {"scenario_1", "scenario_2", "per_action"}
   assert written["scenario_1"] == pytest.approx(100.0)
-  assert set(written["per_action"]["ride_instr"]) == set(vcoco.SCENARIOS)
+  assert set(written["per_action"]["ride_instr"]) == set(vcoco_ap.SCENARIOS)
   # No positives: NaN, written as null.
   assert written["per_action"]["hold_obj"]["scenario_1"] is None
   official = vcoco.to_official_detections(vcoco.load_predictions(str(path)))

@@ -3,7 +3,7 @@ r"""CLIP (ViT image tower + causal text transformer) in Flax linen.
 A re-implementation of OpenAI's CLIP `model.py` (openai/CLIP @ dcba3cb,
 `VisionTransformer`, `Transformer`, `ResidualAttentionBlock`, `CLIP.encode_text`)
 with parameter names that follow OpenAI's PyTorch state-dict keys, so that the
-converter (`ki2hoi_jax.convert.clip`) is a list of renames and transposes:
+converter (`ki2hoi_jax.weights.convert_clip`) is a list of renames and transposes:
 
   PyTorch key                               Flax path
   visual.conv1.weight [W,3,p,p]             visual/conv1/kernel [p,p,3,W]

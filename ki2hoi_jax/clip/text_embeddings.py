@@ -8,8 +8,9 @@ input (contracts.md, Model), so the classes can be swapped at inference.
                                 metadata.hico().hoi_prompts())  # [600, 512]
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -93,10 +94,10 @@ def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
     The text subtree (token_embedding, positional_embedding, transformer,
     ln_final, text_projection).
   """
-  from ki2hoi_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
   cfg = config.model.clip
   if config.init.clip_checkpoint:
-    return text_params(checkpoint_io.load_clip_params(
+    return text_params(pretrained.load_clip_params(
         config.init.clip_checkpoint, cfg))
   if rng is None:
     rng = jax.random.PRNGKey(int(config.seed))
@@ -165,3 +166,40 @@ def prompt_embeddings(config, prompts: Sequence[str],
       params, config.model.clip, prompts,
       tokenizer_dir=config.init.tokenizer_dir,
       dtype=jnp.dtype(config.model.frozen_dtype))
+
+
+def clip_text_params(config) -> Dict[str, Any]:
+  """The CLIP text-tower parameters the model was trained with.
+
+  `config.init.clip_checkpoint` when set (converted OpenAI CLIP), else a
+  random text tower initialised from `PRNGKey(config.seed)` (the demo; the
+  trainer, evaluation and prediction build their text embeddings from the
+  same parameters).
+
+  Args:
+    config: the run config (`init.clip_checkpoint`, `model.clip`, `seed`).
+
+  Returns:
+    The text subtree (`clip.model.TEXT_KEYS`) of the CLIP params.
+  """
+  if not config.init.clip_checkpoint:
+    logging.warning("config.init.clip_checkpoint is empty: random CLIP text "
+                    "tower; open-vocabulary prompts carry no meaning.")
+  return flax.core.unfreeze(text_tower_params(config))
+
+
+def class_embeddings(clip_params: Mapping[str, Any], config,
+                     prompts: Sequence[str]) -> np.ndarray:
+  """[T, E] float32 L2-normalised CLIP text embeddings of class prompts.
+
+  The embeddings the trainer feeds the model and prediction swaps in (float32
+  whatever `model.frozen_dtype`).
+
+  Args:
+    clip_params: CLIP params (or their text subtree).
+    config: the run config (`model.clip`, `init.tokenizer_dir`).
+    prompts: T texts.
+  """
+  return compute_text_embeddings(clip_params, config.model.clip,
+                                 list(prompts),
+                                 tokenizer_dir=config.init.tokenizer_dir)

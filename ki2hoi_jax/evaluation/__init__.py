@@ -6,6 +6,10 @@ evaluator CLIs start without JAX):
 * `postprocess`: model outputs -> GEN-VLKT predictions entries (score fusion,
   top-k, triplet NMS) and predictions-file I/O.
 * `hico`: HICO-DET mAP (Default / Known-object / zero-shot) and its CLI
-  `python -m ki2hoi_jax.evaluation.hico`.
+  `python -m ki2hoi_jax.evaluation.hico`; `hico_ap`: its matching and
+  per-class AP over flat arrays.
+* `vcoco`: V-COCO role AP entry point, predictions files and the CLI
+  `python -m ki2hoi_jax.evaluation.vcoco`; `vcoco_ap`: role classes, matching
+  and role AP.
 * `boxes`: +1-pixel IoU and box conversions shared by the evaluators.
 """

@@ -40,6 +40,7 @@ import numpy as np
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess as hico_postprocess
 from ki2hoi_jax.evaluation import vcoco
+from ki2hoi_jax.evaluation import vcoco_ap
 
 Record = Dict[str, Any]
 SCORE_FUSIONS = hico_postprocess.SCORE_FUSIONS
@@ -135,7 +136,7 @@ def build_records(sub_boxes: np.ndarray, obj_boxes: np.ndarray,
     rec = records.setdefault(
         q, {"person_box": [float(x) for x in sub_boxes[q]]})
     best[q] = max(best.get(q, -np.inf), s)
-    key = vcoco.agent_key(meta.verb_class_action[v])
+    key = vcoco_ap.agent_key(meta.verb_class_action[v])
     rec[key] = max(rec.get(key, -np.inf), s)
     if meta.verb_class_role[v]:
       box = ([float("nan")] * 4 if o == no_object

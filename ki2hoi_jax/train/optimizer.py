@@ -20,9 +20,8 @@ train steps, the learning-rate schedule counts updates.
 
 from typing import Any, Callable, Dict, Mapping, Tuple
 
+from flax import traverse_util
 import optax
-
-from ki2hoi_jax import checkpoint_io
 
 FROZEN = "frozen"
 BACKBONE = "backbone"
@@ -39,7 +38,7 @@ def normalise_label(label: str) -> str:
 
 def flat_labels(labels: Mapping[str, Any]) -> Dict[str, str]:
   """Nested label tree -> {'a/b/c': 'frozen' | 'backbone' | 'default'}."""
-  flat = checkpoint_io.flatten(labels)
+  flat = traverse_util.flatten_dict(labels, sep="/")
   return {k: normalise_label(v) for k, v in flat.items()}
 
 
@@ -54,27 +53,28 @@ def split_params(params: Mapping[str, Any], labels: Mapping[str, str]
   Returns:
     (trainable, frozen) nested dicts holding the same leaf objects.
   """
-  flat = checkpoint_io.flatten(params)
+  flat = traverse_util.flatten_dict(params, sep="/")
   missing = sorted(set(flat) - set(labels))
   if missing:
     raise KeyError(f"parameters without a label: {missing[:10]}")
   trainable = {k: v for k, v in flat.items() if labels[k] != FROZEN}
   frozen = {k: v for k, v in flat.items() if labels[k] == FROZEN}
-  return checkpoint_io.unflatten(trainable), checkpoint_io.unflatten(frozen)
+  return (traverse_util.unflatten_dict(trainable, sep="/"),
+          traverse_util.unflatten_dict(frozen, sep="/"))
 
 
 def merge_params(trainable: Mapping[str, Any],
                  frozen: Mapping[str, Any]) -> Dict[str, Any]:
   """Inverse of `split_params`."""
-  flat = dict(checkpoint_io.flatten(trainable))
-  flat.update(checkpoint_io.flatten(frozen))
-  return checkpoint_io.unflatten(flat)
+  flat = dict(traverse_util.flatten_dict(trainable, sep="/"))
+  flat.update(traverse_util.flatten_dict(frozen, sep="/"))
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def trainable_labels(labels: Mapping[str, str]) -> Dict[str, Any]:
   """Nested 'backbone'/'default' labels of the trainable subtree."""
-  return checkpoint_io.unflatten(
-      {k: v for k, v in labels.items() if v != FROZEN})
+  return traverse_util.unflatten_dict(
+      {k: v for k, v in labels.items() if v != FROZEN}, sep="/")
 
 
 def num_train_steps(steps_per_epoch: int, config) -> int:

@@ -8,11 +8,11 @@ Order of work (flax imagenet's `train_and_evaluate`, big_vision's resume order):
    barrier), steps per epoch from the selected training images and the
    global micro-batch `batch_size / grad_accum_steps`.
 3. Text embeddings, once, with the CLIP text tower (converted checkpoint, or
-   the random tower of `open_vocabulary.clip_text_params`, the one `predict`
+   the random tower of `clip_text.clip_text_params`, the one `predict`
    uses): the training interaction classifier holds the seen classes only
    (losses.interaction_class_indices), evaluation all classes.
 4. Model (`build_model(config, axis_name='batch')`), `init` with the object
-   prompt embeddings, pretrained CLIP/DETR weights (`checkpoint_io.
+   prompt embeddings, pretrained CLIP/DETR weights (`weights.pretrained.
    init_from_pretrained`), optimizer and TrainState; then the latest
    checkpoint of `workdir/checkpoints` if there is one (exact resume: state,
    optimizer, RNG; the input pipeline restarts at that step).
@@ -47,29 +47,32 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from absl import logging
+from flax import traverse_util
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from ki2hoi_jax import checkpoint_io
-from ki2hoi_jax import config_check
-from ki2hoi_jax import open_vocabulary
+from ki2hoi_jax.checkpoints import manager as checkpoint_manager
+from ki2hoi_jax.clip import text_embeddings as clip_text
+from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import annotations
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata
+from ki2hoi_jax.data import splits
 from ki2hoi_jax.evaluation import hico
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vcoco as vcoco_eval
 from ki2hoi_jax.evaluation import vcoco_postprocess
+from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
 from ki2hoi_jax.models import ki2hoi
-from ki2hoi_jax.train import checkpointing
 from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import metrics_writer
 from ki2hoi_jax.train import optimizer
 from ki2hoi_jax.train import train_step as ts
+from ki2hoi_jax.weights import pretrained
 
 _TRAIN_KEYS = ("image", "mask", "clip_image", "sub_boxes", "obj_boxes",
                "obj_labels", "pair_mask", "image_index")
@@ -118,13 +121,13 @@ def micro_batch_size(config) -> int:
 
 def interaction_prompts(config) -> List[str]:
   """Prompts of all interaction classes (the evaluation classifier)."""
-  return list(open_vocabulary.closed_vocabulary(config).prompts)
+  return list(vocabulary_lib.closed_vocabulary(config).prompts)
 
 
 def object_prompts(config) -> List[str]:
   """'a photo of a/an [object]' for the K object classes."""
   return [metadata.object_prompt(o)
-          for o in open_vocabulary.training_objects(config.dataset.name)]
+          for o in vocabulary_lib.training_objects(config.dataset.name)]
 
 
 @dataclasses.dataclass
@@ -157,10 +160,10 @@ class Setup:
 
 def build_setup(config, steps_per_epoch: int) -> Setup:
   """Text embeddings, model variables, optimizer and the step-0 state."""
-  clip_params = open_vocabulary.clip_text_params(config)
-  eval_text = open_vocabulary.text_embeddings(clip_params, config,
+  clip_params = clip_text.clip_text_params(config)
+  eval_text = clip_text.class_embeddings(clip_params, config,
                                               interaction_prompts(config))
-  obj_text = open_vocabulary.text_embeddings(clip_params, config,
+  obj_text = clip_text.class_embeddings(clip_params, config,
                                              object_prompts(config))
   train_classes = losses.interaction_class_indices(config, "train")
   train_text = eval_text[train_classes]
@@ -178,7 +181,7 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
                       jnp.asarray(obj_text), train=False)
 
   variables = jax.device_get(init(init_rng))
-  variables = checkpoint_io.init_from_pretrained(variables, config)
+  variables = pretrained.init_from_pretrained(variables, config)
   variables = ki2hoi.with_text_embeddings(variables, train_text)
   labels = optimizer.flat_labels(ki2hoi.param_labels(
       variables["params"], int(config.model.backbone_frozen_stages)))
@@ -202,7 +205,7 @@ def _checkpoint_tree(state: ts.TrainState, rng) -> Dict[str, Any]:
   return items
 
 
-def restore(setup: Setup, checkpointer: checkpointing.Checkpointer,
+def restore(setup: Setup, checkpointer: checkpoint_manager.Checkpointer,
             best: bool = False, step: Optional[int] = None) -> int:
   """Restores `setup.state` and `setup.rng` in place; returns the step."""
   target = _checkpoint_tree(setup.state, setup.rng)
@@ -215,7 +218,8 @@ def restore(setup: Setup, checkpointer: checkpointing.Checkpointer,
 def params_checksum(params: Mapping[str, Any]) -> str:
   """sha256 of every parameter's bytes in name order (host arrays)."""
   h = hashlib.sha256()
-  for name, value in sorted(checkpoint_io.flatten(params).items()):
+  flat = traverse_util.flatten_dict(params, sep="/")
+  for name, value in sorted(flat.items()):
     h.update(name.encode())
     h.update(np.ascontiguousarray(np.asarray(value)).tobytes())
   return h.hexdigest()
@@ -280,7 +284,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   """
   start = time.perf_counter()
   vcoco = config.dataset.name == "vcoco"
-  info = input_pipeline.image_info(builder, "test")
+  info = splits.image_info(builder, "test")
   num_steps = input_pipeline.num_eval_steps(config, builder, "test")
   text = jnp.asarray(eval_text)
   predictions: List[Dict[str, Any]] = []
@@ -391,10 +395,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     FloatingPointError: a non-finite loss or gradient norm.
   """
   maybe_initialize_distributed(config)
-  config_check.validate(config)
+  validation.validate(config)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  checkpointing.write_config(workdir, config)
+  checkpoint_manager.write_config(workdir, config)
   writer = metrics_writer.MetricsWriter(workdir)
 
   builder = prepare_data(config, workdir)
@@ -405,7 +409,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     raise ValueError(f"The training set is smaller than one global batch "
                      f"({micro_batch} images); lower config.batch_size.")
   setup = build_setup(config, steps_per_epoch)
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = checkpoint_manager.Checkpointer(workdir,
+                                                 config.keep_checkpoints)
   start_step = 0
   if checkpointer.latest_step() is not None:
     start_step = restore(setup, checkpointer)
@@ -550,12 +555,13 @@ def evaluate(config, workdir: str, which: str = "auto") -> Optional[Dict]:
     FileNotFoundError: no checkpoint in the workdir.
   """
   maybe_initialize_distributed(config)
-  config_check.validate(config)
+  validation.validate(config)
   builder = prepare_data(config, workdir)
   steps_per_epoch = max(1, input_pipeline.train_steps_per_epoch(
       config, builder, micro_batch_size(config)))
   setup = build_setup(config, steps_per_epoch)
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = checkpoint_manager.Checkpointer(workdir,
+                                                 config.keep_checkpoints)
   use_best = {"auto": checkpointer.best.best_step() is not None,
               "best": True, "latest": False}[which]
   step = restore(setup, checkpointer, best=use_best)

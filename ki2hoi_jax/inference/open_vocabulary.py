@@ -44,7 +44,8 @@ Class lists (`vocabulary_from_args`):
 Limits. Open-vocabulary quality depends entirely on the CLIP weights: with
 random or tiny CLIP (configs/demo.py, `init.clip_checkpoint=''`) the text
 embeddings of new prompts carry no meaning and the output is noise; real use
-needs the converted OpenAI CLIP ViT-B/32 (`python -m ki2hoi_jax.convert.clip`,
+needs the converted OpenAI CLIP ViT-B/32
+(`python -m ki2hoi_jax.weights.convert_clip`,
 `--config.init.clip_checkpoint=...`), the one the model was trained with.
 Verbs never seen in training rely on CLIP's text-image alignment through the
 verb extraction decoder and the interaction representation decoder, which were
@@ -57,58 +58,15 @@ import dataclasses
 import re
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from absl import logging
 import flax
 import numpy as np
 
 from ki2hoi_jax.clip import text_embeddings as clip_text
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
+from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
 
 _OBJ_PATH = ("instance_interactor", "obj_classifier", "obj_visual_projection")
-
-
-class VocabularyError(ValueError):
-  """A class list cannot be used with the model."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Vocabulary:
-  """The classes scored at inference.
-
-  Attributes:
-    interaction_space: 'hoi' | 'verb' (`config.model.interaction_space`).
-    prompts: [C] interaction prompts, one per logit column.
-    verbs: verb names indexed by `table.verb_index` (reported as `verb`).
-    objects: object classes of the (possibly extended) object classifier,
-      indexed by `table.object_index`; the first `num_training_objects` are
-      the training classes, the rest were added.
-    num_training_objects: K of the trained object classifier.
-    table: candidate table of post-processing (one row per (verb, object)
-      candidate; `hoi_index` is the HICO-DET HOI index, or -1).
-    is_open: True when built from user verbs/objects/prompts.
-  """
-  interaction_space: str
-  prompts: Tuple[str, ...]
-  verbs: Tuple[str, ...]
-  objects: Tuple[str, ...]
-  num_training_objects: int
-  table: postprocess.CandidateTable
-  is_open: bool = False
-
-  @property
-  def num_classes(self) -> int:
-    """C, the number of interaction text embeddings."""
-    return len(self.prompts)
-
-  @property
-  def new_objects(self) -> Tuple[str, ...]:
-    """Objects outside the training list (added to the object classifier)."""
-    return self.objects[self.num_training_objects:]
-
-  def new_object_prompts(self) -> List[str]:
-    """CLIP prompts of the new objects, 'a photo of a/an [object]'."""
-    return [metadata.object_prompt(o) for o in self.new_objects]
 
 
 # ------------------------------------------------------------------- parsing
@@ -153,7 +111,8 @@ def read_prompts_file(path: str) -> Tuple[List[Tuple[str, str]], List[str]]:
 
   Raises:
     FileNotFoundError: no such file.
-    VocabularyError: a "verb,object" line with an empty side or more than one
+    vocabulary_lib.VocabularyError: a "verb,object" line with an empty side
+     or more than one
       comma, or no class at all.
   """
   pairs, plain = [], []
@@ -165,7 +124,7 @@ def read_prompts_file(path: str) -> Tuple[List[Tuple[str, str]], List[str]]:
       if "," in line:
         parts = [_clean(p) for p in line.split(",")]
         if len(parts) != 2 or not all(parts):
-          raise VocabularyError(
+          raise vocabulary_lib.VocabularyError(
               f"{path}:{lineno}: expected 'verb,object' or a plain prompt, "
               f"got {line!r}")
         if tuple(parts) not in pairs:
@@ -175,57 +134,20 @@ def read_prompts_file(path: str) -> Tuple[List[Tuple[str, str]], List[str]]:
         if prompt not in plain:
           plain.append(prompt)
   if not pairs and not plain:
-    raise VocabularyError(f"{path}: no prompts (expected one 'verb,object' "
-                          "or plain prompt per line)")
+    raise vocabulary_lib.VocabularyError(
+        f"{path}: no prompts (expected one 'verb,object' "
+        "or plain prompt per line)")
   return pairs, plain
 
 
 # ---------------------------------------------------------------- datasets
 
 
-def training_objects(dataset: str) -> Tuple[str, ...]:
-  """Object classes of the trained object classifier (K; V-COCO has 81)."""
-  if dataset == "vcoco":
-    return metadata.vcoco().objects
-  return metadata.hico().objects
-
-
-def training_verbs(dataset: str) -> Tuple[str, ...]:
-  """Default verbs of an open vocabulary given only objects."""
-  if dataset == "vcoco":
-    return metadata.vcoco().actions
-  return metadata.hico().verbs
-
-
-def closed_vocabulary(config) -> Vocabulary:
-  """The training dataset's full class list (as evaluation scores it).
-
-  Args:
-    config: the run config (`dataset.name`, `model.interaction_space`).
-
-  Returns:
-    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts()`), HICO-DET
-    'verb' (117 `verb_prompts()`, candidates of `verb_object_matrix()`), or
-    V-COCO (29 verb classes, candidates of the V-COCO prior).
-  """
-  space = config.model.interaction_space
-  if config.dataset.name == "vcoco":
-    # Imported lazily: V-COCO post-processing pulls in its evaluator.
-    from ki2hoi_jax.evaluation import vcoco_postprocess  # pylint: disable=g-import-not-at-top
-    meta = metadata.vcoco()
-    return Vocabulary(space, tuple(meta.verb_prompts()), meta.verb_classes,
-                      meta.objects, len(meta.objects),
-                      vcoco_postprocess.candidate_table())
-  meta = metadata.hico()
-  prompts = meta.hoi_prompts() if space == "hoi" else meta.verb_prompts()
-  return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
-                    meta.num_objects, postprocess.candidate_table(space))
-
-
 def build_vocabulary(config, verbs: Sequence[str] = (),
                      objects: Sequence[str] = (),
                      pairs: Sequence[Tuple[str, str]] = (),
-                     plain_prompts: Sequence[str] = ()) -> Vocabulary:
+                     plain_prompts: Sequence[str] = ()
+                     ) -> vocabulary_lib.Vocabulary:
   """An open vocabulary from user verbs, objects, pairs and prompts.
 
   Args:
@@ -243,18 +165,21 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
     (verb-major), then `pairs`, then plain prompts x objects.
 
   Raises:
-    VocabularyError: nothing given, or an unknown interaction space.
+    vocabulary_lib.VocabularyError: nothing given, or an unknown interaction
+      space.
   """
   space = config.model.interaction_space
   if space not in postprocess.INTERACTION_SPACES:
-    raise VocabularyError(f"model.interaction_space must be one of "
-                          f"{postprocess.INTERACTION_SPACES}, got {space!r}")
+    raise vocabulary_lib.VocabularyError(
+        f"model.interaction_space must be one of "
+        f"{postprocess.INTERACTION_SPACES}, got {space!r}")
   dataset = config.dataset.name
   verbs, objects = parse_names(verbs), parse_names(objects)
   if not (verbs or objects or pairs or plain_prompts):
-    raise VocabularyError("an open vocabulary needs verbs, objects or "
-                          "prompts")
-  train_objects = training_objects(dataset)
+    raise vocabulary_lib.VocabularyError(
+        "an open vocabulary needs verbs, objects or "
+        "prompts")
+  train_objects = vocabulary_lib.training_objects(dataset)
   default_objects = [o for o in train_objects if o != "no_object"]
   obj_lookup = {_key(o): o for o in train_objects}
   verb_lookup = ({_key(v): v for v in metadata.hico().verbs}
@@ -269,7 +194,8 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
   # (verb label, object, interaction prompt) of every candidate.
   triples: List[Tuple[str, str, str]] = []
   if verbs or objects:
-    vs = [canon_verb(v) for v in verbs] or list(training_verbs(dataset))
+    vs = ([canon_verb(v) for v in verbs]
+          or list(vocabulary_lib.training_verbs(dataset)))
     os_ = [canon_obj(o) for o in objects] or default_objects
     triples += [(v, o, "") for v in vs for o in os_]
   triples += [(canon_verb(v), canon_obj(o), "") for v, o in pairs]
@@ -315,13 +241,13 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
       verb_index=np.asarray(vidx, np.int32),
       hoi_index=np.asarray(hidx, np.int32),
       num_columns=len(prompts))
-  return Vocabulary(space, tuple(prompts), tuple(verb_names),
-                    tuple(all_objects), len(train_objects), table,
-                    is_open=True)
+  return vocabulary_lib.Vocabulary(space, tuple(prompts), tuple(verb_names),
+                                   tuple(all_objects), len(train_objects),
+                                   table, is_open=True)
 
 
 def vocabulary_from_args(config, verbs: Any = "", objects: Any = "",
-                         prompts_file: str = "") -> Vocabulary:
+                         prompts_file: str = "") -> vocabulary_lib.Vocabulary:
   """Closed vocabulary when nothing is given, else `build_vocabulary`.
 
   Args:
@@ -336,47 +262,11 @@ def vocabulary_from_args(config, verbs: Any = "", objects: Any = "",
   pairs, plain = read_prompts_file(prompts_file) if prompts_file else ([], [])
   verbs, objects = parse_names(verbs), parse_names(objects)
   if not (verbs or objects or pairs or plain):
-    return closed_vocabulary(config)
+    return vocabulary_lib.closed_vocabulary(config)
   return build_vocabulary(config, verbs, objects, pairs, plain)
 
 
 # ------------------------------------------------------------ CLIP and params
-
-
-def clip_text_params(config) -> Dict[str, Any]:
-  """The CLIP text-tower parameters the model was trained with.
-
-  `config.init.clip_checkpoint` when set (converted OpenAI CLIP), else a
-  random text tower initialised from `PRNGKey(config.seed)` (the demo; the
-  trainer must build its text embeddings from the same parameters).
-
-  Args:
-    config: the run config (`init.clip_checkpoint`, `model.clip`, `seed`).
-
-  Returns:
-    The text subtree (`clip.model.TEXT_KEYS`) of the CLIP params.
-  """
-  if not config.init.clip_checkpoint:
-    logging.warning("config.init.clip_checkpoint is empty: random CLIP text "
-                    "tower; open-vocabulary prompts carry no meaning.")
-  return flax.core.unfreeze(clip_text.text_tower_params(config))
-
-
-def text_embeddings(clip_params: Mapping[str, Any], config,
-                    prompts: Sequence[str]) -> np.ndarray:
-  """[T, E] L2-normalised CLIP text embeddings of `prompts`.
-
-  Args:
-    clip_params: CLIP params (or their text subtree).
-    config: the run config (`model.clip`, `init.tokenizer_dir`).
-    prompts: T texts.
-
-  Returns:
-    float32 numpy array.
-  """
-  return clip_text.compute_text_embeddings(clip_params, config.model.clip,
-                                    list(prompts),
-                                    tokenizer_dir=config.init.tokenizer_dir)
 
 
 def object_classifier_params(params: Mapping[str, Any]) -> Dict[str, Any]:
@@ -412,7 +302,7 @@ def extend_object_classifier(params: Mapping[str, Any],
   kernel = np.asarray(leaf["kernel"], np.float32)
   bias = np.asarray(leaf["bias"], np.float32)
   if new.ndim != 2 or new.shape[1] != kernel.shape[0]:
-    raise VocabularyError(f"new object embeddings must be [n, "
+    raise vocabulary_lib.VocabularyError(f"new object embeddings must be [n, "
                           f"{kernel.shape[0]}], got {new.shape}")
   if not new.shape[0]:
     return flax.core.unfreeze(params)
@@ -442,13 +332,14 @@ class PreparedClasses:
       vocabulary has new objects.
     num_object_classes: K of the model to build (training K + new objects).
   """
-  vocabulary: Vocabulary
+  vocabulary: vocabulary_lib.Vocabulary
   interaction_embeddings: np.ndarray
   params: Dict[str, Any]
   num_object_classes: int
 
 
-def prepare_classes(vocabulary: Vocabulary, params: Mapping[str, Any],
+def prepare_classes(vocabulary: vocabulary_lib.Vocabulary,
+                    params: Mapping[str, Any],
                     clip_params: Mapping[str, Any], config) -> PreparedClasses:
   """Text embeddings of a vocabulary and the matching model params.
 
@@ -461,16 +352,16 @@ def prepare_classes(vocabulary: Vocabulary, params: Mapping[str, Any],
   Returns:
     PreparedClasses.
   """
-  inter = text_embeddings(clip_params, config, vocabulary.prompts)
+  inter = clip_text.class_embeddings(clip_params, config, vocabulary.prompts)
   num_trained = object_classifier_params(params)["kernel"].shape[1] - 1
   if num_trained != vocabulary.num_training_objects:
-    raise VocabularyError(
+    raise vocabulary_lib.VocabularyError(
         f"the checkpoint's object classifier has {num_trained} classes, the "
         f"{config.dataset.name} vocabulary {vocabulary.num_training_objects}")
   new_params = flax.core.unfreeze(params)
   if vocabulary.new_objects:
     new_params = extend_object_classifier(
-        params, text_embeddings(clip_params, config,
+        params, clip_text.class_embeddings(clip_params, config,
                                 vocabulary.new_object_prompts()))
   return PreparedClasses(vocabulary, inter, new_params,
                          len(vocabulary.objects))

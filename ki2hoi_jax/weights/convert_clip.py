@@ -7,7 +7,7 @@ Sources:
 * a transformers CLIP folder (`config.json` + `model.safetensors` or
   `pytorch_model.bin`, e.g. openai/clip-vit-base-patch32).
 
-  python -m ki2hoi_jax.convert.clip --source ViT-B-32.pt --out clip_vitb32.msgpack
+  python -m ki2hoi_jax.weights.convert_clip --source ViT-B-32.pt --out clip_vitb32.msgpack
 
 writes `clip_vitb32.msgpack` (the `CLIP` module's params, float32) and
 `clip_vitb32.msgpack.json` (the inferred `config.model.clip` fields). Point
@@ -30,7 +30,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ki2hoi_jax import checkpoint_io
+from ki2hoi_jax.weights import pretrained
 
 FORMAT = "ki2hoi_jax/clip"
 # Non-parameter entries of OpenAI's archive (clip.model.build_model drops them).
@@ -270,9 +270,9 @@ def openai_to_flax(sd: Mapping[str, np.ndarray],
   unused = sorted(set(sd) - used)
   if unused:
     raise KeyError(f"Unconverted state-dict entries: {unused[:20]}")
-  return checkpoint_io.unflatten(
+  return pretrained.unflatten(
       {k: np.array(v, np.float32, order="C")
-       for k, v in checkpoint_io.flatten(params).items()})
+       for k, v in pretrained.flatten(params).items()})
 
 
 def load_source(source: str, vision_heads: int = 0, text_heads: int = 0
@@ -296,8 +296,8 @@ def convert(source: str, out: str, vision_heads: int = 0,
   sd, config = load_source(source, vision_heads, text_heads)
   params = openai_to_flax(sd, config)
   num = sum(int(np.prod(v.shape))
-            for v in checkpoint_io.flatten(params).values())
-  checkpoint_io.save_checkpoint(out, params, {
+            for v in pretrained.flatten(params).values())
+  pretrained.save_checkpoint(out, params, {
       "format": FORMAT, "source": os.path.abspath(source), "clip": config,
       "num_params": num, "covers": [""]})
   return config
@@ -315,7 +315,7 @@ def main(argv=None) -> None:
                       help="Override (default: width // 64 or config.json).")
   args = parser.parse_args(argv)
   config = convert(args.source, args.out, args.vision_heads, args.text_heads)
-  print(f"Wrote {args.out} and {checkpoint_io.metadata_path(args.out)}")
+  print(f"Wrote {args.out} and {pretrained.metadata_path(args.out)}")
   print("config.model.clip fields:")
   for k, v in config.items():
     print(f"  --config.model.clip.{k}={v}")

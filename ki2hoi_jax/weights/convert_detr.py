@@ -29,7 +29,7 @@ The target names and shapes come from the model built from `--config`
 (`jax.eval_shape`, nothing is computed); tensors whose shape differs are
 skipped and reported.
 
-  python -m ki2hoi_jax.convert.detr --source detr-r50-e632da11.pth \
+  python -m ki2hoi_jax.weights.convert_detr --source detr-r50-e632da11.pth \
       --out detr_r50.msgpack [--config configs/default.py]
 
 writes `detr_r50.msgpack` (a variables tree: `params` + `frozen_bn`),
@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ki2hoi_jax import checkpoint_io
+from ki2hoi_jax.weights import pretrained
 
 FORMAT = "ki2hoi_jax/detr"
 BACKBONE_PREFIX = "backbone.0.body."
@@ -169,7 +169,7 @@ def detr_to_flax(sd: Mapping[str, np.ndarray], instance_layers: int,
   tree["instance_interactor"]["sub_bbox_embed"] = mlp
   tree["instance_interactor"]["obj_bbox_embed"] = mlp
   flat.update({f"params/{k}": v for k, v in
-               checkpoint_io.flatten(tree).items()})
+               pretrained.flatten(tree).items()})
   used_layers = max(instance_layers, interaction_layers)
   unused = {}
   for key in sd:
@@ -201,7 +201,7 @@ def target_shapes(config) -> Dict[str, Tuple[int, ...]]:
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), *inputs, train=False))
   return {k: tuple(v.shape)
-          for k, v in checkpoint_io.flatten(variables).items()}
+          for k, v in pretrained.flatten(variables).items()}
 
 
 def _parent(name: str) -> str:
@@ -324,7 +324,7 @@ def convert(source: str, out: str, config, interaction_decoder: bool = True,
       "initialised": sorted(kept),
       "skipped": skipped,
   }
-  checkpoint_io.save_checkpoint(out, checkpoint_io.unflatten(kept), meta)
+  pretrained.save_checkpoint(out, pretrained.unflatten(kept), meta)
   with open(out + ".report.txt", "w") as f:
     f.write(report)
   meta["report"] = summary
@@ -350,7 +350,7 @@ def main(argv=None) -> None:
   meta = convert(args.source, args.out, config,
                  interaction_decoder=not args.no_interaction_decoder)
   print(meta["report"])
-  print(f"Wrote {args.out}, {checkpoint_io.metadata_path(args.out)} and "
+  print(f"Wrote {args.out}, {pretrained.metadata_path(args.out)} and "
         f"{args.out}.report.txt")
 
 

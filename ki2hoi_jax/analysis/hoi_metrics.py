@@ -1,0 +1,86 @@
+"""Per-HOI values of the evaluator's metrics and the class subsets behind them.
+
+`metrics` everywhere is the output of `evaluation.hico.evaluate` (the
+`metrics.json` of an evaluation): `metrics['per_hoi']` holds one list of 600
+values per key ('ap', 'max_recall', 'num_gt', 'num_predictions', ...), None
+for a class without test GT. The masks here select the classes that the
+evaluator's means are taken over (rare, unseen, with test GT).
+"""
+
+from typing import Any, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import hico
+
+Records = Sequence[Mapping[str, Any]]
+
+
+def metrics_split(metrics: Mapping[str, Any]) -> str:
+  """The zero-shot split the metrics were computed with ('' if none)."""
+  if "zero_shot" in metrics:
+    return metrics["zero_shot"]["split"]
+  return metrics.get("settings", {}).get("zero_shot_split", "") or ""
+
+
+def per_hoi(metrics: Mapping[str, Any], key: str) -> np.ndarray:
+  """[600] float array of `metrics['per_hoi'][key]` (None -> NaN)."""
+  values = metrics["per_hoi"][key]
+  return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def has_gt(metrics: Mapping[str, Any]) -> np.ndarray:
+  """[600] bool: the class has at least one test GT pair."""
+  return np.asarray(metrics["per_hoi"]["num_gt"], np.int64) > 0
+
+
+def hoi_mask(indices: Sequence[int], n: int) -> np.ndarray:
+  """[n] bool, True at `indices`."""
+  m = np.zeros(n, bool)
+  m[list(indices)] = True
+  return m
+
+
+def unseen_mask(split: str, n: int) -> np.ndarray:
+  """[n] bool, True at the unseen HOIs of a zero-shot split ('' = none)."""
+  return hoi_mask(metadata.hico().unseen_hois(split), n)
+
+
+def subset_mean(values: np.ndarray, mask: np.ndarray) -> Optional[float]:
+  """Mean of `values[mask]`; None for an empty mask."""
+  return float(np.mean(values[mask])) if mask.any() else None
+
+
+def require_split(metrics: Mapping[str, Any], split: Optional[str]) -> str:
+  """`split`, or the metrics' split when None; it must be a known one.
+
+  Raises:
+    ValueError: no split (a fully supervised run and `split` None), or an
+      unknown split name.
+  """
+  split = metrics_split(metrics) if split is None else split
+  if not split:
+    raise ValueError("no zero-shot split: the run is fully supervised; pass "
+                     "split='rf_uc' | 'nf_uc' | 'uc' | 'uo' | 'uv' to group "
+                     "its classes anyway")
+  metadata.hico().unseen_hois(split)  # Raises on an unknown split.
+  return split
+
+
+def hoi_training_counts(train_annotations: Union[str, Records]) -> np.ndarray:
+  """[600] annotated training pairs per HOI (unfiltered file, as the rare set).
+
+  Args:
+    train_annotations: path of trainval_hico.json or its records.
+  """
+  records = (hico.load_json(train_annotations)
+             if isinstance(train_annotations, str) else train_annotations)
+  return hico.hoi_instance_counts(records)
+
+
+def most_frequent_test_hois(metrics: Mapping[str, Any], k: int) -> List[int]:
+  """The k HOIs with the most test GT pairs (ties: lower index first)."""
+  num_gt = np.asarray(metrics["per_hoi"]["num_gt"], np.int64)
+  order = np.argsort(-num_gt, kind="stable")
+  return [int(h) for h in order[:k] if num_gt[h] > 0]

@@ -1,0 +1,71 @@
+"""Run configs saved with checkpoints: rebuild them, compare them to a given one."""
+
+import json
+from typing import Any, Dict, List, Mapping, Optional
+
+from absl import logging
+import ml_collections
+
+
+def _as_tuples(value: Any) -> Any:
+  if isinstance(value, list):
+    return tuple(_as_tuples(v) for v in value)
+  return value
+
+
+def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]
+           ) -> None:
+  for key, value in saved.items():
+    if key not in config:
+      logging.warning("Saved config field %r is unknown; ignored.", key)
+    elif isinstance(value, Mapping) and isinstance(
+        config[key], ml_collections.ConfigDict):
+      _merge(config[key], value)
+    else:
+      with config.ignore_type():
+        config[key] = _as_tuples(value)
+
+
+def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A run config from the JSON saved with a checkpoint (over configs/base)."""
+  try:
+    from configs import base  # pylint: disable=g-import-not-at-top
+    config = base.get_config()
+  except ImportError:  # Installed package without the configs folder.
+    return ml_collections.ConfigDict(
+        json.loads(json.dumps(saved)), type_safe=False)
+  _merge(config, saved)
+  return config
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = _as_tuples(v)
+  return out
+
+
+def check_config_matches(config, saved: Optional[Mapping[str, Any]]
+                         ) -> List[str]:
+  """Model/dataset fields where `config` differs from the saved config.
+
+  Returns:
+    'field: saved -> given' lines (also logged as a warning); differences in
+    the architecture make the restore or the forward pass fail.
+  """
+  if not saved:
+    return []
+  ours = _flat(config.to_dict())
+  diffs = []
+  for key, value in sorted(_flat(saved).items()):
+    if key.split(".")[0] not in ("model", "dataset"):
+      continue
+    if key in ours and ours[key] != value:
+      diffs.append(f"{key}: {value!r} -> {ours[key]!r}")
+  if diffs:
+    logging.warning("The config differs from the one saved with the "
+                    "checkpoint:\n  %s", "\n  ".join(diffs))
+  return diffs

@@ -1,0 +1,108 @@
+"""The class vocabulary a model scores: prompts, names and candidate table.
+
+A trained KI2HOI scores interactions by cosine similarity against frozen CLIP
+text embeddings that are a call argument of the model (docs/contracts.md,
+Model), so the class list is data: a `Vocabulary` holds the interaction
+prompts (one per logit column), the verb and object names, and the candidate
+table of post-processing that maps each (verb, object) candidate to its
+columns. Training and evaluation use the closed vocabulary of the dataset
+(`closed_vocabulary`); prediction may build an open one from user names
+(`inference/open_vocabulary.py`).
+
+* `model.interaction_space='hoi'`: one prompt per (verb, object) combination,
+  `metadata.hoi_prompt(verb, object)`, e.g. "a photo of a person throw a
+  frisbee"; the interaction logit of a column is the score of that HOI and the
+  object score is read at the object of the combination.
+* `model.interaction_space='verb'`: one prompt per verb,
+  `metadata.verb_prompt(verb)` ("a photo of a person throw something"); every
+  (verb, object) combination is a candidate whose score fuses the verb logit
+  with the object score (`config.inference.score_fusion`).
+"""
+
+import dataclasses
+from typing import List, Tuple
+
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import postprocess
+
+
+class VocabularyError(ValueError):
+  """A class list cannot be used with the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+  """The classes scored at inference.
+
+  Attributes:
+    interaction_space: 'hoi' | 'verb' (`config.model.interaction_space`).
+    prompts: [C] interaction prompts, one per logit column.
+    verbs: verb names indexed by `table.verb_index` (reported as `verb`).
+    objects: object classes of the (possibly extended) object classifier,
+      indexed by `table.object_index`; the first `num_training_objects` are
+      the training classes, the rest were added.
+    num_training_objects: K of the trained object classifier.
+    table: candidate table of post-processing (one row per (verb, object)
+      candidate; `hoi_index` is the HICO-DET HOI index, or -1).
+    is_open: True when built from user verbs/objects/prompts.
+  """
+  interaction_space: str
+  prompts: Tuple[str, ...]
+  verbs: Tuple[str, ...]
+  objects: Tuple[str, ...]
+  num_training_objects: int
+  table: postprocess.CandidateTable
+  is_open: bool = False
+
+  @property
+  def num_classes(self) -> int:
+    """C, the number of interaction text embeddings."""
+    return len(self.prompts)
+
+  @property
+  def new_objects(self) -> Tuple[str, ...]:
+    """Objects outside the training list (added to the object classifier)."""
+    return self.objects[self.num_training_objects:]
+
+  def new_object_prompts(self) -> List[str]:
+    """CLIP prompts of the new objects, 'a photo of a/an [object]'."""
+    return [metadata.object_prompt(o) for o in self.new_objects]
+
+
+def training_objects(dataset: str) -> Tuple[str, ...]:
+  """Object classes of the trained object classifier (K; V-COCO has 81)."""
+  if dataset == "vcoco":
+    return metadata.vcoco().objects
+  return metadata.hico().objects
+
+
+def training_verbs(dataset: str) -> Tuple[str, ...]:
+  """Default verbs of an open vocabulary given only objects."""
+  if dataset == "vcoco":
+    return metadata.vcoco().actions
+  return metadata.hico().verbs
+
+
+def closed_vocabulary(config) -> Vocabulary:
+  """The training dataset's full class list (as evaluation scores it).
+
+  Args:
+    config: the run config (`dataset.name`, `model.interaction_space`).
+
+  Returns:
+    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts()`), HICO-DET
+    'verb' (117 `verb_prompts()`, candidates of `verb_object_matrix()`), or
+    V-COCO (29 verb classes, candidates of the V-COCO prior).
+  """
+  space = config.model.interaction_space
+  if config.dataset.name == "vcoco":
+    # Imported lazily: V-COCO post-processing pulls in its evaluator.
+    from ki2hoi_jax.evaluation import vcoco_postprocess  # pylint: disable=g-import-not-at-top
+    meta = metadata.vcoco()
+    return Vocabulary(space, tuple(meta.verb_prompts()), meta.verb_classes,
+                      meta.objects, len(meta.objects),
+                      vcoco_postprocess.candidate_table())
+  meta = metadata.hico()
+  prompts = meta.hoi_prompts() if space == "hoi" else meta.verb_prompts()
+  return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
+                    meta.num_objects, postprocess.candidate_table(space))

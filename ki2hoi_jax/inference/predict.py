@@ -1,0 +1,343 @@
+r"""Predict HOI triplets on image files with a trained KI2HOI checkpoint.
+
+  python -m ki2hoi_jax.inference.predict --config=configs/uv.py \
+      --checkpoint=/tmp/uv \
+      --images a.jpg b.png ... --out /tmp/predictions \
+      [--score_threshold=0.3] [--top_k=10] [--which=auto|best|latest] \
+      [--verbs="throw,catch"] [--objects="frisbee"] [--prompts_file=F] \
+      [--config.inference.score_fusion=genvlkt ...]
+
+`--checkpoint` is a training workdir (its best checkpoint when
+`checkpoints_best/` holds one, else the latest of `checkpoints/`; `--which`
+picks), a `checkpoints/` folder (latest step) or one step folder
+(`checkpoints/<step>`). `--config` may be left out: the config saved with the
+checkpoint is used then (`--config.x=y` overrides need `--config`). Images can
+follow `--images` or be given as further arguments. `--verbs`, `--objects` and
+`--prompts_file` replace the class list by an open vocabulary
+(`ki2hoi_jax/inference/open_vocabulary.py`, README "Open vocabulary").
+
+Each image is prepared exactly as in evaluation (`data/transforms.py`): the
+short side resized to `dataset.eval_short_side` (long side at most
+`dataset.max_size`, bilinear with antialiasing), ImageNet normalisation, zero
+padding at the bottom/right to the size bucket of `dataset.size_buckets`, and
+the CLIP view (bicubic resize of the short side to `dataset.clip_image_size`,
+centre crop, CLIP normalisation). JPEG files are decoded by TensorFlow as the
+input pipeline does; other formats by Pillow. Greyscale and 16-bit images are
+replicated to RGB, images with an alpha channel are composited on white, and a
+JPEG with an EXIF orientation tag is rotated upright first. The model runs
+jitted on a batch of one (one compilation per padded shape), then
+post-processing as evaluation (`config.inference`: score fusion, top-k
+candidates, per-class triplet NMS), then `--score_threshold` and `--top_k`.
+
+Output per image, in `--out` (`<stem>_<n>` when two inputs share a stem):
+
+* `<stem>.json`:
+    {"image": "<input path as given>",
+     "width": int, "height": int,          # of the (upright) input image
+     "triplets": [                         # descending score, <= top_k,
+       {"human_box": [x1, y1, x2, y2],     #   all with score >= threshold
+        "object_box": [x1, y1, x2, y2],    # pixels of the input image,
+        "object": "bicycle",               #   clipped to it (floats)
+        "verb": "ride",
+        "score": 0.82}, ...]}
+  `score` is the fused score of `config.inference.score_fusion` divided by
+  its maximum (3 for 'sum', 2 for 'genvlkt', 1 for 'product') so that it lies
+  in [0, 1] whatever the fusion. `verb` / `object` are class names of the
+  training dataset (e.g. "sit_on", "dining_table") or the user's open-vocabulary
+  names; for a plain prompt of a prompts file `verb` is the prompt text.
+* `<stem>.png`: the input image (upscaled to a short side of at least 480 px
+  so labels stay legible) with the triplets drawn by
+  `drawing.draw_triplets` (labels "person ride bicycle 0.82").
+
+A file that is missing or is not a readable image is reported with its path
+(logged as an error and listed in the final summary); the other images still
+finish, and the command exits with status 1.
+
+From `python -m ki2hoi_jax.main` with `config.mode='predict'` (or 'all'),
+`predict_from_config(config, workdir)` predicts `config.predict.images` (or the
+first test images of the dataset) with the workdir's checkpoint into
+`<workdir>/predictions/`.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import logging
+
+from ki2hoi_jax.checkpoints import restore
+from ki2hoi_jax.config_lib import saved as saved_config
+from ki2hoi_jax.inference import drawing
+from ki2hoi_jax.inference import images as image_lib
+from ki2hoi_jax.inference import predictor as predictor_lib
+
+PNG_MIN_SHORT_SIDE = 480  # Annotated PNGs of smaller images are upscaled.
+
+
+class PredictError(RuntimeError):
+  """Some images could not be predicted (the others were written)."""
+
+
+@dataclasses.dataclass
+class Summary:
+  """Outcome of `predict_files`.
+
+  Attributes:
+    out_dir: the output folder.
+    written: per successful image: {'image', 'json', 'png', 'num_triplets'}.
+    failed: (image path, error message naming it) per failed image.
+    checkpoint: the step folder the weights came from ('' if not known).
+    step: its training step (-1 if not known).
+  """
+  out_dir: str
+  written: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+  failed: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+  checkpoint: str = ""
+  step: int = -1
+
+  def text(self) -> str:
+    """Human-readable report of where everything went."""
+    lines = [f"Predictions for {len(self.written)} image(s) in "
+             f"{self.out_dir}" + (f" (checkpoint {self.checkpoint}, step "
+                                  f"{self.step})" if self.checkpoint else "")]
+    for item in self.written:
+      lines.append(f"  {item['image']}: {item['num_triplets']} triplet(s) -> "
+                   f"{os.path.basename(item['json'])}, "
+                   f"{os.path.basename(item['png'])}")
+    if self.failed:
+      lines.append(f"FAILED: {len(self.failed)} image(s):")
+      lines += [f"  {message}" for _, message in self.failed]
+    return "\n".join(lines)
+
+
+def _unique_stem(path: str, used: set) -> str:
+  stem = os.path.splitext(os.path.basename(path))[0] or "image"
+  name, n = stem, 1
+  while name in used:
+    name = f"{stem}_{n}"
+    n += 1
+  used.add(name)
+  return name
+
+
+def predict_files(predictor: predictor_lib.Predictor, images: Sequence[str],
+                  out_dir: str,
+                  summary: Optional[Summary] = None) -> Summary:
+  """Predicts each image file and writes `<stem>.json` and `<stem>.png`.
+
+  A failing image is logged and recorded in `summary.failed`; the others
+  still run.
+
+  Args:
+    predictor: the Predictor.
+    images: image paths.
+    out_dir: output folder (created).
+    summary: a Summary to fill (default: a new one).
+
+  Returns:
+    The Summary.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  summary = summary or Summary(out_dir)
+  used = set()
+  for path in images:
+    start = time.time()
+    try:
+      image, pixels = image_lib.load_image(path)
+      triplets = predictor.predict(pixels)
+    except image_lib.ImageLoadError as e:
+      logging.error("%s", e)
+      summary.failed.append((path, str(e)))
+      continue
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("Prediction failed for %s", path)
+      summary.failed.append((path, f"{path}: {type(e).__name__}: {e}"))
+      continue
+    stem = _unique_stem(path, used)
+    record = {"image": path, "width": image.width, "height": image.height,
+              "triplets": triplets}
+    json_path = os.path.join(out_dir, stem + ".json")
+    png_path = os.path.join(out_dir, stem + ".png")
+    with open(json_path, "w") as f:
+      json.dump(record, f, indent=1)
+    # Small images are upscaled (short side >= 480 px) so labels stay
+    # legible; box coordinates in the JSON refer to the input image.
+    drawing.draw_triplets(image, triplets, max_triplets=len(triplets),
+                            min_short_side=PNG_MIN_SHORT_SIDE).save(png_path)
+    summary.written.append({"image": path, "json": json_path,
+                            "png": png_path,
+                            "num_triplets": len(triplets)})
+    logging.info("%s: %d triplet(s) in %.2fs -> %s", path, len(triplets),
+                 time.time() - start, json_path)
+  return summary
+
+
+def run(config, checkpoint: str, images: Sequence[str], out_dir: str, *,
+        which: str = "auto", verbs: Any = "", objects: Any = "",
+        prompts_file: str = "", score_threshold: Optional[float] = None,
+        top_k: Optional[int] = None,
+        clip_params: Optional[Mapping[str, Any]] = None) -> Summary:
+  """Restores a checkpoint and predicts image files (the CLI's work).
+
+  Args:
+    config: the run config; None = the config saved with the checkpoint.
+    checkpoint: workdir, checkpoints folder or step folder.
+    images: image paths.
+    out_dir: output folder.
+    which: 'auto' | 'best' | 'latest'.
+    verbs: open vocabulary verbs.
+    objects: open vocabulary objects.
+    prompts_file: open vocabulary prompts file.
+    score_threshold: default `config.predict.score_threshold`.
+    top_k: default `config.predict.top_k`.
+    clip_params: CLIP text params (default: as the trainer built them).
+
+  Returns:
+    The Summary (`summary.text()` reports it).
+  """
+  restored = restore.restore_checkpoint(checkpoint, which)
+  logging.info("Restored step %d from %s.", restored.step, restored.directory)
+  if config is None:
+    if restored.config is None:
+      raise FileNotFoundError(f"no config saved with {restored.directory}; "
+                              "pass --config")
+    config = saved_config.config_from_saved(restored.config)
+  else:
+    saved_config.check_config_matches(config, restored.config)
+  predictor = predictor_lib.build_predictor(
+      config, restored, verbs=verbs, objects=objects,
+      prompts_file=prompts_file,
+      score_threshold=(config.predict.score_threshold
+                       if score_threshold is None else score_threshold),
+      top_k=config.predict.top_k if top_k is None else top_k,
+      clip_params=clip_params)
+  summary = Summary(out_dir, checkpoint=restored.directory,
+                    step=restored.step)
+  return predict_files(predictor, images, out_dir, summary)
+
+
+def default_images(config, workdir: str, limit: int = 4) -> List[str]:
+  """The first `limit` test images of the config's dataset.
+
+  With `dataset.root == ''` that is the synthetic dataset the trainer
+  generates into `<workdir>/synthetic_<name>` (generated here if missing, as
+  `input_pipeline.prepare_dataset` does).
+  """
+  from ki2hoi_jax.data import annotations  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  cfg = config.dataset
+  root = input_pipeline.dataset_root(config, workdir, generate=True)
+  _, folder = annotations.split_paths(root, "test", cfg.name)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"no test image folder {folder}; set "
+                            "config.predict.images")
+  return image_lib.list_images(folder, limit)
+
+
+def predict_from_config(config, workdir: str) -> Summary:
+  """`main.py` mode 'predict': the workdir's checkpoint on a few images.
+
+  Reads `config.predict` (images, score_threshold, top_k, verbs, objects,
+  prompts_file, checkpoint) and writes to `<workdir>/predictions/`.
+
+  Returns:
+    The Summary (printed).
+
+  Raises:
+    PredictError: after all images ran, when some failed.
+  """
+  p = config.predict
+  images = [s.strip() for s in p.images.split(",") if s.strip()]
+  if not images:
+    images = default_images(config, workdir)
+  summary = run(config, workdir, images, os.path.join(workdir, "predictions"),
+                which=p.checkpoint, verbs=p.verbs, objects=p.objects,
+                prompts_file=p.prompts_file)
+  print(summary.text())
+  if summary.failed:
+    raise PredictError(f"{len(summary.failed)} of {len(images)} image(s) "
+                       "failed: " + "; ".join(m for _, m in summary.failed))
+  return summary
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def _define_flags():
+  """Flags of the command line (defined only when run as a program)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (configs/*.py); default: the "
+      "config saved with the checkpoint.", lock_config=True)
+  f = {
+      "checkpoint": flags.DEFINE_string(
+          "checkpoint", None, "Training workdir, checkpoints folder or "
+          "checkpoint step folder.", required=True),
+      "images": flags.DEFINE_multi_string(
+          "images", [], "Image files (more may follow as arguments)."),
+      "out": flags.DEFINE_string("out", None, "Output folder.",
+                                 required=True),
+      "which": flags.DEFINE_enum("which", "auto", restore.CHECKPOINT_CHOICES,
+                                 "Checkpoint of a workdir: best if any "
+                                 "(auto), best or latest."),
+      "score_threshold": flags.DEFINE_float(
+          "score_threshold", None, "Minimum normalised score (default "
+          "config.predict.score_threshold)."),
+      "top_k": flags.DEFINE_integer(
+          "top_k", None, "Triplets per image (default config.predict.top_k)."),
+      "verbs": flags.DEFINE_string(
+          "verbs", None, "Open vocabulary: comma-separated verbs."),
+      "objects": flags.DEFINE_string(
+          "objects", None, "Open vocabulary: comma-separated objects."),
+      "prompts_file": flags.DEFINE_string(
+          "prompts_file", None, "Open vocabulary: one 'verb,object' or plain "
+          "prompt per line."),
+  }
+  return config, f
+
+
+def main(argv: Sequence[str], config_flag, f) -> int:
+  """Runs the CLI; returns the exit status (1 when any image failed)."""
+  images = list(f["images"].value) + list(argv[1:])
+  if not images:
+    print("error: no images (use --images a.jpg b.png ...)", file=sys.stderr)
+    return 2
+  config = config_flag.value
+  pick = lambda name, default: (  # pylint: disable=g-long-lambda
+      f[name].value if f[name].value is not None else default)
+  try:
+    if config is not None:
+      from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+      validation.validate(config)
+    p = config.predict if config is not None else None
+    summary = run(
+        config, f["checkpoint"].value, images, f["out"].value,
+        which=f["which"].value,
+        verbs=pick("verbs", p.verbs if p else ""),
+        objects=pick("objects", p.objects if p else ""),
+        prompts_file=pick("prompts_file", p.prompts_file if p else ""),
+        score_threshold=f["score_threshold"].value, top_k=f["top_k"].value)
+  except (FileNotFoundError, ValueError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(summary.text())
+  return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _CONFIG, _FLAGS = _define_flags()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.set_verbosity(logging.INFO)
+
+  def _main(argv):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], "GPU")
+    sys.exit(main(argv, _CONFIG, _FLAGS))
+
+  app.run(_main)

@@ -1,0 +1,230 @@
+"""A restored KI2HOI bound to a class list: jitted forward pass -> triplets.
+
+The model runs jitted on a batch of one (one compilation per padded shape),
+then post-processing as evaluation (`config.inference`: score fusion, top-k
+candidates, per-class triplet NMS), then the score threshold and top-k of
+prediction. Triplet dicts are described in `inference/predict.py`.
+"""
+
+import dataclasses
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import logging
+import jax
+import numpy as np
+
+from ki2hoi_jax.checkpoints import restore
+from ki2hoi_jax.clip import text_embeddings as clip_text
+from ki2hoi_jax.evaluation import postprocess
+from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
+from ki2hoi_jax.inference import images
+from ki2hoi_jax.inference import open_vocabulary
+
+# Maximum of each fused score (postprocess.candidate_scores).
+SCORE_MAX = {"sum": 3.0, "genvlkt": 2.0, "product": 1.0}
+
+
+def decode_triplets(selected: Mapping[str, np.ndarray],
+                    sub_boxes: np.ndarray, obj_boxes: np.ndarray,
+                    orig_size: Sequence[int],
+                    vocabulary: vocabulary_lib.Vocabulary, *,
+                    score_fusion: str, score_threshold: float, top_k: int,
+                    nms: bool = True, nms_threshold: float = 0.7,
+                    nms_alpha: float = 1.0, nms_beta: float = 0.5
+                    ) -> List[Dict[str, Any]]:
+  """Top-k candidates of one image -> triplet dicts (module docstring).
+
+  Args:
+    selected: `postprocess.select_top_k` output of one image ([k] `scores`,
+      `queries`, `candidates`).
+    sub_boxes: [Q, 4] human boxes (normalised cxcywh).
+    obj_boxes: [Q, 4] object boxes.
+    orig_size: (h, w) of the image.
+    vocabulary: the scored classes (`table` gives verb/object of a
+      candidate).
+    score_fusion: `config.inference.score_fusion` (sets the normalisation).
+    score_threshold: minimum normalised score.
+    top_k: maximum number of triplets.
+    nms: per-class triplet NMS (class = candidate row of the table).
+    nms_threshold: NMS threshold.
+    nms_alpha: NMS human-IoU exponent.
+    nms_beta: NMS object-IoU exponent.
+
+  Returns:
+    Triplet dicts in descending score.
+  """
+  h, w = (float(v) for v in orig_size)
+  size = np.asarray([[h, w]])
+  scores = np.asarray(selected["scores"], np.float64) / SCORE_MAX[score_fusion]
+  q = np.asarray(selected["queries"])
+  c = np.asarray(selected["candidates"])
+  sub = postprocess.to_original_xyxy(np.asarray(sub_boxes)[None], size)[0][q]
+  obj = postprocess.to_original_xyxy(np.asarray(obj_boxes)[None], size)[0][q]
+  if nms:
+    keep = postprocess.triplet_nms(sub, obj, scores, c, nms_threshold,
+                                   nms_alpha, nms_beta)
+  else:
+    keep = np.argsort(-scores, kind="stable")
+  keep = [i for i in keep if scores[i] >= score_threshold][:max(0, top_k)]
+  limit = np.asarray([w, h, w, h])
+  table = vocabulary.table
+  out = []
+  for i in keep:
+    out.append({
+        "human_box": np.clip(sub[i], 0, limit).tolist(),
+        "object_box": np.clip(obj[i], 0, limit).tolist(),
+        "object": vocabulary.objects[int(table.object_index[c[i]])],
+        "verb": vocabulary.verbs[int(table.verb_index[c[i]])],
+        "score": float(scores[i]),
+    })
+  return out
+
+
+# Compiled forward passes by (model config, K, candidate table, fusion,
+# top-k), so that predicting again in a notebook or a test does not recompile.
+_FORWARD_CACHE: Dict[Tuple[Any, ...], Any] = {}
+_FORWARD_CACHE_SIZE = 8
+
+
+def _jitted_forward(config, num_object_classes: int,
+                    table: postprocess.CandidateTable, score_fusion: str,
+                    num_candidates: int):
+  """jit(variables, image, mask, clip_image, text) -> outputs + top-k."""
+  from ki2hoi_jax.models import ki2hoi  # pylint: disable=g-import-not-at-top
+  key = (json.dumps(config.model.to_dict(), sort_keys=True, default=str),
+         config.dataset.name, int(num_object_classes), score_fusion,
+         int(num_candidates),
+         *(np.asarray(getattr(table, f.name)).tobytes()
+           if isinstance(getattr(table, f.name), np.ndarray)
+           else getattr(table, f.name)
+           for f in dataclasses.fields(table)))
+  if key in _FORWARD_CACHE:
+    return _FORWARD_CACHE[key]
+  model = ki2hoi.build_model(config, num_object_classes=num_object_classes)
+
+  def forward(variables, image, mask, clip_image, text):
+    outputs = model.apply(variables, image, mask, clip_image, text,
+                          train=False)
+    out = postprocess.select_top_k(outputs, table, score_fusion,
+                                   num_candidates)
+    out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
+    return out
+
+  while len(_FORWARD_CACHE) >= _FORWARD_CACHE_SIZE:
+    _FORWARD_CACHE.pop(next(iter(_FORWARD_CACHE)))  # Oldest first.
+  _FORWARD_CACHE[key] = jax.jit(forward)
+  return _FORWARD_CACHE[key]
+
+
+class Predictor:
+  """A restored model bound to a class list; `predict(pixels)` -> triplets.
+
+  Attributes:
+    config: the run config.
+    vocabulary: the scored classes.
+    score_threshold: minimum normalised score of a reported triplet.
+    top_k: maximum triplets per image.
+  """
+
+  def __init__(self, config, variables: Mapping[str, Any],
+               vocabulary: vocabulary_lib.Vocabulary,
+               clip_params: Mapping[str, Any], *,
+               score_threshold: float = 0.3, top_k: int = 10):
+    """Prepares text embeddings, params and the jitted forward pass.
+
+    Args:
+      config: the run config (model, dataset, inference).
+      variables: restored model variables (`Restored.variables`).
+      vocabulary: the classes to score.
+      clip_params: CLIP text-tower params the model was trained with.
+      score_threshold: see the class docstring.
+      top_k: see the class docstring.
+    """
+    self.config = config
+    self.vocabulary = vocabulary
+    self.score_threshold = float(score_threshold)
+    self.top_k = int(top_k)
+    fusion = config.inference.score_fusion
+    if fusion not in SCORE_MAX:
+      raise ValueError(f"inference.score_fusion must be one of "
+                       f"{tuple(SCORE_MAX)}, got {fusion!r}")
+    prepared = open_vocabulary.prepare_classes(
+        vocabulary, variables["params"], clip_params, config)
+    self._text = jax.device_put(prepared.interaction_embeddings)
+    self._variables = jax.device_put(
+        dict(variables, params=prepared.params))
+    self._forward = _jitted_forward(
+        config, prepared.num_object_classes, vocabulary.table, fusion,
+        int(config.inference.top_k))
+    self._shapes = set()
+
+  @property
+  def compiled_shapes(self) -> List[Tuple[int, int]]:
+    """Padded (H, W) shapes seen so far (one compilation each)."""
+    return sorted(self._shapes)
+
+  def outputs(self, batch: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    """Host arrays of a preprocessed batch of one (`images.preprocess`).
+
+    Returns:
+      The final-layer model outputs (`pred_*`, docs/contracts.md) and the
+      `postprocess.select_top_k` candidates (`scores`, `queries`,
+      `candidates`, [1, k]).
+    """
+    self._shapes.add(tuple(batch["image"].shape[1:3]))
+    return jax.device_get(self._forward(
+        self._variables, batch["image"], batch["mask"], batch["clip_image"],
+        self._text))
+
+  def predict_batch(self, batch: Mapping[str, np.ndarray]
+                    ) -> List[Dict[str, Any]]:
+    """Triplets of a preprocessed batch of one (`images.preprocess`)."""
+    out = self.outputs(batch)
+    inf = self.config.inference
+    return decode_triplets(
+        {k: out[k][0] for k in ("scores", "queries", "candidates")},
+        out["pred_sub_boxes"][0], out["pred_obj_boxes"][0],
+        batch["orig_size"][0], self.vocabulary,
+        score_fusion=inf.score_fusion, score_threshold=self.score_threshold,
+        top_k=self.top_k, nms=bool(inf.nms),
+        nms_threshold=float(inf.nms_threshold),
+        nms_alpha=float(inf.nms_alpha), nms_beta=float(inf.nms_beta))
+
+  def predict(self, pixels: np.ndarray) -> List[Dict[str, Any]]:
+    """Triplets of one [h, w, 3] uint8 RGB image."""
+    return self.predict_batch(images.preprocess(pixels, self.config))
+
+
+def build_predictor(config, restored: restore.Restored, *, verbs: Any = "",
+                    objects: Any = "", prompts_file: str = "",
+                    score_threshold: float = 0.3, top_k: int = 10,
+                    clip_params: Optional[Mapping[str, Any]] = None
+                    ) -> Predictor:
+  """A Predictor for restored weights and a (closed or open) class list.
+
+  Args:
+    config: the run config.
+    restored: `restore_checkpoint` output.
+    verbs: open vocabulary verbs (comma-separated or a list).
+    objects: open vocabulary objects.
+    prompts_file: open vocabulary prompts file.
+    score_threshold: minimum normalised score.
+    top_k: triplets per image.
+    clip_params: CLIP text params (default:
+      `clip_text.clip_text_params(config)`).
+
+  Returns:
+    The Predictor.
+  """
+  vocabulary = open_vocabulary.vocabulary_from_args(config, verbs, objects,
+                                                    prompts_file)
+  if vocabulary.is_open:
+    logging.info("Open vocabulary: %d interaction prompts, %d candidates, "
+                 "new objects %s.", vocabulary.num_classes,
+                 vocabulary.table.num_candidates,
+                 list(vocabulary.new_objects) or "none")
+  if clip_params is None:
+    clip_params = clip_text.clip_text_params(config)
+  return Predictor(config, restored.variables, vocabulary, clip_params,
+                   score_threshold=score_threshold, top_k=top_k)
