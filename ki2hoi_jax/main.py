@@ -130,18 +130,36 @@ def main(argv):
   try:
     run(config, _WORKDIR.value)
   except Exception as e:  # pylint: disable=broad-except
-    from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
-    from ki2hoi_jax.inference import predict  # pylint: disable=g-import-not-at-top
-    if isinstance(e, (validation.ConfigError, FileNotFoundError,
-                      predict.PredictError)):
+    if isinstance(e, _user_errors()):
       logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
-    raise
+    raise  # An unexpected error keeps its traceback.
+
+
+def _user_errors() -> tuple:
+  """Errors a user causes (bad config, files, data): one line, exit 2."""
+  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import validation
+  from ki2hoi_jax.data import annotations
+  from ki2hoi_jax.evaluation import vocabulary
+  from ki2hoi_jax.inference import predict
+  from ki2hoi_jax.weights import pretrained
+  # pylint: enable=g-import-not-at-top
+  return (validation.ConfigError, annotations.AnnotationError,
+          vocabulary.VocabularyError, pretrained.CheckpointMismatchError,
+          predict.PredictError, FileNotFoundError, FloatingPointError)
 
 
 def _parse_flags(argv):
   """Parses flags; a bad --config or --config.<path> exits with a short error."""
+  overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+  if overrides and not any(a == "--config" or a.startswith("--config=")
+                           for a in argv[1:]):
+    print(f"error: {overrides[0]} overrides a field of the experiment config, "
+          "but no --config was given (e.g. --config=configs/demo.py "
+          f"{overrides[0]}=...).", file=sys.stderr)
+    sys.exit(2)
   try:
     args = flags.FLAGS(argv)
     _ = _CONFIG.value.mode  # The config file is loaded lazily; load it now.

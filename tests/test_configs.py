@@ -72,6 +72,23 @@ def test_paper_defaults():
     ("model.interaction_space", "hoii", "interaction_space"),
     ("batch_size", 0, "batch_size"),
     ("dataset.train_fraction", 1.5, "train_fraction"),
+    # Legal types, wrong values (issue 17.6): each trained or predicted
+    # silently before.
+    ("optimizer.learning_rate", -1e-4, r"optimizer\.learning_rate=-0\.0001 "
+     "must be > 0"),
+    ("optimizer.learning_rate", float("nan"), "learning_rate=nan"),
+    ("optimizer.backbone_learning_rate", -1e-5, "backbone_learning_rate"),
+    ("optimizer.weight_decay", -0.1, r"weight_decay=-0\.1 must be >= 0"),
+    ("loss.giou_loss_coef", -1.0, "giou_loss_coef"),
+    ("loss.reconstruction_loss_coef", -20.0, "reconstruction_loss_coef"),
+    ("loss.cost_bbox", -2.5, "cost_bbox"),
+    ("loss.focal_alpha", 1.5, r"focal_alpha=1\.5 must be in \[0, 1\]"),
+    ("inference.nms_threshold", -0.1, "nms_threshold"),
+    ("inference.top_k", 0, r"inference\.top_k=0 must be > 0"),
+    ("predict.score_threshold", 2.0, r"predict\.score_threshold=2\.0 must be"
+     r" in \[0, 1\]"),
+    ("predict.top_k", -5, r"predict\.top_k=-5 must be > 0"),
+    ("model.dropout", 1.2, "dropout"),
 ])
 def test_bad_values_name_the_field(path, value, match):
   config = _load("default")
@@ -102,3 +119,49 @@ def test_cli_rejects_bad_value(tmp_path):
                  "--config.mode=trian")
   assert result.returncode == 2
   assert "config.mode" in result.stderr
+
+
+def test_unit_interval_and_positive_int_checks():
+  validation.check_unit_interval("score_threshold", 0.0)
+  validation.check_unit_interval("score_threshold", 1.0)
+  for bad in (-0.01, 1.01, float("nan")):
+    with pytest.raises(validation.ConfigError, match="score_threshold="):
+      validation.check_unit_interval("score_threshold", bad)
+  validation.check_positive_int("top_k", 1)
+  for bad in (0, -5, 2.5, True):
+    with pytest.raises(validation.ConfigError,
+                       match=r"top_k=.* must be an integer >= 1"):
+      validation.check_positive_int("top_k", bad)
+
+
+def test_cli_override_without_config_says_so(tmp_path):
+  result = _main(f"--workdir={tmp_path}", "--config.dataset.root=/data/hico")
+  assert result.returncode == 2
+  assert ("--config.dataset.root overrides a field of the experiment config, "
+          "but no --config was given") in result.stderr
+  assert "Unknown command line flag" not in result.stderr
+
+
+def test_cli_negative_learning_rate_is_one_line(tmp_path):
+  result = _main("--config=configs/demo.py", f"--workdir={tmp_path}",
+                 "--config.optimizer.learning_rate=-1e-4")
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert ("error: config.optimizer.learning_rate=-0.0001 must be > 0"
+          in result.stderr)
+
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"top_k": 0}, r"top_k=0 must be an integer >= 1"),
+    ({"top_k": -5}, r"top_k=-5 must be an integer >= 1"),
+    ({"score_threshold": 2.0}, r"score_threshold=2\.0 must be in \[0, 1\]"),
+    ({"score_threshold": -0.5}, r"score_threshold=-0\.5 must be in"),
+])
+def test_predict_rejects_bad_flags_before_any_work(kwargs, match, tmp_path):
+  """--top_k / --score_threshold are checked before the checkpoint is read."""
+  from ki2hoi_jax.inference import predict  # pylint: disable=g-import-not-at-top
+  with pytest.raises(validation.ConfigError, match=match):
+    # The checkpoint does not exist: the flag check must come first.
+    predict.run(_load("demo"), str(tmp_path / "no_checkpoint"), [],
+                str(tmp_path / "out"), **kwargs)

@@ -33,7 +33,32 @@ _POSITIVE = ("batch_size", "eval_batch_size", "model.d_model",
              "dataset.max_size", "dataset.eval_short_side",
              "dataset.clip_image_size", "optimizer.grad_accum_steps",
              "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-             "dataset.size_buckets")
+             "dataset.size_buckets", "optimizer.learning_rate",
+             "optimizer.num_epochs", "inference.top_k", "predict.top_k",
+             "model.dim_feedforward", "model.instance_decoder_layers",
+             "model.interaction_decoder_layers", "model.verb_decoder_layers",
+             "dataset.synthetic_image_size")
+
+# Legal types, wrong signs: a negative learning rate or loss weight trains to
+# the end with nonsense, so they are rejected here.
+_NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
+                 "optimizer.grad_clip_norm", "optimizer.lr_drop_epoch",
+                 "dataset.color_jitter", "dataset.shuffle_buffer",
+                 "dataset.prefetch", "model.encoder_layers",
+                 "model.backbone_frozen_stages", "model.logit_scale_init",
+                 "loss.cost_interaction", "loss.cost_object_class",
+                 "loss.cost_bbox", "loss.cost_giou",
+                 "loss.interaction_loss_coef", "loss.object_class_loss_coef",
+                 "loss.human_class_loss_coef", "loss.bbox_loss_coef",
+                 "loss.giou_loss_coef", "loss.no_object_weight",
+                 "loss.focal_gamma", "loss.reconstruction_loss_coef",
+                 "inference.nms_alpha", "inference.nms_beta",
+                 "eval_every_steps", "dataset.synthetic_num_train",
+                 "dataset.synthetic_num_test")
+
+# Probabilities and thresholds.
+_UNIT_INTERVAL = ("model.dropout", "loss.focal_alpha",
+                  "inference.nms_threshold", "predict.score_threshold")
 
 
 class ConfigError(ValueError):
@@ -53,13 +78,30 @@ def _check_in(config, path: str, choices: Iterable[Any]) -> None:
     raise ConfigError(f"config.{path}={value!r} is not one of {tuple(choices)}")
 
 
+def check_unit_interval(name: str, value: Any) -> None:
+  """Raises ConfigError unless 0 <= value <= 1 (`name` is the field or flag)."""
+  if not 0.0 <= value <= 1.0:
+    raise ConfigError(f"{name}={value!r} must be in [0, 1]")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+  """Raises ConfigError unless value is an integer >= 1."""
+  if isinstance(value, bool) or int(value) != value or value < 1:
+    raise ConfigError(f"{name}={value!r} must be an integer >= 1")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first field with an unusable value."""
   for path, choices in _CHOICES.items():
     _check_in(config, path, choices)
   for path in _POSITIVE:
-    if _get(config, path) <= 0:
+    if not _get(config, path) > 0:  # `not >` also rejects NaN.
       raise ConfigError(f"config.{path}={_get(config, path)!r} must be > 0")
+  for path in _NON_NEGATIVE:
+    if not _get(config, path) >= 0:
+      raise ConfigError(f"config.{path}={_get(config, path)!r} must be >= 0")
+  for path in _UNIT_INTERVAL:
+    check_unit_interval(f"config.{path}", _get(config, path))
   roi = config.model.roi_size
   if roi is not None and roi <= 0:
     raise ConfigError(f"config.model.roi_size={roi!r} must be None or > 0")

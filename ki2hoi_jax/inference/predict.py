@@ -70,6 +70,7 @@ from absl import logging
 
 from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.config_lib import saved as saved_config
+from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.inference import drawing
 from ki2hoi_jax.inference import images as image_lib
 from ki2hoi_jax.inference import predictor as predictor_lib
@@ -198,6 +199,11 @@ def run(config, checkpoint: str, images: Sequence[str], out_dir: str, *,
   Returns:
     The Summary (`summary.text()` reports it).
   """
+  # Flag values are checked before any work (config values by `validate`).
+  if score_threshold is not None:
+    validation.check_unit_interval("score_threshold", score_threshold)
+  if top_k is not None:
+    validation.check_positive_int("top_k", top_k)
   restored = restore.restore_checkpoint(checkpoint, which)
   logging.info("Restored step %d from %s.", restored.step, restored.directory)
   if config is None:
@@ -311,7 +317,6 @@ def main(argv: Sequence[str], config_flag, f) -> int:
       f[name].value if f[name].value is not None else default)
   try:
     if config is not None:
-      from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
       validation.validate(config)
     p = config.predict if config is not None else None
     summary = run(
