@@ -24,10 +24,10 @@ The reader turns every record into an `ImageRecord` of numpy arrays:
   263 classifier classes (counted as `vcoco_unlisted_hoi`).
 
 Validation (every problem names the file, the record index, `file_name` and
-the field; `AnnotationError` is a `ValueError`):
+the field; `AnnotationError` is a `DatasetError`, a `ValueError`):
 
-* Malformed JSON, a top level that is not a list, a record/box/pair that is
-  not an object, a missing key or a value of the wrong type: error.
+* Malformed JSON, a top level that is not a list, an empty list (`iter_split`),
+  a record/box/pair that is not an object, a missing key or a value of the wrong type: error.
 * Unknown object category id, verb id outside 1..117 (V-COCO: 0..28), HOI id
   outside 1..600: error.
 * `hoi_category_id` inconsistent with (verb, category of the object box):
@@ -56,6 +56,8 @@ the field; `AnnotationError` is a `ValueError`):
   RGB JPEG (`image_reencoded`).
 
 Each pass over a split logs one summary line (images, pairs, skipped and why).
+`check_root` checks the folder layout itself (`DatasetRootError`, a
+`DatasetError` and a `FileNotFoundError`).
 """
 
 import collections
@@ -93,12 +95,25 @@ _FILES = {
 }
 
 
-class AnnotationError(ValueError):
+class DatasetError(ValueError):
+  """A problem with the dataset a user supplied; the message says what to fix.
+
+  The base of every user-caused dataset error (`AnnotationError`,
+  `BadImageError`, `DatasetRootError`), so that an entry point can report
+  them in one line.
+  """
+
+
+class AnnotationError(DatasetError):
   """A problem in an annotation file (names file, record and field)."""
 
 
 class BadImageError(AnnotationError):
   """A missing or undecodable image (raised when on_bad_image='fail')."""
+
+
+class DatasetRootError(DatasetError, FileNotFoundError):
+  """A dataset folder that is missing or lacks the expected layout."""
 
 
 @dataclasses.dataclass
@@ -167,6 +182,44 @@ def split_paths(root: str, split: str, dataset: str = "hico_det"
   check_choice("split", split, SPLITS)
   ann, img = _FILES[dataset][split]
   return os.path.join(root, ann), os.path.join(root, img)
+
+
+def expected_layout(dataset: str = "hico_det") -> List[str]:
+  """The files and folders (ending in '/') under a dataset root."""
+  check_choice("dataset", dataset, DATASETS)
+  files = [_FILES[dataset][split][0] for split in SPLITS]
+  return files + [_FILES[dataset][split][1] + "/" for split in SPLITS]
+
+
+def check_root(root: str, dataset: str = "hico_det", *, name: str = "root",
+               full: bool = True) -> None:
+  """Checks that `root` is a dataset folder of `dataset` (module docstring).
+
+  Args:
+    root: the dataset folder.
+    dataset: 'hico_det' | 'vcoco'.
+    name: what `root` is called in the message (e.g. 'config.dataset.root').
+    full: also check every annotation file and image folder; False checks
+      only `root/` and `root/annotations/`.
+
+  Raises:
+    DatasetRootError: names `name`, the path, what is wrong and the expected
+      layout.
+  """
+  expected = expected_layout(dataset)
+  if not os.path.isdir(root):
+    problem = "is not a folder" if os.path.exists(root) else "does not exist"
+  elif not os.path.isdir(os.path.join(root, "annotations")):
+    problem = "has no annotations/ folder"
+  else:
+    missing = [p for p in (expected if full else [])
+               if not os.path.exists(os.path.join(root, p))]
+    if not missing:
+      return
+    problem = "lacks " + ", ".join(missing)
+  raise DatasetRootError(
+      f"{name}={root!r} {problem}; expected a {dataset} folder with "
+      f"{', '.join(expected)} (README, 'Using the real HICO-DET')")
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -497,6 +550,9 @@ def iter_split(root: str, split: str, dataset: str = "hico_det", *,
   path, image_dir = split_paths(root, split, dataset)
   stats = stats if stats is not None else SplitStats(f"{dataset}/{split}")
   raw = load_json(path)
+  if not raw:
+    raise AnnotationError(f"{path}: the annotation list is empty ([]); "
+                          f"expected one record per {split} image")
   stats.num_records = len(raw)
   train = split == "train"
   records = []

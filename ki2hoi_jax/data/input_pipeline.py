@@ -291,14 +291,22 @@ def create_eval_iterator(config, builder, *, split: str = "test",
   return PipelineIterator(ds, stop)
 
 
+_ROOT_NAME = "config.dataset.root"
+
+
 def dataset_root(config, workdir: str, generate: bool = False) -> str:
   """The dataset folder of a run: `dataset.root`, or the synthetic dataset.
 
   With `dataset.root == ''` that is `<workdir>/synthetic_<name>`, which
   `generate=True` creates (ki2hoi_jax.data.synthetic) when it is missing.
+
+  Raises:
+    annotations.DatasetRootError: `dataset.root` is not a folder or has no
+      annotations/ folder.
   """
   cfg = config.dataset
   if cfg.root:
+    annotations.check_root(cfg.root, cfg.name, name=_ROOT_NAME, full=False)
     return cfg.root
   root = os.path.join(workdir, f"synthetic_{cfg.name}")
   ann, _ = annotations.split_paths(root, "test", cfg.name)
@@ -315,10 +323,19 @@ def prepare_dataset(config, workdir: str) -> tfds.core.DatasetBuilder:
 
   `dataset.root == ''` generates the synthetic dataset
   (ki2hoi_jax.data.synthetic) into <workdir>/synthetic_<name> first;
-  `dataset.tfds_data_dir == ''` writes the build to <workdir>/tfds.
+  `dataset.tfds_data_dir == ''` writes the build to <workdir>/tfds. A build
+  whose inputs changed since (annotation files, image files, validator
+  options) is rebuilt (tfds_builder.build).
+
+  Raises:
+    annotations.DatasetRootError: `dataset.root` lacks the dataset layout.
+    annotations.DatasetError: other problems of the dataset (bad
+      annotations: `AnnotationError`, naming the file and record).
   """
   cfg = config.dataset
   root = dataset_root(config, workdir, generate=True)
+  annotations.check_root(root, cfg.name, name=_ROOT_NAME if cfg.root else
+                         "the synthetic dataset root (config.dataset.root='')")
   data_dir = cfg.tfds_data_dir or os.path.join(workdir, "tfds")
   return tfds_builder.build(root, data_dir, cfg.name,
                             on_bad_box=cfg.on_bad_box,

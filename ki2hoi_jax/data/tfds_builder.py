@@ -30,11 +30,22 @@ options; the pipeline reads them without touching the image bytes.
 Zero-shot filtering and `dataset.train_fraction` are NOT applied here: they
 are applied by the input pipeline (ki2hoi_jax/data/input_pipeline.py), so one
 build serves the fully supervised run and every zero-shot split.
+
+Stale builds: each build records the fingerprint of its inputs
+(`input_fingerprint`: sha256 of the annotation files, the names, sizes and
+modification times of the image files, the validator options) in its
+metadata. `build` recomputes it and rebuilds when it differs (for example
+after a corrupt image that the first build skipped has been repaired),
+logging which input changed.
 """
 
+import functools
+import hashlib
 import logging
 import os
-from typing import Any, Dict, List
+import time
+import uuid
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -42,6 +53,7 @@ import tensorflow_datasets as tfds
 from ki2hoi_jax.data import annotations
 
 FORMAT_VERSION = 1  # Layout of builder.info.metadata['splits'].
+FINGERPRINT_VERSION = 1  # Layout of builder.info.metadata['fingerprint'].
 
 _INSTRUCTIONS = """\
 Pass the dataset folder as the manual download dir. It must contain
@@ -95,10 +107,16 @@ class _HoiBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = os.fspath(dl_manager.manual_dir)
+    # Taken before the inputs are read: a file changed during the build makes
+    # the next `build` rebuild.
+    fingerprint = input_fingerprint(root, self.DATASET,
+                                    on_bad_box=self._on_bad_box,
+                                    on_bad_image=self._on_bad_image)
     self.info.metadata.update({
         "dataset": self.DATASET, "root": os.path.realpath(root),
         "on_bad_box": self._on_bad_box, "on_bad_image": self._on_bad_image,
-        "format_version": FORMAT_VERSION, "splits": {}, "summary": {}})
+        "format_version": FORMAT_VERSION, "fingerprint": fingerprint,
+        "splits": {}, "summary": {}})
     return {split: self._generate_examples(root, split)
             for split in annotations.SPLITS}
 
@@ -124,6 +142,11 @@ class _HoiBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           "size": np.array([rec.height, rec.width], np.int32),
           "boxes": rec.boxes.reshape(-1, 4),
           "labels": rec.labels, "pairs": rec.pairs.reshape(-1, 4)}
+    if not stats.num_images:  # Else TFDS fails naming no file.
+      path, _ = annotations.split_paths(root, split, self.DATASET)
+      raise annotations.AnnotationError(
+          f"{path}: no record passed validation, the split would be empty "
+          f"({stats.summary()})")
     self.info.metadata["splits"][split] = columns
     self.info.metadata["summary"][split] = stats.to_dict()
 
@@ -149,10 +172,116 @@ def builder_class(dataset: str):
   return _BUILDERS[dataset]
 
 
+# ----------------------------------------------------------- stale builds
+
+
+def _file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _listing(folder: str) -> Dict[str, Any]:
+  """Number and sha256 of the (name, size, mtime) of the files below folder.
+
+  Dot files (.DS_Store, ...) are left out; the pixels are not read.
+  """
+  lines, todo = [], [""]
+  while todo:
+    rel = todo.pop()
+    with os.scandir(os.path.join(folder, rel)) as entries:
+      for entry in entries:
+        if entry.name.startswith("."):
+          continue
+        name = os.path.join(rel, entry.name)
+        if entry.is_dir():
+          todo.append(name)
+        else:
+          try:
+            st = entry.stat()
+            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+          except OSError:  # A dangling link: the validator skips the image.
+            lines.append(f"{name}\tunreadable")
+  lines.sort()
+  return {"files": len(lines),
+          "sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+
+
+def input_fingerprint(root: str, dataset: str = "hico_det", *,
+                      on_bad_box: str = "clip", on_bad_image: str = "skip"
+                      ) -> Dict[str, Any]:
+  """What a build is made from, to tell whether a build is stale.
+
+  Args:
+    root: dataset folder (annotations.check_root).
+    dataset: 'hico_det' | 'vcoco'.
+    on_bad_box: validator option.
+    on_bad_image: validator option.
+
+  Returns:
+    JSON-able dict: the validator options and `inputs`, keyed by the path
+    relative to root: annotation file -> {'sha256' of its bytes}; image
+    folder ('.../') -> `{'files', 'sha256'}` of the file names, sizes and
+    modification times (cheap: one stat per image, no pixel bytes).
+  """
+  inputs = {}
+  for split in annotations.SPLITS:
+    ann, images = annotations.split_paths(root, split, dataset)
+    inputs[os.path.relpath(ann, root)] = {"sha256": _file_sha256(ann)}
+    inputs[os.path.relpath(images, root) + "/"] = _listing(images)
+  return {"version": FINGERPRINT_VERSION, "on_bad_box": on_bad_box,
+          "on_bad_image": on_bad_image, "inputs": inputs}
+
+
+def stale_reasons(meta: Dict[str, Any], fingerprint: Dict[str, Any]
+                  ) -> List[str]:
+  """Why a build (its metadata) does not match `fingerprint`; [] if it does."""
+  if meta.get("format_version") != FORMAT_VERSION:
+    return [f"its format version is {meta.get('format_version')}, this code "
+            f"writes {FORMAT_VERSION}"]
+  have: Optional[Dict[str, Any]] = meta.get("fingerprint")
+  if not have or have.get("version") != fingerprint["version"]:
+    return ["it records no input fingerprint of this version"]
+  reasons = [f"{key} was {have.get(key)!r}, now {fingerprint[key]!r}"
+             for key in ("on_bad_box", "on_bad_image")
+             if have.get(key) != fingerprint[key]]
+  for name, now in fingerprint["inputs"].items():
+    then = have["inputs"].get(name)
+    if then == now:
+      continue
+    if "files" in now and then:
+      reasons.append(f"{name} changed ({then['files']} files then, "
+                     f"{now['files']} now; names, sizes or modification "
+                     "times differ)")
+    else:
+      reasons.append(f"{name} changed (its content differs)")
+  return reasons
+
+
+def _remove_build(builder: tfds.core.DatasetBuilder) -> None:
+  """Deletes a prepared build's version folder (and leftovers of earlier ones).
+
+  The folder is first renamed, so an interrupted deletion never leaves a
+  half-deleted folder that TFDS would take for a build.
+  """
+  path = builder.data_path
+  if not (path / "dataset_info.json").exists():
+    raise RuntimeError(f"{path} is not a TFDS build; not deleting it")
+  path.rename(path.parent / f"stale.{uuid.uuid4().hex}_{path.name}")
+  for stale in path.parent.glob(f"stale.*_{path.name}"):
+    stale.rmtree()
+
+
 def build(root: str, data_dir: str, dataset: str = "hico_det", *,
           on_bad_box: str = "clip", on_bad_image: str = "skip"
           ) -> tfds.core.DatasetBuilder:
-  """Builds (once) and returns the TFDS builder of a dataset.
+  """Builds (when missing or stale) and returns the TFDS builder of a dataset.
+
+  An existing build in `data_dir` is reused when its input fingerprint
+  (`input_fingerprint`) matches; otherwise it is deleted and rebuilt, and one
+  warning line says which input changed.
 
   Args:
     root: dataset folder with images/ and annotations/ (the manual dir).
@@ -165,24 +294,34 @@ def build(root: str, data_dir: str, dataset: str = "hico_det", *,
     The prepared builder.
 
   Raises:
-    ValueError: data_dir already holds a build from another root or with
-      other options (delete it or use another data_dir).
-    annotations.AnnotationError: invalid annotations.
+    annotations.DatasetRootError: root lacks the dataset layout.
+    annotations.DatasetError: data_dir already holds a build from another
+      root (delete it or use another data_dir).
+    annotations.AnnotationError: invalid annotations, an empty split.
   """
-  builder = builder_class(dataset)(data_dir=data_dir, on_bad_box=on_bad_box,
-                                   on_bad_image=on_bad_image)
+  annotations.check_root(root, dataset)
+  make = functools.partial(builder_class(dataset), data_dir=data_dir,
+                           on_bad_box=on_bad_box, on_bad_image=on_bad_image)
+  builder = make()
   if builder.is_prepared():
     meta = builder.info.metadata
-    want = {"root": os.path.realpath(root), "on_bad_box": on_bad_box,
-            "on_bad_image": on_bad_image, "format_version": FORMAT_VERSION}
-    have = {k: meta.get(k) for k in want}
-    if have != want:
-      raise ValueError(
-          f"{builder.data_path} holds a {dataset} build with {have}, not "
-          f"{want}; delete that folder or choose another data_dir")
-    logging.info("Using the existing %s build in %s", dataset,
-                 builder.data_path)
-    return builder
+    if meta.get("root") != os.path.realpath(root):
+      raise annotations.DatasetError(
+          f"{builder.data_path} holds a {dataset} build of "
+          f"{meta.get('root')!r}, not of {os.path.realpath(root)!r}; delete "
+          "that folder or choose another data_dir")
+    start = time.perf_counter()
+    reasons = stale_reasons(meta, input_fingerprint(
+        root, dataset, on_bad_box=on_bad_box, on_bad_image=on_bad_image))
+    if not reasons:
+      logging.info("Using the existing %s build in %s (inputs unchanged, "
+                   "checked in %.3f s)", dataset, builder.data_path,
+                   time.perf_counter() - start)
+      return builder
+    logging.warning("Rebuilding the %s build in %s: %s", dataset,
+                    builder.data_path, "; ".join(reasons))
+    _remove_build(builder)
+    builder = make()
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=root,
       compute_stats=tfds.download.ComputeStatsMode.SKIP))
