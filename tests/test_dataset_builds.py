@@ -118,9 +118,13 @@ def test_unchanged_inputs_reuse_the_build(root, tmp_path, builds, caplog):
   assert not _rebuild_lines(caplog)
   assert any("inputs unchanged" in r.getMessage() for r in caplog.records)
 
-  # Another validator option, then other annotation bytes: rebuilt each time.
+  # Another validator option may be another run's build: refused, kept.
   config.dataset.on_bad_image = "fail"
-  _prepare(config, tmp_path)
+  with pytest.raises(annotations.DatasetError, match="delete that folder"):
+    _prepare(config, tmp_path)
+  config.dataset.on_bad_image = "skip"
+  assert len(builds) == 1
+  # Other annotation bytes: rebuilt.
   test_file = os.path.join(root, "annotations", "test_hico.json")
   with open(test_file) as f:
     records = json.load(f)
@@ -129,7 +133,7 @@ def test_unchanged_inputs_reuse_the_build(root, tmp_path, builds, caplog):
   caplog.clear()
   with caplog.at_level(logging.INFO):
     _prepare(config, tmp_path)
-  assert len(builds) == 3
+  assert len(builds) == 2
   assert _rebuild_lines(caplog) == [
       f"Rebuilding the hico_det build in {builds[0]}: "
       "annotations/test_hico.json changed (its content differs)"]

@@ -98,10 +98,10 @@ def test_build_metadata_and_skips(hico_builder, synthetic_root):
   gt = splits.split_records(hico_builder, "test")[3]
   np.testing.assert_allclose(
       gt.boxes, [a["bbox"] for a in test_records[3]["annotations"]])
-  # The same data_dir with another root is refused.
+  # The same data_dir with other build options is refused.
   with pytest.raises(ValueError, match="delete that folder"):
-    tfds_builder.build(synthetic_root, os.fspath(
-        hico_builder.data_dir).rsplit("/hico_det", 1)[0])
+    tfds_builder.build(meta["root"], os.fspath(hico_builder.data_dir).rsplit(
+        "/hico_det", 1)[0], on_bad_box="reject")
 
 
 def test_resized_size_matches_detr():

@@ -296,7 +296,8 @@ def build(root: str, data_dir: str, dataset: str = "hico_det", *,
   Raises:
     annotations.DatasetRootError: root lacks the dataset layout.
     annotations.DatasetError: data_dir already holds a build from another
-      root (delete it or use another data_dir).
+      root or with other validator options (delete it or use another
+      data_dir): it may be another run's, so it is not rebuilt.
     annotations.AnnotationError: invalid annotations, an empty split.
   """
   annotations.check_root(root, dataset)
@@ -305,11 +306,13 @@ def build(root: str, data_dir: str, dataset: str = "hico_det", *,
   builder = make()
   if builder.is_prepared():
     meta = builder.info.metadata
-    if meta.get("root") != os.path.realpath(root):
+    want = {"root": os.path.realpath(root), "on_bad_box": on_bad_box,
+            "on_bad_image": on_bad_image}
+    have = {k: meta.get(k) for k in want}
+    if have != want:  # Another run's build: never delete it.
       raise annotations.DatasetError(
-          f"{builder.data_path} holds a {dataset} build of "
-          f"{meta.get('root')!r}, not of {os.path.realpath(root)!r}; delete "
-          "that folder or choose another data_dir")
+          f"{builder.data_path} holds a {dataset} build with {have}, not "
+          f"{want}; delete that folder or choose another data_dir")
     start = time.perf_counter()
     reasons = stale_reasons(meta, input_fingerprint(
         root, dataset, on_bad_box=on_bad_box, on_bad_image=on_bad_image))
