@@ -14,6 +14,7 @@ import sys
 import jax
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 import pytest
 
 from configs import demo
@@ -24,6 +25,7 @@ from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
+from ki2hoi_jax.inference import drawing
 from ki2hoi_jax.inference import images
 from ki2hoi_jax.inference import open_vocabulary as ov
 from ki2hoi_jax.inference import predict
@@ -31,7 +33,8 @@ from ki2hoi_jax.inference import predictor as predictor_lib
 from ki2hoi_jax.models import ki2hoi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score"}
+TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score",
+                "rank_score", "pair"}
 
 
 def _tiny_config(space="hoi"):
@@ -123,12 +126,16 @@ def _check_record(record, path, size, threshold, top_k, verbs=None,
   assert (record["width"], record["height"]) == size
   triplets = record["triplets"]
   assert len(triplets) <= top_k
-  scores = [t["score"] for t in triplets]
-  assert scores == sorted(scores, reverse=True)
+  ranks = [t["rank_score"] for t in triplets]
+  assert ranks == sorted(ranks, reverse=True)
   w, h = size
   for t in triplets:
     assert set(t) == TRIPLET_KEYS
     assert isinstance(t["score"], float) and threshold <= t["score"] <= 1.0
+    # The fused score: at most 3 ('sum'), at least the confidence.
+    assert isinstance(t["rank_score"], float)
+    assert t["score"] - 1e-6 <= t["rank_score"] <= 3.0
+    assert isinstance(t["pair"], int) and t["pair"] >= 0
     assert isinstance(t["verb"], str) and isinstance(t["object"], str)
     for key in ("human_box", "object_box"):
       box = t[key]
@@ -256,20 +263,141 @@ def test_decode_triplets_known_answer():
   obj = np.array([[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0]])
   selected = {"scores": np.array([2.4, 2.1, 1.5, 0.6]),
               "queries": np.array([0, 1, 0, 1]),
-              "candidates": np.array([0, 0, 1, 1])}
+              "candidates": np.array([0, 0, 1, 1]),
+              "confidences": np.array([0.7, 0.6, 0.4, 0.1])}
   out = predictor_lib.decode_triplets(
-      selected, sub, obj, (100, 200), vocab, score_fusion="sum",
-      score_threshold=0.3, top_k=10)
-  # Candidate 0 of query 1 is suppressed by NMS, 0.6/3 < 0.3 is dropped.
+      selected, sub, obj, (100, 200), vocab, score_threshold=0.3, top_k=10)
+  # Candidate 0 of query 1 is suppressed by NMS, confidence 0.1 < 0.3 is
+  # dropped.
   assert [(t["verb"], t["object"]) for t in out] == [("ride", "bicycle"),
                                                      ("hold", "bicycle")]
-  np.testing.assert_allclose([t["score"] for t in out], [0.8, 0.5])
+  np.testing.assert_allclose([t["score"] for t in out], [0.7, 0.4])
+  np.testing.assert_allclose([t["rank_score"] for t in out], [2.4, 1.5])
+  assert [t["pair"] for t in out] == [0, 0]
   assert out[0]["human_box"] == [50.0, 25.0, 150.0, 75.0]
   assert out[0]["object_box"] == [0.0, 0.0, 200.0, 100.0]
   out = predictor_lib.decode_triplets(
-      selected, sub, obj, (100, 200), vocab, score_fusion="genvlkt",
-      score_threshold=0.0, top_k=1, nms=False)
-  assert len(out) == 1 and out[0]["score"] == pytest.approx(1.2)
+      selected, sub, obj, (100, 200), vocab, score_threshold=0.0, top_k=1,
+      nms=False)
+  # The raw fused score, not normalised by its maximum.
+  assert len(out) == 1 and out[0]["rank_score"] == pytest.approx(2.4)
+  assert out[0]["score"] == pytest.approx(0.7)
+
+
+def _logit(p):
+  return float(np.log(p / (1.0 - p)))
+
+
+def _crafted_outputs(num_objects, ball):
+  """Outputs of 2 queries x 3 interaction columns with known probabilities.
+
+  Query 0 (a confident pair): S_h 0.9, S_o(sports ball) 0.8, interaction
+  probabilities throw 0.9, catch 0.6, sign 0.2. Query 1 (elsewhere): S_h
+  0.5, S_o 0.5, throw 0.7, catch 0.1, sign 0.1.
+  """
+  human = np.log([[[0.9, 0.1], [0.5, 0.5]]])
+  obj = np.full((1, 2, num_objects + 1), -30.0)
+  obj[0, 0, ball], obj[0, 0, -1] = np.log(0.8), np.log(0.2)
+  obj[0, 1, ball], obj[0, 1, -1] = np.log(0.5), np.log(0.5)
+  inter = np.array([[[_logit(p) for p in (0.9, 0.6, 0.2)],
+                     [_logit(p) for p in (0.7, 0.1, 0.1)]]])
+  return {"pred_human_logits": human.astype(np.float32),
+          "pred_obj_logits": obj.astype(np.float32),
+          "pred_interaction_logits": inter.astype(np.float32),
+          "pred_sub_boxes": np.array([[[0.25, 0.5, 0.3, 0.6],
+                                       [0.75, 0.5, 0.3, 0.6]]]),
+          "pred_obj_boxes": np.array([[[0.4, 0.5, 0.1, 0.1],
+                                       [0.9, 0.5, 0.1, 0.1]]])}
+
+
+@pytest.mark.parametrize("space", ["hoi", "verb"])
+def test_confidence_thresholds_rank_score_ranks(space):
+  """`score` = S_h * S_o * S_verb is thresholded; the fused score ranks.
+
+  'sign' on the confident pair has fused score 0.9 + 0.8 + 0.2 = 1.9 (eq.
+  18), above every candidate of query 1, but interaction probability 0.2:
+  its confidence 0.144 is below 0.25 and it is never listed.
+  """
+  config = _tiny_config(space)
+  vocab = ov.build_vocabulary(config, ["throw", "catch", "sign"],
+                              ["sports_ball"])
+  ball = vocab.objects.index("sports_ball")
+  np.testing.assert_array_equal(vocab.table.interaction_column, [0, 1, 2])
+  outputs = _crafted_outputs(len(vocab.objects), ball)
+
+  def triplets(fusion, threshold):
+    selected = jax.device_get(postprocess.select_top_k(
+        outputs, vocab.table, fusion, 6, with_confidence=True))
+    return predictor_lib.decode_triplets(
+        {k: v[0] for k, v in selected.items()},
+        outputs["pred_sub_boxes"][0], outputs["pred_obj_boxes"][0],
+        (100, 200), vocab, score_threshold=threshold, top_k=10)
+
+  out = triplets("sum", 0.25)
+  assert [(t["pair"], t["verb"]) for t in out] == [(0, "throw"),
+                                                   (0, "catch")]
+  assert {t["object"] for t in out} == {"sports_ball"}
+  np.testing.assert_allclose([t["score"] for t in out],
+                             [0.9 * 0.8 * 0.9, 0.9 * 0.8 * 0.6], atol=1e-6)
+  np.testing.assert_allclose([t["rank_score"] for t in out],
+                             [0.9 + 0.8 + 0.9, 0.9 + 0.8 + 0.6], atol=1e-6)
+  # Without a threshold 'sign' ranks third, before everything of query 1.
+  out = triplets("sum", 0.0)
+  assert [(t["pair"], t["verb"]) for t in out][:4] == [
+      (0, "throw"), (0, "catch"), (0, "sign"), (1, "throw")]
+  np.testing.assert_allclose(out[2]["rank_score"], 1.9, atol=1e-6)
+  np.testing.assert_allclose(out[2]["score"], 0.9 * 0.8 * 0.2, atol=1e-6)
+  np.testing.assert_allclose(out[3]["score"], 0.5 * 0.5 * 0.7, atol=1e-6)
+  # Another fusion ranks differently (GEN-VLKT: S_verb + sigmoid(obj)^2) but
+  # the confidence is the same product.
+  out = triplets("genvlkt", 0.25)
+  assert [(t["pair"], t["verb"]) for t in out] == [(0, "throw"),
+                                                   (0, "catch")]
+  sig_ball = 0.8 / 1.8  # sigmoid(log 0.8)
+  np.testing.assert_allclose([t["rank_score"] for t in out],
+                             [0.9 + sig_ball ** 2, 0.6 + sig_ball ** 2],
+                             atol=1e-6)
+  np.testing.assert_allclose([t["score"] for t in out],
+                             [0.9 * 0.8 * 0.9, 0.9 * 0.8 * 0.6], atol=1e-6)
+
+
+def test_pair_labels_one_block_per_pair(monkeypatch):
+  a = {"human_box": [10.0, 10.0, 40.0, 60.0],
+       "object_box": [50.0, 20.0, 60.0, 30.0]}
+  b = {"human_box": [100.0, 10.0, 140.0, 60.0],
+       "object_box": [150.0, 20.0, 170.0, 30.0]}
+  triplets = [
+      dict(a, verb="throw", object="sports_ball", score=0.75, pair=0),
+      dict(b, verb="ride", object="bicycle", score=0.52, pair=2),
+      dict(a, verb="catch", object="sports_ball", score=0.41, pair=0),
+      dict(b, verb="hold", object="motorcycle", score=0.3, pair=2)]
+  labels = drawing.pair_labels(triplets)
+  assert [label.lines for label in labels] == [
+      ("person - sports ball", "throw 0.75", "catch 0.41"),
+      ("person", "ride bicycle 0.52", "hold motorcycle 0.30")]
+  assert labels[0].human_box == tuple(a["human_box"])
+  assert labels[0].object_box == tuple(a["object_box"])
+  assert labels[1].object == "bicycle"
+  # draw_triplets draws exactly these blocks, one per pair.
+  drawn = []
+  original = ImageDraw.ImageDraw.multiline_text
+
+  def record(self, xy, text, *args, **kwargs):
+    drawn.append(text)
+    return original(self, xy, text, *args, **kwargs)
+
+  monkeypatch.setattr(ImageDraw.ImageDraw, "multiline_text", record)
+  image = drawing.draw_triplets(Image.new("RGB", (200, 100), (255, 255, 255)),
+                                triplets, min_short_side=0)
+  assert image.size == (200, 100)
+  assert drawn == ["person - sports ball\nthrow 0.75\ncatch 0.41",
+                   "person\nride bicycle 0.52\nhold motorcycle 0.30"]
+  # max_triplets counts triplets: the first two make two one-verb blocks.
+  drawn.clear()
+  drawing.draw_triplets(Image.new("RGB", (200, 100)), triplets,
+                        max_triplets=2, min_short_side=0)
+  assert drawn == ["person - sports ball\nthrow 0.75",
+                   "person - bicycle\nride 0.52"]
 
 
 # ------------------------------------------------------------------- images
@@ -342,8 +470,10 @@ def test_predict_files_end_to_end(trained, inputs, tmp_path):
   config, workdir, clip = trained
   out = str(tmp_path / "out")
   order = [inputs[k] for k in ("jpeg", "corrupt", "grey", "rgba")]
+  # Random weights: confidences S_h * S_o * S_verb are tiny (S_o ~ 1/81),
+  # so no threshold keeps exactly top_k triplets.
   summary = predict.run(config, workdir, order, out, clip_params=clip,
-                        score_threshold=0.25, top_k=3)
+                        score_threshold=0.0, top_k=3)
   assert summary.step == 7
   assert [p for p, _ in summary.failed] == [inputs["corrupt"]]
   assert inputs["corrupt"] in summary.failed[0][1]
@@ -354,8 +484,8 @@ def test_predict_files_end_to_end(trained, inputs, tmp_path):
       record = json.load(f)
     path = {"scene": inputs["jpeg"], "grey": inputs["grey"],
             "odd": inputs["rgba"]}[stem]
-    triplets = _check_record(record, path, size, 0.25, 3)
-    # Random weights: every fused score is above 0.25 here, so exactly 3.
+    triplets = _check_record(record, path, size, 0.0, 3)
+    # No threshold: exactly 3.
     assert len(triplets) == 3
     assert all(t["verb"] in metadata.hico().verbs and
                t["object"] in metadata.hico().objects for t in triplets)
@@ -385,9 +515,18 @@ def test_predictor_matches_evaluation_postprocess(trained, inputs):
   boxes = ref["predictions"]
   assert len(ours) == len(ref["hoi_prediction"])
   meta = metadata.hico()
+  human = jax.nn.softmax(outputs["pred_human_logits"][0], axis=-1)[:, 0]
+  objects = jax.nn.softmax(outputs["pred_obj_logits"][0], axis=-1)
+  interaction = jax.nn.sigmoid(outputs["pred_interaction_logits"][0])
   for t, r in zip(ours, ref["hoi_prediction"]):
-    assert t["score"] == pytest.approx(r["score"] / 3.0, abs=1e-5)
+    # rank_score is evaluation's fused score; score the product of the three
+    # probabilities of the triplet's query and HOI (column = HOI index).
+    assert t["rank_score"] == pytest.approx(r["score"], abs=1e-5)
     v, o = meta.hois[r["hoi_category_id"] - 1]
+    q = t["pair"]
+    assert t["score"] == pytest.approx(
+        float(human[q] * objects[q, o] *
+              interaction[q, r["hoi_category_id"] - 1]), rel=1e-4, abs=1e-7)
     assert (t["verb"], t["object"]) == (meta.verbs[v], meta.objects[o])
     np.testing.assert_allclose(
         t["human_box"], np.clip(boxes[r["subject_id"]]["bbox"], 0,

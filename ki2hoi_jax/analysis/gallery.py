@@ -3,7 +3,8 @@
 Reads the predict outputs of a workdir (`<workdir>/predictions/<stem>.json`
 and `.png`, written by `inference/predict.py`, e.g. `main.py` mode
 'predict'), predicting the first test images first when there are too few,
-draws each record's best triplets (`inference.drawing`) and tiles them.
+draws each record's best triplets (`inference.drawing`, one label block per
+human-object pair) and tiles them.
 The predictor (JAX, the model) is imported only when it has to run.
 """
 
@@ -71,8 +72,9 @@ def draw_record(record: Mapping[str, Any], max_triplets: int = 5,
 
   Args:
     record: a `read_predict_outputs` record.
-    max_triplets: draw at most this many (they are sorted by score).
-    min_score: skip triplets below this (normalised) score.
+    max_triplets: draw at most this many (they are sorted by
+      `rank_score`); the verbs of one human-object pair share a label block.
+    min_score: skip triplets whose `score` (the confidence) is below this.
     cell: the image is resized so that its longer side has this many
       pixels before drawing (labels stay legible in the grid).
 
@@ -128,9 +130,9 @@ def prediction_grid(workdir: str, n: int = 6, columns: int = 3,
     cell: thumbnail size (pixels).
     out_dir: predict output folder; None = `<workdir>/predictions` (where
       `main.py` mode 'predict' writes).
-    score_threshold: threshold of a new predict run and of drawing; None =
-      the run's `config.predict.score_threshold` for a new run and no extra
-      filter on existing records.
+    score_threshold: confidence threshold of a new predict run and of
+      drawing; None = the run's `config.predict.score_threshold` for a new
+      run and no extra filter on existing records.
     max_triplets: triplets drawn per image.
 
   Returns:

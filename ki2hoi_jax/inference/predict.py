@@ -27,27 +27,37 @@ replicated to RGB, images with an alpha channel are composited on white, and a
 JPEG with an EXIF orientation tag is rotated upright first. The model runs
 jitted on a batch of one (one compilation per padded shape), then
 post-processing as evaluation (`config.inference`: score fusion, top-k
-candidates, per-class triplet NMS), then `--score_threshold` and `--top_k`.
+candidates, per-class triplet NMS, all on the fused score), then
+`--score_threshold` (on the confidence `score`) and `--top_k`.
 
 Output per image, in `--out` (`<stem>_<n>` when two inputs share a stem):
 
 * `<stem>.json`:
     {"image": "<input path as given>",
      "width": int, "height": int,          # of the (upright) input image
-     "triplets": [                         # descending score, <= top_k,
+     "triplets": [                         # descending rank_score, <= top_k,
        {"human_box": [x1, y1, x2, y2],     #   all with score >= threshold
         "object_box": [x1, y1, x2, y2],    # pixels of the input image,
         "object": "bicycle",               #   clipped to it (floats)
         "verb": "ride",
-        "score": 0.82}, ...]}
-  `score` is the fused score of `config.inference.score_fusion` divided by
-  its maximum (3 for 'sum', 2 for 'genvlkt', 1 for 'product') so that it lies
-  in [0, 1] whatever the fusion. `verb` / `object` are class names of the
-  training dataset (e.g. "sit_on", "dining_table") or the user's open-vocabulary
-  names; for a plain prompt of a prompts file `verb` is the prompt text.
+        "score": 0.71,                     # confidence, in [0, 1]
+        "rank_score": 2.55,                # fused score (ranking, NMS)
+        "pair": 3}, ...]}                  # query index of the pair
+  `score` is the confidence `S_h * S_o * S_verb`: the human probability, the
+  object-class probability (softmax) and the interaction probability (sigmoid
+  of the interaction logit), so a verb with interaction probability p on a
+  confident pair scores about p; `--score_threshold` applies to it.
+  `rank_score` is the raw fused score of `config.inference.score_fusion`
+  (paper eq. 18 'sum': `S_h + S_o + S_verb`, in [0, 3]; 'genvlkt' in [0, 2];
+  'product' equals `score`) that ranks the triplets and drives the NMS, as in
+  evaluation. Triplets with the same `pair` come from one model query and
+  share both boxes. `verb` / `object` are class names of the training dataset
+  (e.g. "sit_on", "dining_table") or the user's open-vocabulary names; for a
+  plain prompt of a prompts file `verb` is the prompt text.
 * `<stem>.png`: the input image (upscaled to a short side of at least 480 px
   so labels stay legible) with the triplets drawn by
-  `drawing.draw_triplets` (labels "person ride bicycle 0.82").
+  `drawing.draw_triplets`: boxes and one label block per human-object pair,
+  "person - bicycle" over one "ride 0.71" line (`score`) per verb.
 
 A file that is missing or is not a readable image is reported with its path
 (logged as an error and listed in the final summary); the other images still
@@ -291,7 +301,8 @@ def _define_flags():
                                  "Checkpoint of a workdir: best if any "
                                  "(auto), best or latest."),
       "score_threshold": flags.DEFINE_float(
-          "score_threshold", None, "Minimum normalised score (default "
+          "score_threshold", None, "Minimum confidence (the triplet's "
+          "'score', S_h * S_o * S_verb; default "
           "config.predict.score_threshold)."),
       "top_k": flags.DEFINE_integer(
           "top_k", None, "Triplets per image (default config.predict.top_k)."),

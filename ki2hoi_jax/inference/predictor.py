@@ -2,8 +2,11 @@
 
 The model runs jitted on a batch of one (one compilation per padded shape),
 then post-processing as evaluation (`config.inference`: score fusion, top-k
-candidates, per-class triplet NMS), then the score threshold and top-k of
-prediction. Triplet dicts are described in `inference/predict.py`.
+candidates, per-class triplet NMS), then the confidence threshold and top-k
+of prediction. The fused score ranks (`rank_score`); the confidence `score`
+(`S_h * S_o * S_verb`, `postprocess.select_top_k(..., with_confidence=True)`)
+is shown and thresholded. Triplet dicts are described in
+`inference/predict.py`.
 """
 
 import dataclasses
@@ -21,42 +24,42 @@ from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
 from ki2hoi_jax.inference import images
 from ki2hoi_jax.inference import open_vocabulary
 
-# Maximum of each fused score (postprocess.candidate_scores).
-SCORE_MAX = {"sum": 3.0, "genvlkt": 2.0, "product": 1.0}
-
 
 def decode_triplets(selected: Mapping[str, np.ndarray],
                     sub_boxes: np.ndarray, obj_boxes: np.ndarray,
                     orig_size: Sequence[int],
                     vocabulary: vocabulary_lib.Vocabulary, *,
-                    score_fusion: str, score_threshold: float, top_k: int,
+                    score_threshold: float, top_k: int,
                     nms: bool = True, nms_threshold: float = 0.7,
                     nms_alpha: float = 1.0, nms_beta: float = 0.5
                     ) -> List[Dict[str, Any]]:
   """Top-k candidates of one image -> triplet dicts (module docstring).
 
   Args:
-    selected: `postprocess.select_top_k` output of one image ([k] `scores`,
-      `queries`, `candidates`).
+    selected: `postprocess.select_top_k(..., with_confidence=True)` output
+      of one image ([k] `scores`, `queries`, `candidates`, `confidences`).
     sub_boxes: [Q, 4] human boxes (normalised cxcywh).
     obj_boxes: [Q, 4] object boxes.
     orig_size: (h, w) of the image.
     vocabulary: the scored classes (`table` gives verb/object of a
       candidate).
-    score_fusion: `config.inference.score_fusion` (sets the normalisation).
-    score_threshold: minimum normalised score.
+    score_threshold: minimum confidence (`confidences`, the triplet's
+      `score`); the fused `scores` only rank.
     top_k: maximum number of triplets.
-    nms: per-class triplet NMS (class = candidate row of the table).
+    nms: per-class triplet NMS (class = candidate row of the table), on the
+      fused scores.
     nms_threshold: NMS threshold.
     nms_alpha: NMS human-IoU exponent.
     nms_beta: NMS object-IoU exponent.
 
   Returns:
-    Triplet dicts in descending score.
+    Triplet dicts in descending `rank_score` (the fused score); `score` is
+    the confidence, `pair` the query index (same pair, same boxes).
   """
   h, w = (float(v) for v in orig_size)
   size = np.asarray([[h, w]])
-  scores = np.asarray(selected["scores"], np.float64) / SCORE_MAX[score_fusion]
+  scores = np.asarray(selected["scores"], np.float64)
+  confidences = np.asarray(selected["confidences"], np.float64)
   q = np.asarray(selected["queries"])
   c = np.asarray(selected["candidates"])
   sub = postprocess.to_original_xyxy(np.asarray(sub_boxes)[None], size)[0][q]
@@ -66,7 +69,8 @@ def decode_triplets(selected: Mapping[str, np.ndarray],
                                    nms_alpha, nms_beta)
   else:
     keep = np.argsort(-scores, kind="stable")
-  keep = [i for i in keep if scores[i] >= score_threshold][:max(0, top_k)]
+  keep = [i for i in keep
+          if confidences[i] >= score_threshold][:max(0, top_k)]
   limit = np.asarray([w, h, w, h])
   table = vocabulary.table
   out = []
@@ -76,7 +80,9 @@ def decode_triplets(selected: Mapping[str, np.ndarray],
         "object_box": np.clip(obj[i], 0, limit).tolist(),
         "object": vocabulary.objects[int(table.object_index[c[i]])],
         "verb": vocabulary.verbs[int(table.verb_index[c[i]])],
-        "score": float(scores[i]),
+        "score": float(confidences[i]),
+        "rank_score": float(scores[i]),
+        "pair": int(q[i]),
     })
   return out
 
@@ -107,7 +113,7 @@ def _jitted_forward(config, num_object_classes: int,
     outputs = model.apply(variables, image, mask, clip_image, text,
                           train=False)
     out = postprocess.select_top_k(outputs, table, score_fusion,
-                                   num_candidates)
+                                   num_candidates, with_confidence=True)
     out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
     return out
 
@@ -123,7 +129,7 @@ class Predictor:
   Attributes:
     config: the run config.
     vocabulary: the scored classes.
-    score_threshold: minimum normalised score of a reported triplet.
+    score_threshold: minimum confidence (`score`) of a reported triplet.
     top_k: maximum triplets per image.
   """
 
@@ -146,9 +152,9 @@ class Predictor:
     self.score_threshold = float(score_threshold)
     self.top_k = int(top_k)
     fusion = config.inference.score_fusion
-    if fusion not in SCORE_MAX:
+    if fusion not in postprocess.SCORE_FUSIONS:
       raise ValueError(f"inference.score_fusion must be one of "
-                       f"{tuple(SCORE_MAX)}, got {fusion!r}")
+                       f"{postprocess.SCORE_FUSIONS}, got {fusion!r}")
     prepared = open_vocabulary.prepare_classes(
         vocabulary, variables["params"], clip_params, config)
     self._text = jax.device_put(prepared.interaction_embeddings)
@@ -170,7 +176,7 @@ class Predictor:
     Returns:
       The final-layer model outputs (`pred_*`, docs/contracts.md) and the
       `postprocess.select_top_k` candidates (`scores`, `queries`,
-      `candidates`, [1, k]).
+      `candidates`, `confidences`, [1, k]).
     """
     self._shapes.add(tuple(batch["image"].shape[1:3]))
     return jax.device_get(self._forward(
@@ -183,10 +189,11 @@ class Predictor:
     out = self.outputs(batch)
     inf = self.config.inference
     return decode_triplets(
-        {k: out[k][0] for k in ("scores", "queries", "candidates")},
+        {k: out[k][0]
+         for k in ("scores", "queries", "candidates", "confidences")},
         out["pred_sub_boxes"][0], out["pred_obj_boxes"][0],
         batch["orig_size"][0], self.vocabulary,
-        score_fusion=inf.score_fusion, score_threshold=self.score_threshold,
+        score_threshold=self.score_threshold,
         top_k=self.top_k, nms=bool(inf.nms),
         nms_threshold=float(inf.nms_threshold),
         nms_alpha=float(inf.nms_alpha), nms_beta=float(inf.nms_beta))
@@ -209,7 +216,7 @@ def build_predictor(config, restored: restore.Restored, *, verbs: Any = "",
     verbs: open vocabulary verbs (comma-separated or a list).
     objects: open vocabulary objects.
     prompts_file: open vocabulary prompts file.
-    score_threshold: minimum normalised score.
+    score_threshold: minimum confidence (`score`) of a triplet.
     top_k: triplets per image.
     clip_params: CLIP text params (default:
       `clip_text.clip_text_params(config)`).
