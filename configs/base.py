@@ -145,13 +145,7 @@ def get_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- predict
   config.predict = ml_collections.ConfigDict()
   config.predict.images = ""  # Comma-separated image paths for mode=predict ('' = a few test images).
-  # Minimum confidence `score` = S_h * S_o * S_verb of a written and drawn triplet (ranking and NMS still use
-  # inference.score_fusion). A verb with interaction probability p on a confident pair (S_h, S_o >= 0.9) scores
-  # 0.81 p .. p. The issue-17 demo image ranks throw 0.75, sign 0.62, no_interaction 0.63 (eq. 18 / 3, one pair), so
-  # p(throw) - p(wrong) >= 0.36 and S_h + S_o = 1.86 - p(wrong): p(wrong) <= 0.06 -> confidence <= 0.05, while
-  # p(throw) ~ 0.4-0.45 -> confidence ~ 0.34-0.36. 0.25 keeps such a right verb with a margin (0.3 would clip
-  # the slightly weaker ones, 0.5 would hide it) and stays 5x above the wrong ones.
-  config.predict.score_threshold = 0.25
+  config.predict.score_threshold = 0.25  # Minimum confidence S_h*S_o*S_verb of a written and drawn triplet (about the verb's probability on a confident pair); ranking and NMS use inference.score_fusion.
   config.predict.top_k = 10  # Triplets per image in predict output.
   config.predict.verbs = ""  # Open vocabulary: comma-separated verbs replacing the class list.
   config.predict.objects = ""  # Open vocabulary: comma-separated objects.
