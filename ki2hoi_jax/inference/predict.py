@@ -16,15 +16,9 @@ follow `--images` or be given as further arguments. `--verbs`, `--objects` and
 `--prompts_file` replace the class list by an open vocabulary
 (`ki2hoi_jax/inference/open_vocabulary.py`, README "Open vocabulary").
 
-Each image is prepared exactly as in evaluation (`data/transforms.py`): the
-short side resized to `dataset.eval_short_side` (long side at most
-`dataset.max_size`, bilinear with antialiasing), ImageNet normalisation, zero
-padding at the bottom/right to the size bucket of `dataset.size_buckets`, and
-the CLIP view (bicubic resize of the short side to `dataset.clip_image_size`,
-centre crop, CLIP normalisation). JPEG files are decoded by TensorFlow as the
-input pipeline does; other formats by Pillow. Greyscale and 16-bit images are
-replicated to RGB, images with an alpha channel are composited on white, and a
-JPEG with an EXIF orientation tag is rotated upright first. The model runs
+Each image is decoded and prepared exactly as in evaluation
+(`inference/images.py`: eval resize, normalisation, bucket padding, the CLIP
+view; EXIF rotation, alpha, 16-bit and greyscale handled). The model runs
 jitted on a batch of one (one compilation per padded shape), then
 post-processing as evaluation (`config.inference`: score fusion, top-k
 candidates, per-class triplet NMS, all on the fused score), then
