@@ -8,8 +8,14 @@ a checkpoint), 'eval' (evaluates the best or latest checkpoint of the workdir),
 'predict' (annotated triplets for `config.predict.images`) or 'all' (train,
 then eval, then predict; what configs/demo.py does). Any config leaf can be
 overridden with --config.<path>=<value>; a misspelled path is an error.
+
+One run per workdir: train, eval and all hold `<workdir>/.lock`
+(`checkpoints.workdir_lock`) for the whole run, and a second run in the same
+workdir stops at once with an error naming the first (PID, host, start time).
+Predict only reads checkpoints and writes `predictions/`, so it takes no lock.
 """
 
+import contextlib
 import logging as std_logging
 import os
 import sys
@@ -70,11 +76,28 @@ def _headline(config, metrics) -> str:
 
 
 def run(config, workdir: str) -> None:
-  """Runs `config.mode` in `workdir` (importable for tests and notebooks)."""
+  """Runs `config.mode` in `workdir` (importable for tests and notebooks).
+
+  Modes other than 'predict' hold the workdir lock for the whole run.
+
+  Raises:
+    WorkdirLockedError: another run holds `workdir`.
+  """
   # Imported here so that `--help` stays fast.
   from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
   validation.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  lock = contextlib.nullcontext()
+  if config.mode != "predict":
+    from ki2hoi_jax.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
+    from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
+    trainer.maybe_initialize_distributed(config)  # The lock is process 0's.
+    lock = workdir_lock.hold(workdir, config.mode)
+  with lock:
+    _run_modes(config, workdir)
+
+
+def _run_modes(config, workdir: str) -> None:
   modes = ("train", "eval", "predict") if config.mode == "all" else (
       config.mode,)
   summary = [f"Workdir: {os.path.abspath(workdir)}"]
@@ -140,14 +163,17 @@ def main(argv):
 def _user_errors() -> tuple:
   """Errors a user causes (bad config, files, data): one line, exit 2."""
   # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.checkpoints import manager
+  from ki2hoi_jax.checkpoints import workdir_lock
   from ki2hoi_jax.config_lib import validation
   from ki2hoi_jax.data import annotations
   from ki2hoi_jax.evaluation import vocabulary
   from ki2hoi_jax.inference import predict
   from ki2hoi_jax.weights import pretrained
   # pylint: enable=g-import-not-at-top
-  return (validation.ConfigError, annotations.AnnotationError,
+  return (validation.ConfigError, annotations.DatasetError,
           vocabulary.VocabularyError, pretrained.CheckpointMismatchError,
+          manager.CheckpointError, workdir_lock.WorkdirLockedError,
           predict.PredictError, FileNotFoundError, FloatingPointError)
 
 

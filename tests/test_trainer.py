@@ -102,7 +102,7 @@ def _result(proc, timeout=900):
 
 
 def _losses(workdir):
-  """Last logged loss of every step (a restart logs steps again)."""
+  """Last logged loss of every step."""
   out = {}
   for rec in metrics_writer.read_jsonl(os.path.join(workdir,
                                                     "metrics.jsonl")):
@@ -224,6 +224,10 @@ def test_killed_run_resumes_exactly_and_loss_falls(tmp_path):
   assert saved and saved[-1] < 16, saved  # Killed mid-way.
   resumed = _result(_start(work, steps))
   losses = _losses(work)
+  # The rows of the steps replayed after the resume were replaced.
+  logged = [r["step"] for r in metrics_writer.read_jsonl(
+      os.path.join(work, "metrics.jsonl")) if "loss" in r]
+  assert logged == list(range(1, 17)), logged
   assert sorted(losses) == list(range(1, 17))
   for s in range(1, 17):
     np.testing.assert_allclose(losses[s], ref_losses[s], rtol=1e-5,

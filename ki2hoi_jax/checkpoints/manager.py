@@ -6,6 +6,8 @@ Layout under the workdir:
   checkpoints/<step>/state         {step, params, batch_stats, opt_state, rng}
   checkpoints/<step>/config        the config as JSON
   checkpoints_best/<step>/...      the same, for the best validation mAP
+  checkpoints_corrupt/<step>       unreadable steps set aside on resume
+  .lock                            one run per workdir (`workdir_lock`)
 
 `checkpoints/` keeps the last `config.keep_checkpoints`; `checkpoints_best/`
 keeps one, replaced only when the mAP improves (its value is stored as the
@@ -17,18 +19,81 @@ process takes part in the save (orbax synchronises the processes), which is
 the correct multi-host protocol for replicated data. Saving is synchronous, so
 a checkpoint that `latest_step()` reports is complete (orbax writes into a
 temporary folder and renames it when done; a killed save leaves no step).
+
+Failures: a save that fails (a full disk, a quota, a read-only file system)
+raises one `CheckpointSaveError` naming the step folder and the OS-level cause
+(orbax's own threads log their tracebacks first); the partial temporary folder
+is removed and the checkpoints saved before stay intact. Resuming from a
+latest checkpoint that cannot be read (a truncated or deleted file) logs one
+warning, moves that step folder to `checkpoints_corrupt/` and restores the
+newest intact older step; `CheckpointError` when none is intact.
 """
 
+import errno
+import glob
 import json
 import os
-from typing import Any, Dict, Mapping, Optional
+import shutil
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "mAP"
+# OS errors that tensorstore reports as text inside a ValueError.
+_OS_CAUSES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be read or written; the message says which, why."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A save failed. Attributes: `errno`, the OS error number or None."""
+
+  def __init__(self, message: str, os_errno: Optional[int] = None):
+    super().__init__(message)
+    self.errno = os_errno
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+  """'Type: first words of the message' on one line (no tensorstore spec)."""
+  text = " ".join(str(exc).split(" [tensorstore_spec=")[0].split())
+  if len(text) > limit:
+    text = text[:limit - 3] + "..."
+  return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _chain(exc: BaseException) -> List[BaseException]:
+  out, seen = [], set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    out.append(exc)
+    exc = exc.__cause__ or exc.__context__
+  return out
+
+
+def os_error_cause(exc: BaseException) -> Tuple[Optional[int], str]:
+  """(errno, text) of the OS error behind `exc`, else (None, its summary).
+
+  The text reads 'No space left on device (ENOSPC)'. The error is the first
+  OSError in the `__cause__`/`__context__` chain, else one of `_OS_CAUSES`
+  named in a message (tensorstore reports a full disk as a ValueError).
+  """
+  chain = _chain(exc)
+  for e in chain:
+    if isinstance(e, OSError) and e.errno:
+      where = f": {e.filename}" if e.filename else ""
+      return e.errno, (f"{os.strerror(e.errno)} "
+                       f"({errno.errorcode.get(e.errno, e.errno)}{where})")
+  for e in chain:
+    for code in _OS_CAUSES:
+      if os.strerror(code) in str(e):
+        return code, f"{os.strerror(code)} ({errno.errorcode[code]})"
+  return None, error_summary(exc)
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -75,6 +140,28 @@ class Checkpointer:
             best_mode="max", **options))
 
   @staticmethod
+  def _save(manager: ocp.CheckpointManager, step: int,
+            args: ocp.args.Composite, metrics=None) -> None:
+    """`manager.save` + wait; one CheckpointSaveError when it fails."""
+    try:
+      manager.save(step, args=args, metrics=metrics, force=True)
+      manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      code, cause = os_error_cause(e)
+      if jax.process_index() == 0:  # The partial temporary folder.
+        for tmp in glob.glob(os.path.join(str(manager.directory),
+                                          f"{step}.orbax-checkpoint-tmp*")):
+          shutil.rmtree(tmp, ignore_errors=True)
+      latest = manager.latest_step()
+      kept = (f"the checkpoints saved before are intact (latest: step "
+              f"{latest})" if latest is not None else
+              "no checkpoint was saved before")
+      raise CheckpointSaveError(
+          f"Could not save the checkpoint of step {step} in "
+          f"{os.path.join(str(manager.directory), str(step))}: {cause}; "
+          f"{kept}.", code) from e
+
+  @staticmethod
   def _args(state: Mapping[str, Any], config) -> ocp.args.Composite:
     return ocp.args.Composite(
         state=ocp.args.StandardSave(_to_numpy(dict(state))),
@@ -85,11 +172,14 @@ class Checkpointer:
 
     Returns:
       False when `step` was already saved.
+
+    Raises:
+      CheckpointSaveError: the save failed (e.g. a full disk); nothing of
+        `step` is left behind and the earlier checkpoints are intact.
     """
     if step in self.latest.all_steps():
       return False
-    self.latest.save(step, args=self._args(state, config), force=True)
-    self.latest.wait_until_finished()
+    self._save(self.latest, step, self._args(state, config))
     logging.info("Saved checkpoint of step %d in %s.", step,
                  self.latest.directory)
     return True
@@ -110,9 +200,8 @@ class Checkpointer:
       return False
     if step in self.best.all_steps():
       return False
-    self.best.save(step, args=self._args(state, config),
-                   metrics={BEST_METRIC: float(value)}, force=True)
-    self.best.wait_until_finished()
+    self._save(self.best, step, self._args(state, config),
+               metrics={BEST_METRIC: float(value)})
     logging.info("New best %s %.4f at step %d.", BEST_METRIC, value, step)
     return True
 
@@ -123,10 +212,18 @@ class Checkpointer:
               best: bool = False) -> Dict[str, Any]:
     """Restores the state saved at `step` (default: latest, or the best).
 
+    Without `step` (and `best`), a latest checkpoint that orbax cannot read
+    (a truncated or deleted file) is skipped for the next older one: one
+    warning names each unreadable step folder and its error, and those
+    folders are moved to `<workdir>/checkpoints_corrupt/` (only once an older
+    step has restored, so a `target` that fits no step moves nothing) so that
+    training saves that step again.
+
     Args:
       target: a state dict with the structure, shapes and dtypes to restore
         (e.g. a freshly initialised state); its values are not used.
-      step: which step; None = the latest (or best with `best`).
+      step: which step; None = the latest intact one (or the best with
+        `best`).
       best: read from checkpoints_best.
 
     Returns:
@@ -134,19 +231,60 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: no checkpoint.
+      CheckpointError: no step could be restored (the message names each
+        step folder tried and its error).
     """
     manager = self.best if best else self.latest
-    if step is None:
-      step = manager.best_step() if best else manager.latest_step()
-    if step is None:
+    if step is not None:
+      steps = [step]
+    elif best:
+      steps = [s for s in [manager.best_step()] if s is not None]
+    else:
+      steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {manager.directory}")
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(
             np.shape(x), getattr(x, "dtype", None) or np.asarray(x).dtype),
         dict(target))
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    return dict(restored["state"])
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    failed: List[Tuple[int, Exception]] = []
+    for s in steps:
+      try:
+        restored = manager.restore(s, args=args)
+      except Exception as e:  # pylint: disable=broad-except
+        failed.append((s, e))
+        continue
+      if failed:
+        self._set_aside(manager, failed, s)
+      return dict(restored["state"])
+    raise CheckpointError(
+        f"No checkpoint in {manager.directory} could be restored: " + "; ".join(
+            f"{os.path.join(str(manager.directory), str(s))}: "
+            f"{error_summary(e)}" for s, e in failed))
+
+  @staticmethod
+  def _set_aside(manager: ocp.CheckpointManager,
+                 failed: Sequence[Tuple[int, Exception]], restored: int
+                 ) -> None:
+    """Moves unreadable step folders out of `manager` (process 0), warns."""
+    aside = str(manager.directory) + "_corrupt"
+    for s, e in failed:
+      folder = os.path.join(str(manager.directory), str(s))
+      dest = aside  # What the other processes say; process 0 moves it.
+      if jax.process_index() == 0:
+        dest, n = os.path.join(aside, str(s)), 1
+        while os.path.exists(dest):
+          dest, n = os.path.join(aside, f"{s}-{n}"), n + 1
+        os.makedirs(aside, exist_ok=True)
+        os.rename(folder, dest)
+      logging.warning(
+          "Checkpoint %s cannot be restored (%s); restored step %d, the "
+          "newest intact one, instead, and moved the unreadable folder to %s.",
+          folder, error_summary(e), restored, dest)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("ki2hoi_checkpoints_set_aside")
+    manager.reload()
 
   def close(self) -> None:
     self.latest.close()

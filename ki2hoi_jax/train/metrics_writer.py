@@ -4,7 +4,9 @@ Written by process 0 only (other processes get a writer that does nothing).
 Uses TensorBoard's own event-file writer and protos, so neither TensorFlow nor
 CLU is imported (style.md section 8: CLU pulls TensorFlow onto the GPUs).
 `metrics.jsonl` holds one `{"step": s, name: value, ...}` object per call,
-which tests and notebooks read without TensorBoard.
+which tests and notebooks read without TensorBoard. A resumed run replays the
+steps after its checkpoint; `drop_after` removes their old rows first, so the
+file holds every step once.
 """
 
 import json
@@ -34,7 +36,11 @@ class MetricsWriter:
       from tensorboard.summary.writer import event_file_writer
       os.makedirs(logdir, exist_ok=True)
       self._events = event_file_writer.EventFileWriter(logdir, flush_secs=30)
-      self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+      self._jsonl = open(self.jsonl_path, "a")
+
+  @property
+  def jsonl_path(self) -> str:
+    return os.path.join(self.logdir, "metrics.jsonl")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     """Writes `scalars` (name -> number) at `step`."""
@@ -54,6 +60,45 @@ class MetricsWriter:
                    for k, v in values.items()})
     self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
     self._jsonl.flush()
+
+  def drop_after(self, step: int) -> int:
+    """Removes the metrics.jsonl rows of steps after `step`.
+
+    Called when training resumes at `step`: the steps after it run again and
+    write their rows anew. The file is rewritten atomically (a temporary file
+    renamed over it); a line that does not parse (the last one of a run
+    killed while writing it) goes too. TensorBoard event files are left as
+    they are.
+
+    Returns:
+      The number of rows removed.
+    """
+    if not self.enabled:
+      return 0
+    self._jsonl.close()
+    kept, dropped, unterminated = [], 0, False
+    with open(self.jsonl_path) as f:
+      for line in f:
+        if not line.strip():
+          continue
+        try:
+          late = int(json.loads(line).get("step", step)) > step
+        except (ValueError, TypeError, AttributeError):
+          late = True  # Not a JSON object: a torn last line.
+        if late:
+          dropped += 1
+        else:
+          unterminated = not line.endswith("\n")
+          kept.append(line.rstrip("\n") + "\n")
+    if dropped or unterminated:
+      tmp = self.jsonl_path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, self.jsonl_path)
+    self._jsonl = open(self.jsonl_path, "a")
+    return dropped
 
   def flush(self) -> None:
     if self.enabled:

@@ -3,7 +3,9 @@ r"""The training loop: `train_and_evaluate(config, workdir)` and `evaluate`.
 Order of work (flax imagenet's `train_and_evaluate`, big_vision's resume order):
 
 1. `jax.distributed.initialize` when `config.distributed` (if `main` has not);
-   the workdir gets `config.json` (process 0).
+   the workdir lock (`checkpoints.workdir_lock`: one run per workdir, a
+   second one stops with `WorkdirLockedError`; process 0); the workdir gets
+   `config.json` (process 0).
 2. Data: `input_pipeline.prepare_dataset` (process 0 first, the others after a
    barrier), steps per epoch from the selected training images and the
    global micro-batch `batch_size / grad_accum_steps`.
@@ -15,7 +17,10 @@ Order of work (flax imagenet's `train_and_evaluate`, big_vision's resume order):
    prompt embeddings, pretrained CLIP/DETR weights (`weights.pretrained.
    init_from_pretrained`), optimizer and TrainState; then the latest
    checkpoint of `workdir/checkpoints` if there is one (exact resume: state,
-   optimizer, RNG; the input pipeline restarts at that step).
+   optimizer, RNG; the input pipeline restarts at that step). An unreadable
+   latest checkpoint is skipped with one warning for the newest intact one
+   (`Checkpointer.restore`); the `metrics.jsonl` rows of the steps after the
+   resumed one are dropped, since they run again.
 5. Loop: pmapped train step; every `log_every_steps` the metrics are fetched,
    checked for NaN/Inf (a non-finite loss or gradient norm raises
    FloatingPointError and nothing is saved after the last good checkpoint)
@@ -55,6 +60,7 @@ import numpy as np
 import tqdm
 
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
+from ki2hoi_jax.checkpoints import workdir_lock
 from ki2hoi_jax.clip import text_embeddings as clip_text
 from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import annotations
@@ -393,8 +399,15 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   Raises:
     FloatingPointError: a non-finite loss or gradient norm.
+    WorkdirLockedError: another run holds `workdir`.
+    CheckpointError: a checkpoint could not be saved, or none restored.
   """
-  maybe_initialize_distributed(config)
+  maybe_initialize_distributed(config)  # The lock is process 0's.
+  with workdir_lock.hold(workdir, "train"):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   validation.validate(config)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -416,6 +429,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     start_step = restore(setup, checkpointer)
     logging.info("Resumed from step %d (%s).", start_step,
                  checkpointer.latest.directory)
+  # The steps after `start_step` run again (from step 0: every step, the
+  # step-0 evaluation too); their old rows go.
+  writer.drop_after(start_step if start_step > 0 else -1)
   total = setup.total_steps
   logging.info("Training steps %d -> %d (%d per epoch, %d images per step, "
                "%d local devices, %d processes).", start_step, total,
@@ -553,8 +569,15 @@ def evaluate(config, workdir: str, which: str = "auto") -> Optional[Dict]:
 
   Raises:
     FileNotFoundError: no checkpoint in the workdir.
+    WorkdirLockedError: another run holds `workdir`.
+    CheckpointError: the checkpoint could not be restored.
   """
-  maybe_initialize_distributed(config)
+  maybe_initialize_distributed(config)  # The lock is process 0's.
+  with workdir_lock.hold(workdir, "eval"):
+    return _evaluate(config, workdir, which)
+
+
+def _evaluate(config, workdir: str, which: str) -> Optional[Dict]:
   validation.validate(config)
   builder = prepare_data(config, workdir)
   steps_per_epoch = max(1, input_pipeline.train_steps_per_epoch(
