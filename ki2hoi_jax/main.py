@@ -73,8 +73,10 @@ def run(config, workdir: str) -> None:
   """Runs `config.mode` in `workdir` (importable for tests and notebooks)."""
   # Imported here so that `--help` stays fast.
   from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
   validation.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  startup.enable_compilation_cache(config, workdir)  # Every mode, predict too.
   modes = ("train", "eval", "predict") if config.mode == "all" else (
       config.mode,)
   summary = [f"Workdir: {os.path.abspath(workdir)}"]
