@@ -137,6 +137,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000  # Orbax checkpoint period.
   config.keep_checkpoints = 3  # Most recent checkpoints kept (plus the best by mAP).
   config.progress_bar = True  # tqdm progress bars on long loops.
+  config.compilation_cache = True  # Persistent XLA compilation cache in <workdir>/jax_cache (a rerun or eval skips compiling; the train step always compiles).
   config.distributed = False  # Call jax.distributed.initialize() (multi-host).
   config.coordinator_address = ""  # host:port of process 0 ('' = from the environment).
   config.num_processes = 0  # Number of processes (0 = from the environment).

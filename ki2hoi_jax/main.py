@@ -85,8 +85,10 @@ def run(config, workdir: str) -> None:
   """
   # Imported here so that `--help` stays fast.
   from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
   validation.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  startup.enable_compilation_cache(config, workdir)  # Every mode, predict too.
   lock = contextlib.nullcontext()
   if config.mode != "predict":
     from ki2hoi_jax.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top

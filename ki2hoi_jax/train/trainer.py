@@ -14,7 +14,8 @@ Order of work (flax imagenet's `train_and_evaluate`, big_vision's resume order):
    uses): the training interaction classifier holds the seen classes only
    (losses.interaction_class_indices), evaluation all classes.
 4. Model (`build_model(config, axis_name='batch')`), `init` with the object
-   prompt embeddings, pretrained CLIP/DETR weights (`weights.pretrained.
+   prompt embeddings (`startup.init_variables`; the workdir's compilation
+   cache, `startup.enable_compilation_cache`, is on from the start), pretrained CLIP/DETR weights (`weights.pretrained.
    init_from_pretrained`), optimizer and TrainState; then the latest
    checkpoint of `workdir/checkpoints` if there is one (exact resume: state,
    optimizer, RNG; the input pipeline restarts at that step). An unreadable
@@ -77,6 +78,7 @@ from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import metrics_writer
 from ki2hoi_jax.train import optimizer
+from ki2hoi_jax.train import startup
 from ki2hoi_jax.train import train_step as ts
 from ki2hoi_jax.weights import pretrained
 
@@ -180,13 +182,9 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   rng = jax.random.PRNGKey(int(config.seed))
   init_rng, rng = jax.random.split(rng)
   image, mask, clip_image, _ = ki2hoi.dummy_inputs(config)
-
-  @jax.jit
-  def init(key):
-    return model.init(key, image, mask, clip_image, jnp.asarray(train_text),
-                      jnp.asarray(obj_text), train=False)
-
-  variables = jax.device_get(init(init_rng))
+  variables = startup.init_variables(
+      model, init_rng, image, mask, clip_image, jnp.asarray(train_text),
+      jnp.asarray(obj_text), train=False)
   variables = pretrained.init_from_pretrained(variables, config)
   variables = ki2hoi.with_text_embeddings(variables, train_text)
   labels = optimizer.flat_labels(ki2hoi.param_labels(
@@ -411,6 +409,7 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   validation.validate(config)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
+  startup.enable_compilation_cache(config, workdir)
   checkpoint_manager.write_config(workdir, config)
   writer = metrics_writer.MetricsWriter(workdir)
 
@@ -579,6 +578,7 @@ def evaluate(config, workdir: str, which: str = "auto") -> Optional[Dict]:
 
 def _evaluate(config, workdir: str, which: str) -> Optional[Dict]:
   validation.validate(config)
+  startup.enable_compilation_cache(config, workdir)
   builder = prepare_data(config, workdir)
   steps_per_epoch = max(1, input_pipeline.train_steps_per_epoch(
       config, builder, micro_batch_size(config)))

@@ -1,0 +1,99 @@
+"""Start-up path (train/startup.py) and the GPU benchmark's table (CPU, tiny).
+
+* `init_variables` (init compiled at LLVM -O1) gives the same bits as the
+  plain `jax.jit(model.init)` of before, for a tiny demo model (every kind of
+  initialiser the paper model uses: convolutions, dense, embeddings,
+  constants, anchors, frozen and batch-norm statistics).
+* `enable_compilation_cache` points JAX at `<workdir>/jax_cache`, which a
+  compiled program then fills; `compilation_cache=False` leaves JAX alone.
+* benchmarks/gpu.py in tiny mode prints a table whose columns and values
+  parse.
+"""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from ki2hoi_jax.models import ki2hoi
+from ki2hoi_jax.train import startup
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from benchmarks import gpu  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Config overrides of a tiny demo model (tests/test_trainer.py's _TINY).
+_TINY = ("model.instance_decoder_layers=1", "model.interaction_decoder_layers=1",
+         "model.clip.vision_layers=1", "model.clip.text_layers=1",
+         "model.num_queries=4", "dataset.max_pairs=4")
+
+
+def _tiny_config():
+  config = demo.get_config()
+  for assignment in _TINY:
+    gpu._override(config, assignment)  # pylint: disable=protected-access
+  return config
+
+
+@pytest.mark.slow  # Two init compiles: about 100 s on the busy 2-core machine.
+def test_init_variables_is_bit_identical_to_plain_jit_init():
+  config = _tiny_config()
+  model = ki2hoi.build_model(config, axis_name="batch")
+  image, mask, clip_image, text = ki2hoi.dummy_inputs(config)
+  key = jax.random.PRNGKey(3)
+  got = startup.init_variables(model, key, image, mask, clip_image, text,
+                               train=False)
+  want = jax.device_get(jax.jit(lambda k: model.init(
+      k, image, mask, clip_image, text, train=False))(key))
+  got_flat = jax.tree_util.tree_leaves_with_path(got)
+  want_flat = jax.tree_util.tree_leaves_with_path(want)
+  assert [p for p, _ in got_flat] == [p for p, _ in want_flat]
+  assert len(got_flat) > 100
+  for (path, a), (_, b) in zip(got_flat, want_flat):
+    assert a.dtype == b.dtype and a.shape == b.shape, path
+    assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
+
+
+def test_compilation_cache_in_workdir(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  before = jax.config.values["jax_compilation_cache_dir"]
+  config = demo.get_config()
+  config.compilation_cache = False
+  assert startup.enable_compilation_cache(config, str(tmp_path)) is None
+  assert jax.config.values["jax_compilation_cache_dir"] == before
+  config.compilation_cache = True
+  min_time = jax.config.values["jax_persistent_cache_min_compile_time_secs"]
+  try:
+    path = startup.enable_compilation_cache(config, str(tmp_path))
+    assert path == os.path.join(str(tmp_path), "jax_cache")
+    assert jax.config.values["jax_compilation_cache_dir"] == path
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.jit(lambda x: jnp.sin(x) * 3.0 + 0.25)(jnp.arange(7.0)).block_until_ready()
+    assert os.listdir(path)  # The program was written.
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+    startup.compilation_cache.reset_cache()
+
+
+@pytest.mark.slow  # Train and eval step compiles: about 140 s at load 8.
+@pytest.mark.usefixtures("fast_compile")
+def test_gpu_benchmark_tiny_table_parses(capsys):
+  argv = ["--config", "demo", "--batches", "8", "--dtypes", "float32",
+          "--steps", "1", "--warmup", "1", "--image_hw", "64,64",
+          "--in_process"] + [f"--set={s}" for s in _TINY]
+  assert gpu.main(argv) == 0
+  rows = gpu.parse_table(capsys.readouterr().out)
+  assert len(rows) == 1
+  row = rows[0]
+  assert set(row) == set(gpu.COLUMNS)
+  assert (row["config"], row["dtype"], row["batch"], row["image"]) == (
+      "demo", "float32", 8, "64x64")
+  for column in ("train_img_s", "infer_img_s", "step_ms"):
+    assert np.isfinite(row[column]) and row[column] > 0, column
+  assert np.isnan(row["peak_gib"]) or row["peak_gib"] > 0  # nan on CPU.
