@@ -6,8 +6,8 @@ Builds, deterministically, a GT JSON shaped like `test_hico.json` (9,546
 images, 1-6 pairs each, about 33k pairs, every HOI class present) and a
 predictions JSON shaped like the post-processor's output (64 queries per
 image, 100 HOI predictions per image after the top-k cut, about half of the
-queries placed near a GT pair with jittered boxes, float64 scores without
-ties). It then times
+queries placed near a GT pair with jittered boxes, which are never inverted,
+float64 scores without ties). It then times
 
 * in-process: reading both JSON files (orjson), `hico.evaluate` split into
   flattening (dicts -> arrays) and the vectorised evaluation itself;
@@ -43,6 +43,14 @@ def _random_boxes(rng, n, w, h):
   x2 = x1 + rng.uniform(20, w * 0.3, n)
   y2 = y1 + rng.uniform(20, h * 0.3, n)
   return np.stack([x1, y1, x2, y2], -1)
+
+
+def _jitter(rng, box, sigma=8.0):
+  """`box` + N(0, sigma) per coordinate; x2 >= x1, y2 >= y1 (the evaluator
+  rejects inverted boxes), so a collapsed side becomes zero width."""
+  b = box + rng.normal(0, sigma, 4)
+  b[2:] = np.maximum(b[2:], b[:2])
+  return b
 
 
 def build_case(num_images: int, seed: int):
@@ -88,8 +96,8 @@ def build_case(num_images: int, seed: int):
     src = rng.integers(0, n_pairs, near)
     for q in range(near):
       s, o, _ = pairs[src[q]]
-      q_sub[q] = hum[s] + rng.normal(0, 8, 4)
-      q_obj[q] = obj[o] + rng.normal(0, 8, 4)
+      q_sub[q] = _jitter(rng, hum[s])
+      q_obj[q] = _jitter(rng, obj[o])
       q_cat[q] = obj_cat[o]
     cand_q = np.concatenate([np.full(hois_of_object[c].size, q)
                              for q, c in enumerate(q_cat)])

@@ -5,7 +5,9 @@ follows hico.md section 6 literally, compared with the vectorised evaluator
 on random cases (exact equality of every AP).
 """
 
+import copy
 import math
+import re
 
 import numpy as np
 import orjson
@@ -503,3 +505,215 @@ def test_reference_sanity_on_closed_form_case():
   assert ref[b][0] == pytest.approx(1.0) and ref[a][0] == 0.0
   assert ref[d][0] == pytest.approx(6 / 11)
   assert math.isclose(ref[d][1], 0.5)
+
+
+# ------------------------ input checks, foreign prediction files (issue 17)
+def _write(tmp_path, name, data):
+  path = tmp_path / name
+  path.write_bytes(data if isinstance(data, bytes) else orjson.dumps(data))
+  return str(path)
+
+
+def _run_cli(tmp_path, preds, gts=None):
+  """The CLI on `preds` (data or raw bytes); returns the predictions path
+  through the exception it raises."""
+  g = _write(tmp_path, "gt.json",
+             gts if gts is not None else [gt_record("a", [(H, O, C1)])])
+  p = _write(tmp_path, "preds.json", preds)
+  return g, p, lambda: hico.main(["--annotations", g, "--predictions", p])
+
+
+def _where(source, image="a", entry=0, item=None):
+  """Regex of the start of an error message naming source, image, item."""
+  text = f"{source}: image '{image}' (entry {entry})"
+  return re.escape(text + (f", {item}" if item else ""))
+
+
+def _strip_hoi_ids(preds, every=1):
+  """A copy without `hoi_category_id` on every `every`-th hoi_prediction."""
+  out = copy.deepcopy(preds)
+  k = 0
+  for entry in out:
+    for h in entry["hoi_prediction"]:
+      if k % every == 0:
+        del h["hoi_category_id"]
+      k += 1
+  return out
+
+
+def test_top_level_not_a_list_names_the_file(tmp_path):
+  _, p, run = _run_cli(tmp_path, {"file_name": "a"})
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=re.escape(p) + ": expected a JSON list of "
+                     "per-image prediction entries, got dict"):
+    run()
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match="^predictions: expected a JSON list"):
+    hico.evaluate([gt_record("a", [(H, O, C1)])], {"file_name": "a"})
+  g, _, run = _run_cli(tmp_path, [pred_entry("a", [(H, O, C1, 0.5)])],
+                       gts={"a": 1})
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=re.escape(g) + ": expected a JSON list of "
+                     "annotation records, got dict"):
+    run()
+
+
+@pytest.mark.parametrize("data", [b'[{"file_name": "a", "predictions": [',
+                                  b'[{"file_name": "a", "predictions": [], '
+                                  b'"hoi_prediction": [{"score": NaN}]}]'])
+def test_truncated_or_nan_json_names_the_file(tmp_path, data):
+  _, p, run = _run_cli(tmp_path, data)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=re.escape(p) + r": not valid JSON \(.*line 1"):
+    run()
+
+
+@pytest.mark.parametrize("data", [b"", b"[]"])
+def test_empty_predictions_file_is_an_error(tmp_path, data):
+  _, p, run = _run_cli(tmp_path, data)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=re.escape(p) + ": (empty file|an empty list)"):
+    run()
+
+
+def test_entry_without_file_name(tmp_path):
+  preds = [pred_entry("a", [(H, O, C1, 0.5)]),
+           {"predictions": [], "hoi_prediction": []}]
+  _, p, run = _run_cli(tmp_path, preds)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=re.escape(p) + ": entry 1 has no 'file_name'"):
+    run()
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match="^predictions: entry 1 has no 'file_name'"):
+    hico.evaluate([gt_record("a", [(H, O, C1)])], preds)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match="^annotations: record 1 has no 'file_name'"):
+    hico.evaluate([gt_record("a", [(H, O, C1)]), {"annotations": []}], [])
+
+
+def test_all_inverted_boxes_are_an_error(tmp_path):
+  flipped = [99, 0, 0, 99]  # x2 < x1.
+  preds = [pred_entry("a", [(flipped, [199, 0, 100, 99], C1, 0.9)])]
+  _, p, run = _run_cli(tmp_path, preds)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where(p, item="predictions[0]") +
+                     r": bbox \[99, 0, 0, 99\] is inverted"):
+    run()
+  preds = [pred_entry("a", [(H, O, C1, 0.9), (H, [100, 99, 199, 0], C1, .8)])]
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where("predictions", item="predictions[3]") +
+                     r": bbox \[100, 99, 199, 0\] is inverted \(x2 < x1 or "
+                     r"y2 < y1"):
+    hico.evaluate([gt_record("a", [(H, O, C1)])], preds)
+
+
+@pytest.mark.parametrize("key,value", [("subject_id", 1.5),
+                                       ("object_id", 0.5),
+                                       ("subject_id", None)])
+def test_non_integer_box_ids(tmp_path, key, value):
+  preds = [pred_entry("a", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
+  preds[0]["hoi_prediction"][1][key] = value
+  _, p, run = _run_cli(tmp_path, preds)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where(p, item="hoi_prediction[1]") +
+                     re.escape(f": {key} {value!r} is not an integer")):
+    run()
+
+
+@pytest.mark.parametrize("key,value", [("object_id", 4), ("subject_id", -1)])
+def test_box_ids_out_of_range(tmp_path, key, value):
+  gts = [gt_record("a", [(H, O, C1)]), gt_record("b", [(H, O, C1)])]
+  preds = [pred_entry("a", [(H, O, C1, 0.9)]),
+           pred_entry("b", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
+  preds[1]["hoi_prediction"][1][key] = value
+  _, p, run = _run_cli(tmp_path, preds, gts)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where(p, "b", 1, "hoi_prediction[1]") +
+                     re.escape(f": {key} {value} refers to a box outside "
+                               "the image's 4 predictions")):
+    run()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_scores_and_boxes_in_process(value):
+  # Records as the trainer passes them: the messages name 'predictions'.
+  gts = [gt_record("a", [(H, O, C1)]), gt_record("b", [(H, O, C1)])]
+  preds = [pred_entry("a", [(H, O, C1, 0.9)]),
+           pred_entry("b", [(H, O, C1, 0.9), (H, O, C1, value)])]
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where("predictions", "b", 1, "hoi_prediction[1]")
+                     + re.escape(f": score {value!r} is not a finite number")):
+    hico.evaluate(gts, preds)
+  preds[1]["hoi_prediction"][1]["score"] = 0.5
+  preds[1]["predictions"][1]["bbox"][2] = value
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where("predictions", "b", 1, "predictions[1]") +
+                     r": bbox \[.*\] is not 4 finite numbers"):
+    hico.evaluate(gts, preds)
+
+
+def test_genvlkt_file_without_hoi_category_id_gives_the_same_metrics(
+    tmp_path):
+  gts, preds = random_case(3)
+  g = _write(tmp_path, "gt.json", gts)
+  metrics = []
+  for name, data in (("with_ids.json", preds),
+                     ("without_ids.json", _strip_hoi_ids(preds)),
+                     ("some_ids.json", _strip_hoi_ids(preds, every=3))):
+    p = _write(tmp_path, name, data)
+    metrics.append(hico.evaluate(hico.load_annotations(g),
+                                 hico.load_predictions(p),
+                                 zero_shot_split="rf_uc",
+                                 predictions_source=p))
+  assert metrics[0]["counts"]["true_positives"] > 0
+  assert metrics[1] == metrics[0]
+  assert metrics[2] == metrics[0]
+
+
+def test_pairs_that_are_not_hois_are_skipped_and_logged(caplog):
+  v, o = next((v, o) for v in range(META.num_verbs)
+              for o in range(META.num_objects) if META.hoi_index(v, o) is None)
+  gts = [gt_record("a", [(H, O, C1)])]
+  preds = _strip_hoi_ids([pred_entry("a", [(H, O, C1, 0.5)])])
+  base = hico.evaluate(gts, preds)
+  extra = copy.deepcopy(preds)
+  extra[0]["predictions"].append({"bbox": O, "category_id": COCO[o]})
+  extra[0]["hoi_prediction"].insert(0, {
+      "subject_id": 0, "object_id": 2, "category_id": v + 1, "score": 0.9})
+  with caplog.at_level("WARNING"):
+    m = hico.evaluate(gts, extra)
+  assert m == base
+  assert "predictions: skipped 1 of 2 hoi_predictions without " \
+         "hoi_category_id" in caplog.text
+
+
+def test_hoi_category_id_disagreeing_with_verb_or_object_box(tmp_path):
+  o2 = next(o for o in range(META.num_objects) if o != META.hois[C1][1])
+  preds = [pred_entry("a", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
+  preds[0]["predictions"][3]["category_id"] = COCO[o2]  # Object of pair 1.
+  _, p, run = _run_cli(tmp_path, preds)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where(p, item="hoi_prediction[1]") +
+                     re.escape(f": hoi_category_id {C1 + 1} (") + ".*" +
+                     re.escape(f") does not match category_id "
+                               f"{META.hois[C1][0] + 1} (verb ") + ".*" +
+                     re.escape(f"object box's category_id {COCO[o2]} "
+                               f"({META.objects[o2]})")):
+    run()
+  preds = [pred_entry("a", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
+  preds[0]["hoi_prediction"][1]["category_id"] = (
+      (META.hois[C1][0] + 1) % META.num_verbs + 1)
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where("predictions", item="hoi_prediction[1]") +
+                     ": hoi_category_id .* does not match"):
+    hico.evaluate([gt_record("a", [(H, O, C1)])], preds)
+
+
+def test_object_box_category_must_be_a_coco_id():
+  preds = _strip_hoi_ids([pred_entry("a", [(H, O, C1, 0.9)])])
+  preds[0]["predictions"][1]["category_id"] = 12  # Not a COCO category id.
+  with pytest.raises(hico_ap.EvaluationInputError,
+                     match=_where("predictions", item="hoi_prediction[0]") +
+                     re.escape(": its object box predictions[1] has "
+                               "category_id 12, not the COCO id")):
+    hico.evaluate([gt_record("a", [(H, O, C1)])], preds)

@@ -78,11 +78,53 @@ def _gc_paused():
 
 
 def load_json(path: str) -> Any:
-  """Reads a JSON file with orjson."""
+  """Reads a JSON file with orjson.
+
+  Raises:
+    hico_ap.EvaluationInputError (a ValueError): an empty file or invalid
+      JSON (truncated, NaN, ...); the message names the path.
+  """
   with open(path, "rb") as f:
     data = f.read()
+  if not data or data.isspace():
+    raise hico_ap.EvaluationInputError(
+        f"{path}: empty file ({len(data)} bytes), not JSON")
   with _gc_paused():
-    return orjson.loads(data)
+    try:
+      return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+      raise hico_ap.EvaluationInputError(
+          f"{path}: not valid JSON ({e})") from e
+
+
+def _load_entry_list(path: str, what: str) -> List[Any]:
+  """A JSON file holding a non-empty list."""
+  data = load_json(path)
+  hico_ap.check_entry_list(data, path, what)
+  if not data:
+    raise hico_ap.EvaluationInputError(f"{path}: an empty list, no {what}")
+  return data
+
+
+def load_annotations(path: str) -> List[Any]:
+  """Reads a test (or training) annotation JSON: a non-empty list of records.
+
+  Raises:
+    hico_ap.EvaluationInputError: as `load_json`, or not a non-empty list.
+  """
+  return _load_entry_list(path, "annotation records")
+
+
+def load_predictions(path: str) -> List[Any]:
+  """Reads a predictions JSON: a non-empty list of per-image entries.
+
+  An empty file (0 bytes or `[]`) is an error: evaluating it would give 0 mAP
+  without a word. (`evaluate` itself accepts an empty list of records.)
+
+  Raises:
+    hico_ap.EvaluationInputError: as `load_json`, or not a non-empty list.
+  """
+  return _load_entry_list(path, "per-image prediction entries")
 
 
 def hoi_instance_counts(records: Iterable[Mapping[str, Any]]) -> np.ndarray:
@@ -147,7 +189,9 @@ def evaluate(gt_records: Union[Sequence[Mapping[str, Any]],
                                 hico_ap.Detections],
              zero_shot_split: Optional[str] = None,
              rare_hois: Optional[Sequence[int]] = None,
-             compat_averaging_bug: bool = False) -> Dict[str, Any]:
+             compat_averaging_bug: bool = False, *,
+             annotations_source: str = "annotations",
+             predictions_source: str = "predictions") -> Dict[str, Any]:
   """HICO-DET mAP in the default, known-object and zero-shot settings.
 
   Args:
@@ -158,6 +202,9 @@ def evaluate(gt_records: Union[Sequence[Mapping[str, Any]],
       (also 'uc0'..'uc4'): adds the Seen/Unseen means.
     rare_hois: rare HOI indices; None = `metadata.hico().rare_hois` (138).
     compat_averaging_bug: reproduce the pre-2023 GEN-VLKT / HOICLIP means.
+    annotations_source: the name of `gt_records` in error messages (the
+      file path; records passed in-process are 'annotations').
+    predictions_source: the name of `predictions` in error messages.
 
   Returns:
     `{"default": {"full", "rare", "non_rare"}, "known_object": {...},
@@ -167,14 +214,20 @@ def evaluate(gt_records: Union[Sequence[Mapping[str, Any]],
     "num_predictions"}, "counts": {...}, "settings": {...}}`. All mAP, AP
     and recall values are in percent; per-HOI values are None for classes
     without GT, means over an empty set are None.
+
+  Raises:
+    hico_ap.EvaluationInputError (a ValueError): malformed records or
+      entries (see `hico_ap.load_ground_truth`, `hico_ap.flatten_predictions`);
+      the message names the source, the image and the item.
   """
   meta = metadata.hico()
   num_classes = meta.num_hois
   with _gc_paused():
     gt = (gt_records if isinstance(gt_records, hico_ap.GroundTruth)
-          else hico_ap.load_ground_truth(gt_records))
+          else hico_ap.load_ground_truth(gt_records, annotations_source))
     det = (predictions if isinstance(predictions, hico_ap.Detections)
-           else hico_ap.flatten_predictions(predictions, gt.file_names))
+           else hico_ap.flatten_predictions(predictions, gt.file_names,
+                                            predictions_source))
   num_gt = np.bincount(gt.hoi, minlength=num_classes)
   has_gt = num_gt > 0
 
@@ -295,16 +348,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """CLI entry point; returns the exit status."""
   args = _parse_args(argv)
   t0, c0 = time.perf_counter(), time.process_time()
-  gt_records = load_json(args.annotations)
-  predictions = load_json(args.predictions)
+  gt_records = load_annotations(args.annotations)
+  predictions = load_predictions(args.predictions)
   rare = None
   if args.train_annotations:
-    rare = rare_hois_from_annotations(load_json(args.train_annotations))
+    rare = rare_hois_from_annotations(
+        load_annotations(args.train_annotations))
   t1, c1 = time.perf_counter(), time.process_time()
   metrics = evaluate(gt_records, predictions,
                      zero_shot_split=args.zero_shot_split or None,
                      rare_hois=rare,
-                     compat_averaging_bug=args.compat_averaging_bug)
+                     compat_averaging_bug=args.compat_averaging_bug,
+                     annotations_source=args.annotations,
+                     predictions_source=args.predictions)
   t2, c2 = time.perf_counter(), time.process_time()
   metrics["settings"]["rare_source"] = (
       args.train_annotations if args.train_annotations else "metadata")
