@@ -7,7 +7,10 @@ on random cases (exact equality of every AP).
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import orjson
@@ -717,3 +720,17 @@ def test_object_box_category_must_be_a_coco_id():
                      re.escape(": its object box predictions[1] has "
                                "category_id 12, not the COCO id")):
     hico.evaluate([gt_record("a", [(H, O, C1)])], preds)
+
+
+def test_cli_bad_file_is_one_line(tmp_path):
+  """From the shell a bad predictions file is one line, exit 2."""
+  g = _write(tmp_path, "gt.json", [gt_record("a", [(H, O, C1)])])
+  p = _write(tmp_path, "preds.json", b"")
+  proc = subprocess.run(
+      [sys.executable, "-m", "ki2hoi_jax.evaluation.hico", "--annotations", g,
+       "--predictions", p], capture_output=True, text=True, timeout=120,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == f"error: {p}: empty file (0 bytes), not JSON"
+

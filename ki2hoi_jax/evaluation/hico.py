@@ -375,4 +375,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  try:
+    sys.exit(main())
+  except (hico_ap.EvaluationInputError, OSError) as e:  # The user's files.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
