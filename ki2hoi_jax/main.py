@@ -75,6 +75,8 @@ def run(config, workdir: str) -> None:
   from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
   validation.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  from ki2hoi_jax.clip import pretrain  # pylint: disable=g-import-not-at-top
+  pretrain.ensure_synthetic_clip(config, workdir)  # init.synthetic_clip_steps
   modes = ("train", "eval", "predict") if config.mode == "all" else (
       config.mode,)
   summary = [f"Workdir: {os.path.abspath(workdir)}"]
