@@ -1,7 +1,6 @@
 """The synthetic-knowledge CLIP: corpus, loss, a short pretraining, loading."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
