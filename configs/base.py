@@ -88,6 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.clip_checkpoint = ""  # Converted CLIP checkpoint (python -m ki2hoi_jax.weights.convert_clip); '' = random.
   config.init.detr_checkpoint = ""  # Converted DETR-R50 checkpoint (python -m ki2hoi_jax.weights.convert_detr); '' = random.
   config.init.tokenizer_dir = ""  # transformers CLIP folder with vocab.json/merges.txt; '' = packaged BPE vocab.
+  config.init.synthetic_clip_steps = 0  # > 0 and clip_checkpoint '': pretrain a synthetic-knowledge CLIP this many steps into <workdir>/clip/ once and use it (python -m ki2hoi_jax.clip.pretrain; the demo).
+  config.init.synthetic_clip_images = 2000  # Renderer images of that CLIP's web corpus.
   config.init.allow_partial = False  # Allow loading a checkpoint that lacks or mismatches some tensors.
 
   # --------------------------------------------------- matching and losses

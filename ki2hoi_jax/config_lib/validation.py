@@ -54,7 +54,8 @@ _NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
                  "loss.focal_gamma", "loss.reconstruction_loss_coef",
                  "inference.nms_alpha", "inference.nms_beta",
                  "eval_every_steps", "dataset.synthetic_num_train",
-                 "dataset.synthetic_num_test")
+                 "dataset.synthetic_num_test", "init.synthetic_clip_steps",
+                 "init.synthetic_clip_images")
 
 # Probabilities and thresholds.
 _UNIT_INTERVAL = ("model.dropout", "loss.focal_alpha",

@@ -1,0 +1,108 @@
+"""The synthetic-knowledge CLIP: corpus, loss, a short pretraining, loading."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from ki2hoi_jax.clip import pretrain
+from ki2hoi_jax.clip import text_embeddings
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.weights import pretrained
+
+
+def test_corpus_is_deterministic_and_disjoint_from_the_dataset_seeds():
+  a = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 6, 128, 32)
+  b = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 6, 128, 32)
+  np.testing.assert_array_equal(a.images, b.images)
+  assert a.captions == b.captions
+  # The HICO-format writer draws image i of split k from [seed, k, i]
+  # (k = 0 train, 1 test): the corpus and held-out split ids differ.
+  assert {pretrain.WEB_SPLIT, pretrain.HELD_OUT_SPLIT}.isdisjoint({0, 1})
+  assert a.images.shape[1:] == (32, 32, 3) and a.images.dtype == np.uint8
+  assert a.targets.shape == (len(a.images), len(a.captions))
+  assert a.targets.any(1).all()  # Every image has a caption.
+  # Pair crops carry HOI and verb prompts, object crops the object prompt.
+  for n in np.flatnonzero(a.kinds == "object"):
+    caps = [a.captions[j] for j in np.flatnonzero(a.targets[n])]
+    assert caps == [metadata.object_prompt(pretrain.renderer_objects()[
+        a.obj[n]])]
+  n = int(np.flatnonzero(a.kinds == "pair")[0])
+  verb, obj = pretrain.renderer_hois()[a.hoi[n]]
+  caps = {a.captions[j] for j in np.flatnonzero(a.targets[n])}
+  assert {metadata.hoi_prompt(verb, obj), metadata.verb_prompt(verb)} <= caps
+
+
+def test_corpus_covers_unseen_hois_of_every_split():
+  corpus = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 400, 128, 16)
+  hico = metadata.hico()
+  captions = set(corpus.captions)
+  for split in metadata.ZERO_SHOT_SPLITS:
+    unseen = {(hico.verbs[hico.hois[h][0]], hico.objects[hico.hois[h][1]])
+              for h in hico.unseen_hois(split)}
+    renderer_unseen = unseen & set(pretrain.renderer_hois())
+    assert renderer_unseen, split
+    assert {metadata.hoi_prompt(v, o) for v, o in renderer_unseen} <= captions
+    assert {metadata.verb_prompt(v) for v, _ in renderer_unseen} <= captions
+
+
+def test_contrastive_loss_known_values():
+  img = jnp.asarray([[1.0, 0.0], [0.0, 2.0]])
+  txt = jnp.asarray([[3.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+  targets = jnp.asarray([[True, False, False], [False, True, True]])
+  scale = jnp.log(10.0)
+  got = float(pretrain.contrastive_loss(img, txt, targets, scale))
+  s = 10.0 * np.array([[1.0, 0.0, 2 ** -0.5], [0.0, 1.0, 2 ** -0.5]])
+  log_i2t = s - np.log(np.exp(s).sum(1, keepdims=True))
+  i2t = -(log_i2t[0, 0] + 0.5 * (log_i2t[1, 1] + log_i2t[1, 2])) / 2
+  log_t2i = s - np.log(np.exp(s).sum(0, keepdims=True))
+  t2i = -(log_t2i[0, 0] + log_t2i[1, 1] + log_t2i[1, 2]) / 3
+  assert got == pytest.approx(0.5 * (i2t + t2i), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def short_pretraining(tmp_path_factory):
+  config = demo.get_config()
+  out = str(tmp_path_factory.mktemp("clip") / "synthetic_clip.msgpack")
+  figure = pretrain.run(config, out, steps=80, batch_size=64, seed=0,
+                        num_images=200, num_held_out=80, progress=False)
+  return config, out, figure
+
+
+def test_short_pretraining_beats_chance_on_held_out_crops(short_pretraining):
+  _, out, figure = short_pretraining
+  with open(pretrain.accuracy_path(out)) as f:
+    assert json.load(f) == figure
+  assert figure["hoi"]["num_prompts"] == len(pretrain.renderer_hois())
+  assert figure["object"]["chance"] == pytest.approx(
+      100.0 / len(pretrain.renderer_objects()))
+  # A wide margin over chance after 80 steps (measured: see the README).
+  assert figure["hoi"]["accuracy"] > 2.5 * figure["hoi"]["chance"]
+  assert figure["object"]["accuracy"] > 4 * figure["object"]["chance"]
+
+
+def test_checkpoint_loads_through_the_strict_clip_path(short_pretraining):
+  config, out, _ = short_pretraining
+  meta = pretrained.load_checkpoint_meta(out)
+  assert meta["format"] == "ki2hoi_jax/clip" and meta["covers"] == [""]
+  config.init.clip_checkpoint = out
+  # The text tower of a run (trainer, predict) and the image tower that
+  # `init_from_pretrained` places at params/clip_visual.
+  text = text_embeddings.clip_text_params(config)
+  params, _ = pretrained.load_checkpoint(out)
+  np.testing.assert_array_equal(text["text_projection"],
+                                params["text_projection"])
+  target = {"params": {"clip_visual": jax.tree.map(
+      np.zeros_like, params["visual"])}}
+  loaded = pretrained.load_pretrained(target, out, prefix="params/clip_visual",
+                                      source_prefix="visual")
+  np.testing.assert_array_equal(
+      loaded["params"]["clip_visual"]["proj"], params["visual"]["proj"])
+  wrong = demo.get_config()
+  wrong.init.clip_checkpoint = out
+  wrong.model.clip.embed_dim = 32
+  with pytest.raises(pretrained.CheckpointMismatchError, match="embed_dim"):
+    text_embeddings.clip_text_params(wrong)
