@@ -23,6 +23,7 @@ F = torch.nn.functional
 from ki2hoi_jax.weights import pretrained  # pylint: disable=g-import-not-at-top
 from ki2hoi_jax.clip import model as clip_model  # pylint: disable=g-import-not-at-top
 from ki2hoi_jax.weights import convert_clip  # pylint: disable=g-import-not-at-top
+from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
 
 TOL = 1e-4
 
@@ -388,78 +389,6 @@ def test_real_detr(tmp_path):
 # ------------------------------------------------------ (c) DETR-R50 layout
 
 
-class _FrozenBN(nn.Module):
-  """DETR's FrozenBatchNorm2d (buffers only, eps 1e-5)."""
-
-  def __init__(self, c):
-    super().__init__()
-    self.register_buffer("weight", 1 + 0.2 * torch.randn(c))
-    self.register_buffer("bias", 0.1 * torch.randn(c))
-    self.register_buffer("running_mean", 0.1 * torch.randn(c))
-    self.register_buffer("running_var", 0.5 + torch.rand(c))
-
-  def forward(self, x):
-    scale = self.weight * (self.running_var + 1e-5).rsqrt()
-    shift = self.bias - self.running_mean * scale
-    return x * scale[None, :, None, None] + shift[None, :, None, None]
-
-
-class _Bottleneck(nn.Module):
-  """torchvision Bottleneck (v1.5: stride on the 3x3 conv)."""
-
-  def __init__(self, cin, planes, stride, dilation=1):
-    super().__init__()
-    self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
-    self.bn1 = _FrozenBN(planes)
-    self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation,
-                           bias=False)
-    self.bn2 = _FrozenBN(planes)
-    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-    self.bn3 = _FrozenBN(planes * 4)
-    self.downsample = None
-    if stride != 1 or cin != planes * 4:
-      self.downsample = nn.Sequential(
-          nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
-          _FrozenBN(planes * 4))
-
-  def forward(self, x):
-    y = F.relu(self.bn1(self.conv1(x)))
-    y = F.relu(self.bn2(self.conv2(y)))
-    y = self.bn3(self.conv3(y))
-    return F.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-class _ResNet50Body(nn.Module):
-  """ResNet-50 layout (3, 4, 6, 3) with a narrow stem, no fc.
-
-  `dilation` follows torchvision's `replace_stride_with_dilation=[False,
-  False, True]`: layer4 has stride 1, its first block's 3x3 keeps dilation 1
-  and the later blocks use dilation 2 (DETR-DC5).
-  """
-
-  def __init__(self, width, dilation=False):
-    super().__init__()
-    self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-    self.bn1 = _FrozenBN(width)
-    cin = width
-    for s, n in enumerate((3, 4, 6, 3)):
-      planes = width * 2 ** s
-      dilated = dilation and s == 3
-      blocks = []
-      for i in range(n):
-        stride = 2 if (i == 0 and s and not dilated) else 1
-        blocks.append(_Bottleneck(cin, planes, stride,
-                                  2 if dilated and i else 1))
-        cin = planes * 4
-      setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-
-  def forward(self, x):
-    x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-    for s in range(1, 5):
-      x = getattr(self, f"layer{s}")(x)
-    return x
-
-
 class _DetrDecoderLayer(nn.Module):
   """DETR TransformerDecoderLayer.forward_post (dropout 0)."""
 
@@ -494,7 +423,7 @@ def _tiny_detr_config():
 
 def _tiny_detr_state_dict(d=32, heads=4, ff=64, width=8):
   torch.manual_seed(3)
-  body = _ResNet50Body(width).eval()
+  body = torch_resnet.ResNet50Body(width).eval()
   layers = [_DetrDecoderLayer(d, heads, ff).eval() for _ in range(6)]
   for layer in layers:
     _randomise_norms(layer)
@@ -553,7 +482,7 @@ def test_detr_conversion_parity_and_report(tmp_path):
   assert c5.shape == (2, 3, 2, 256)
   assert _max_diff(c5, ref_c5.transpose(0, 2, 3, 1)) <= TOL
   # The same weights, dilated (DC5: stride 16).
-  dc5_body = _ResNet50Body(8, dilation=True).eval()
+  dc5_body = torch_resnet.ResNet50Body(8, dilation=True).eval()
   dc5_body.load_state_dict(body.state_dict())
   with torch.no_grad():
     ref_dc5 = dc5_body(torch.from_numpy(image.transpose(0, 3, 1, 2))).numpy()

@@ -38,8 +38,9 @@ query_embed and class_embed have no counterpart here.
 
 Frozen parts: the CLIP image tower runs under `stop_gradient` in
 `frozen_dtype`; the ResNet computes in `frozen_dtype` too (its stem and the
-first `backbone_frozen_stages` stages are frozen by the optimizer labels,
-the rest trains at the backbone learning rate, DETR-style).
+first `backbone_frozen_stages` stages are frozen by the optimizer labels and
+run under `stop_gradient`, the rest trains at the backbone learning rate,
+DETR-style).
 """
 
 from typing import Any, Dict, Optional
@@ -85,6 +86,8 @@ class KI2HOI(nn.Module):
     backbone_mask_padding: zero padding before every backbone conv.
     backbone_norm: 'frozen' (DETR FrozenBatchNorm) | 'group' (from scratch).
     backbone_dilation: dilated last stage, stride 16 (DETR-DC5).
+    backbone_frozen_stages: the ResNet stem and stages 1..n run under
+      `stop_gradient` (n >= 1; the optimizer labels freeze the same ones).
     d_model: transformer width D.
     num_heads: attention heads.
     dim_feedforward: FFN width.
@@ -114,6 +117,7 @@ class KI2HOI(nn.Module):
   backbone_mask_padding: bool = False
   backbone_norm: str = "frozen"
   backbone_dilation: bool = False
+  backbone_frozen_stages: int = 0
   d_model: int = 256
   num_heads: int = 8
   dim_feedforward: int = 2048
@@ -159,8 +163,9 @@ class KI2HOI(nn.Module):
     resnet = backbone_lib.ResNet(
         depth=self.backbone_depth, width=self.backbone_width,
         mask_padding=self.backbone_mask_padding, norm=self.backbone_norm,
-        dilation=self.backbone_dilation, dtype=_dtype(self.frozen_dtype),
-        name="backbone")
+        dilation=self.backbone_dilation,
+        frozen_stages=self.backbone_frozen_stages,
+        dtype=_dtype(self.frozen_dtype), name="backbone")
     feats, fmask = resnet(image, mask)
     x = nn.Conv(self.d_model, (1, 1), dtype=dtype, name="input_proj")(feats)
     if self.roi_size is not None:
@@ -310,6 +315,7 @@ def build_model(config, axis_name: Optional[str] = None,
       backbone_mask_padding=bool(m.backbone_mask_padding),
       backbone_norm=str(m.backbone_norm),
       backbone_dilation=bool(m.backbone_dilation),
+      backbone_frozen_stages=int(m.backbone_frozen_stages),
       d_model=int(m.d_model),
       num_heads=int(m.num_heads),
       dim_feedforward=int(m.dim_feedforward),
