@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
 from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
-from ki2hoi_jax.evaluation import hico_ap  # pylint: disable=g-import-not-at-top
+from ki2hoi_jax.evaluation import hico_inputs  # pylint: disable=g-import-not-at-top
 
 NUM_QUERIES = 64
 PREDICTIONS_PER_IMAGE = 100
@@ -162,8 +162,8 @@ def main():
     metrics = hico.evaluate(gt_records, pred_entries)
     t2 = time.perf_counter()
     with hico._gc_paused():  # pylint: disable=protected-access
-      gt = hico_ap.load_ground_truth(gt_records)
-      det = hico_ap.flatten_predictions(pred_entries, gt.file_names)
+      gt = hico_inputs.load_ground_truth(gt_records)
+      det = hico_inputs.flatten_predictions(pred_entries, gt.file_names)
     t3 = time.perf_counter()
     hico.evaluate(gt, det)
     t4 = time.perf_counter()

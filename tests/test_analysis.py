@@ -10,7 +10,7 @@ from PIL import Image
 from ki2hoi_jax import analysis
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico
-from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.evaluation import hico_inputs
 from ki2hoi_jax.inference import drawing
 
 META = metadata.hico()
@@ -92,8 +92,8 @@ def test_precision_recall_curve_hand_built():
 def test_precision_recall_consistent_with_evaluator():
   gt, preds = _pr_case()
   metrics = hico.evaluate(gt, preds, zero_shot_split="uv")
-  ground_truth = hico_ap.load_ground_truth(gt)
-  det = hico_ap.flatten_predictions(preds, ground_truth.file_names)
+  ground_truth = hico_inputs.load_ground_truth(gt)
+  det = hico_inputs.flatten_predictions(preds, ground_truth.file_names)
   curves = analysis.precision_recall_curves(ground_truth, det, [U, H])
   assert list(curves) == [U, H]
   for h, curve in curves.items():

@@ -20,6 +20,7 @@ from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import boxes as box_lib
 from ki2hoi_jax.evaluation import hico
 from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.evaluation import hico_inputs
 
 META = metadata.hico()
 COCO = META.coco_category_ids
@@ -546,16 +547,16 @@ def _strip_hoi_ids(preds, every=1):
 
 def test_top_level_not_a_list_names_the_file(tmp_path):
   _, p, run = _run_cli(tmp_path, {"file_name": "a"})
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=re.escape(p) + ": expected a JSON list of "
                      "per-image prediction entries, got dict"):
     run()
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match="^predictions: expected a JSON list"):
     hico.evaluate([gt_record("a", [(H, O, C1)])], {"file_name": "a"})
   g, _, run = _run_cli(tmp_path, [pred_entry("a", [(H, O, C1, 0.5)])],
                        gts={"a": 1})
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=re.escape(g) + ": expected a JSON list of "
                      "annotation records, got dict"):
     run()
@@ -566,7 +567,7 @@ def test_top_level_not_a_list_names_the_file(tmp_path):
                                   b'"hoi_prediction": [{"score": NaN}]}]'])
 def test_truncated_or_nan_json_names_the_file(tmp_path, data):
   _, p, run = _run_cli(tmp_path, data)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=re.escape(p) + r": not valid JSON \(.*line 1"):
     run()
 
@@ -574,7 +575,7 @@ def test_truncated_or_nan_json_names_the_file(tmp_path, data):
 @pytest.mark.parametrize("data", [b"", b"[]"])
 def test_empty_predictions_file_is_an_error(tmp_path, data):
   _, p, run = _run_cli(tmp_path, data)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=re.escape(p) + ": (empty file|an empty list)"):
     run()
 
@@ -583,13 +584,13 @@ def test_entry_without_file_name(tmp_path):
   preds = [pred_entry("a", [(H, O, C1, 0.5)]),
            {"predictions": [], "hoi_prediction": []}]
   _, p, run = _run_cli(tmp_path, preds)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=re.escape(p) + ": entry 1 has no 'file_name'"):
     run()
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match="^predictions: entry 1 has no 'file_name'"):
     hico.evaluate([gt_record("a", [(H, O, C1)])], preds)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match="^annotations: record 1 has no 'file_name'"):
     hico.evaluate([gt_record("a", [(H, O, C1)]), {"annotations": []}], [])
 
@@ -598,12 +599,12 @@ def test_all_inverted_boxes_are_an_error(tmp_path):
   flipped = [99, 0, 0, 99]  # x2 < x1.
   preds = [pred_entry("a", [(flipped, [199, 0, 100, 99], C1, 0.9)])]
   _, p, run = _run_cli(tmp_path, preds)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where(p, item="predictions[0]") +
                      r": bbox \[99, 0, 0, 99\] is inverted"):
     run()
   preds = [pred_entry("a", [(H, O, C1, 0.9), (H, [100, 99, 199, 0], C1, .8)])]
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where("predictions", item="predictions[3]") +
                      r": bbox \[100, 99, 199, 0\] is inverted \(x2 < x1 or "
                      r"y2 < y1"):
@@ -617,7 +618,7 @@ def test_non_integer_box_ids(tmp_path, key, value):
   preds = [pred_entry("a", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
   preds[0]["hoi_prediction"][1][key] = value
   _, p, run = _run_cli(tmp_path, preds)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where(p, item="hoi_prediction[1]") +
                      re.escape(f": {key} {value!r} is not an integer")):
     run()
@@ -630,7 +631,7 @@ def test_box_ids_out_of_range(tmp_path, key, value):
            pred_entry("b", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
   preds[1]["hoi_prediction"][1][key] = value
   _, p, run = _run_cli(tmp_path, preds, gts)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where(p, "b", 1, "hoi_prediction[1]") +
                      re.escape(f": {key} {value} refers to a box outside "
                                "the image's 4 predictions")):
@@ -643,13 +644,13 @@ def test_non_finite_scores_and_boxes_in_process(value):
   gts = [gt_record("a", [(H, O, C1)]), gt_record("b", [(H, O, C1)])]
   preds = [pred_entry("a", [(H, O, C1, 0.9)]),
            pred_entry("b", [(H, O, C1, 0.9), (H, O, C1, value)])]
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where("predictions", "b", 1, "hoi_prediction[1]")
                      + re.escape(f": score {value!r} is not a finite number")):
     hico.evaluate(gts, preds)
   preds[1]["hoi_prediction"][1]["score"] = 0.5
   preds[1]["predictions"][1]["bbox"][2] = value
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where("predictions", "b", 1, "predictions[1]") +
                      r": bbox \[.*\] is not 4 finite numbers"):
     hico.evaluate(gts, preds)
@@ -695,7 +696,7 @@ def test_hoi_category_id_disagreeing_with_verb_or_object_box(tmp_path):
   preds = [pred_entry("a", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
   preds[0]["predictions"][3]["category_id"] = COCO[o2]  # Object of pair 1.
   _, p, run = _run_cli(tmp_path, preds)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where(p, item="hoi_prediction[1]") +
                      re.escape(f": hoi_category_id {C1 + 1} (") + ".*" +
                      re.escape(f") does not match category_id "
@@ -706,7 +707,7 @@ def test_hoi_category_id_disagreeing_with_verb_or_object_box(tmp_path):
   preds = [pred_entry("a", [(H, O, C1, 0.9), (H, O, C1, 0.8)])]
   preds[0]["hoi_prediction"][1]["category_id"] = (
       (META.hois[C1][0] + 1) % META.num_verbs + 1)
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where("predictions", item="hoi_prediction[1]") +
                      ": hoi_category_id .* does not match"):
     hico.evaluate([gt_record("a", [(H, O, C1)])], preds)
@@ -715,7 +716,7 @@ def test_hoi_category_id_disagreeing_with_verb_or_object_box(tmp_path):
 def test_object_box_category_must_be_a_coco_id():
   preds = _strip_hoi_ids([pred_entry("a", [(H, O, C1, 0.9)])])
   preds[0]["predictions"][1]["category_id"] = 12  # Not a COCO category id.
-  with pytest.raises(hico_ap.EvaluationInputError,
+  with pytest.raises(hico_inputs.EvaluationInputError,
                      match=_where("predictions", item="hoi_prediction[0]") +
                      re.escape(": its object box predictions[1] has "
                                "category_id 12, not the COCO id")):

@@ -18,6 +18,7 @@ from ki2hoi_jax.analysis import tables
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico
 from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.evaluation import hico_inputs
 
 Records = hoi_metrics.Records
 
@@ -162,7 +163,7 @@ def _as_ground_truth(gt: Union[str, Records, hico_ap.GroundTruth]
     return gt
   if isinstance(gt, str):
     gt = hico.load_json(gt)
-  return hico_ap.load_ground_truth(gt)
+  return hico_inputs.load_ground_truth(gt)
 
 
 def _as_detections(predictions: Union[str, Records, hico_ap.Detections],
@@ -171,7 +172,7 @@ def _as_detections(predictions: Union[str, Records, hico_ap.Detections],
     return predictions
   if isinstance(predictions, str):
     predictions = runs.read_predictions(predictions)
-  return hico_ap.flatten_predictions(predictions, gt.file_names)
+  return hico_inputs.flatten_predictions(predictions, gt.file_names)
 
 
 def precision_recall_curves(

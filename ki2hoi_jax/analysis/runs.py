@@ -25,6 +25,7 @@ from ki2hoi_jax.data import annotations
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.evaluation import hico
 from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.evaluation import hico_inputs
 from ki2hoi_jax.evaluation import postprocess
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -128,12 +129,12 @@ class Run:
   @functools.cached_property
   def ground_truth(self) -> hico_ap.GroundTruth:
     """The flattened test ground truth (read on first use)."""
-    return hico_ap.load_ground_truth(hico.load_json(self.test_annotations))
+    return hico_inputs.load_ground_truth(hico.load_json(self.test_annotations))
 
   @functools.cached_property
   def detections(self) -> hico_ap.Detections:
     """The flattened predictions, in the order of `ground_truth`."""
-    return hico_ap.flatten_predictions(self.predictions,
+    return hico_inputs.flatten_predictions(self.predictions,
                                     self.ground_truth.file_names)
 
   def describe(self) -> str:

@@ -47,6 +47,7 @@ import orjson
 
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.evaluation import hico_inputs
 
 RARE_MAX_COUNT = 10  # Rare: fewer than this many training instances.
 PERSON_COCO_ID = 1
@@ -81,28 +82,28 @@ def load_json(path: str) -> Any:
   """Reads a JSON file with orjson.
 
   Raises:
-    hico_ap.EvaluationInputError (a ValueError): an empty file or invalid
+    hico_inputs.EvaluationInputError (a ValueError): an empty file or invalid
       JSON (truncated, NaN, ...); the message names the path.
   """
   with open(path, "rb") as f:
     data = f.read()
   if not data or data.isspace():
-    raise hico_ap.EvaluationInputError(
+    raise hico_inputs.EvaluationInputError(
         f"{path}: empty file ({len(data)} bytes), not JSON")
   with _gc_paused():
     try:
       return orjson.loads(data)
     except orjson.JSONDecodeError as e:
-      raise hico_ap.EvaluationInputError(
+      raise hico_inputs.EvaluationInputError(
           f"{path}: not valid JSON ({e})") from e
 
 
 def _load_entry_list(path: str, what: str) -> List[Any]:
   """A JSON file holding a non-empty list."""
   data = load_json(path)
-  hico_ap.check_entry_list(data, path, what)
+  hico_inputs.check_entry_list(data, path, what)
   if not data:
-    raise hico_ap.EvaluationInputError(f"{path}: an empty list, no {what}")
+    raise hico_inputs.EvaluationInputError(f"{path}: an empty list, no {what}")
   return data
 
 
@@ -110,7 +111,7 @@ def load_annotations(path: str) -> List[Any]:
   """Reads a test (or training) annotation JSON: a non-empty list of records.
 
   Raises:
-    hico_ap.EvaluationInputError: as `load_json`, or not a non-empty list.
+    hico_inputs.EvaluationInputError: as `load_json`, or not a non-empty list.
   """
   return _load_entry_list(path, "annotation records")
 
@@ -122,7 +123,7 @@ def load_predictions(path: str) -> List[Any]:
   without a word. (`evaluate` itself accepts an empty list of records.)
 
   Raises:
-    hico_ap.EvaluationInputError: as `load_json`, or not a non-empty list.
+    hico_inputs.EvaluationInputError: as `load_json`, or not a non-empty list.
   """
   return _load_entry_list(path, "per-image prediction entries")
 
@@ -216,17 +217,17 @@ def evaluate(gt_records: Union[Sequence[Mapping[str, Any]],
     without GT, means over an empty set are None.
 
   Raises:
-    hico_ap.EvaluationInputError (a ValueError): malformed records or
-      entries (see `hico_ap.load_ground_truth`, `hico_ap.flatten_predictions`);
+    hico_inputs.EvaluationInputError (a ValueError): malformed records or
+      entries (see `hico_inputs.load_ground_truth`, `hico_inputs.flatten_predictions`);
       the message names the source, the image and the item.
   """
   meta = metadata.hico()
   num_classes = meta.num_hois
   with _gc_paused():
     gt = (gt_records if isinstance(gt_records, hico_ap.GroundTruth)
-          else hico_ap.load_ground_truth(gt_records, annotations_source))
+          else hico_inputs.load_ground_truth(gt_records, annotations_source))
     det = (predictions if isinstance(predictions, hico_ap.Detections)
-           else hico_ap.flatten_predictions(predictions, gt.file_names,
+           else hico_inputs.flatten_predictions(predictions, gt.file_names,
                                             predictions_source))
   num_gt = np.bincount(gt.hoi, minlength=num_classes)
   has_gt = num_gt > 0
@@ -377,6 +378,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 if __name__ == "__main__":
   try:
     sys.exit(main())
-  except (hico_ap.EvaluationInputError, OSError) as e:  # The user's files.
+  except (hico_inputs.EvaluationInputError, OSError) as e:  # The user's files.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
