@@ -165,3 +165,14 @@ def test_predict_rejects_bad_flags_before_any_work(kwargs, match, tmp_path):
     # The checkpoint does not exist: the flag check must come first.
     predict.run(_load("demo"), str(tmp_path / "no_checkpoint"), [],
                 str(tmp_path / "out"), **kwargs)
+
+
+def test_cli_missing_dataset_root_is_one_line(tmp_path):
+  """A dataset error through main: one line naming the field, no traceback."""
+  missing = str(tmp_path / "no_such_hico")
+  result = _main("--config=configs/demo.py", f"--workdir={tmp_path / 'w'}",
+                 f"--config.dataset.root={missing}", "--config.mode=train")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert (f"error: config.dataset.root='{missing}' does not exist"
+          in result.stderr)
