@@ -8,8 +8,8 @@ r"""HICO-DET mAP (python evaluator protocol of GEN-VLKT/HOICLIP), vectorised.
 
 This module owns the entry point `evaluate` (on test records and prediction
 entries, or on the arrays of `hico_ap`), the means, the rare split, reading
-the JSON files, the table and the CLI; matching and per-class AP over arrays
-live in `hico_ap`.
+the JSON files, the table and the CLI; reading records into arrays (with the
+input checks) lives in `hico_inputs`, matching and per-class AP in `hico_ap`.
 
 Semantics (docs: hico.md section 6; README "Evaluation"), identical to the
 GEN-VLKT python evaluator after its Aug-2023 averaging fix:
