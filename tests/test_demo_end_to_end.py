@@ -82,7 +82,9 @@ def test_demo_writes_and_summarises_everything(demo_run):
     record = json.load(f)
   assert set(record) >= {"image", "width", "height", "triplets"}
   for t in record["triplets"]:
-    assert set(t) == {"human_box", "object_box", "object", "verb", "score"}
+    assert set(t) == {"human_box", "object_box", "object", "verb", "score",
+                      "rank_score", "pair"}
+    assert 0.0 <= t["score"] <= 1.0  # The confidence S_h * S_o * S_verb.
   # The mAP table and the final summary of where things went.
   assert "Summary" in stdout and "untrained model" in stdout
   assert "trained model:   full mAP" in stdout
