@@ -118,13 +118,16 @@ def test_resnet_bfloat16_compute_float32_params():
   assert out.dtype == jnp.bfloat16
 
 
+@pytest.mark.parametrize("cin", [5, backbone._GEMM_MIN_IN_CHANNELS])
 @pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (3, 2, 1),
                                                (3, 1, 2), (7, 2, 1)])
-def test_conv_kxk_matches_lax_conv_values_and_gradients(k, stride, dilation):
-  """The GEMM kernel gradient (CPU) equals XLA's, forward and input too."""
+def test_conv_kxk_matches_lax_conv_values_and_gradients(k, stride, dilation,
+                                                        cin):
+  """The kernel gradient (GEMMs on CPU from 64 input channels) equals XLA's,
+  forward and input gradient too."""
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 11, 9, 5)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(k, k, 5, 6)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, 11, 9, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, cin, 6)), jnp.float32)
   pad = dilation * (k // 2)
 
   def ref(x, w):
