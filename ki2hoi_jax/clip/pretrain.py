@@ -61,9 +61,9 @@ from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.clip import tokenizer as clip_tokenizer
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.data import synthetic_scenes
+from ki2hoi_jax.weights import convert_clip
 from ki2hoi_jax.weights import pretrained
 
-FORMAT = "ki2hoi_jax/clip"  # As weights/convert_clip.py writes.
 WEB_SPLIT = 2  # Seed-sequence split id of the corpus (writer: 0, 1).
 HELD_OUT_SPLIT = 3  # Split id of the held-out crops of the accuracy figure.
 _CLIP_MEAN = np.asarray((0.48145466, 0.4578275, 0.40821073), np.float32)
@@ -229,10 +229,6 @@ def contrastive_loss(image_emb: jnp.ndarray, text_emb: jnp.ndarray,
   return 0.5 * (i2t + t2i)
 
 
-def _build(clip_cfg):
-  return clip_model.clip_from_config(clip_cfg)
-
-
 def pretrain(clip_cfg, corpus: Corpus, *, steps: int, batch_size: int,
              seed: int, learning_rate: float = 1e-3, weight_decay: float = 0.1,
              tokenizer_dir: str = "", progress: bool = False
@@ -254,7 +250,7 @@ def pretrain(clip_cfg, corpus: Corpus, *, steps: int, batch_size: int,
   Returns:
     (params of the CLIP module, the loss of every step).
   """
-  model = _build(clip_cfg)
+  model = clip_model.clip_from_config(clip_cfg)
   tokens = jnp.asarray(clip_tokenizer.tokenize(
       corpus.captions, int(clip_cfg["context_length"]), tokenizer_dir))
   key = jax.random.PRNGKey(seed)
@@ -311,7 +307,7 @@ def accuracy(params: Dict[str, Any], clip_cfg, corpus: Corpus,
     `num_crops`, `num_prompts`. A pair crop is correct when the best HOI
     prompt is one of its HOIs ("carry" scenes also show "hold").
   """
-  model = _build(clip_cfg)
+  model = clip_model.clip_from_config(clip_cfg)
   ctx = int(clip_cfg["context_length"])
   hois, objects = renderer_hois(), renderer_objects()
 
@@ -394,7 +390,8 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   num = sum(int(np.prod(v.shape))
             for v in pretrained.flatten(params).values())
   pretrained.save_checkpoint(out, params, {
-      "format": FORMAT, "clip": clip_model.clip_kwargs(cfg), "covers": [""],
+      "format": convert_clip.FORMAT, "clip": clip_model.clip_kwargs(cfg),
+      "covers": [""],
       "num_params": num,
       "source": (f"ki2hoi_jax.clip.pretrain: synthetic web corpus, seed "
                  f"{seed}, {num_images} images, {steps} steps")})
