@@ -78,6 +78,7 @@ from configs import base
 from configs import demo
 from ki2hoi_jax.data import splits
 from ki2hoi_jax.evaluation import postprocess
+from ki2hoi_jax.evaluation import vocabulary
 from ki2hoi_jax.models import ki2hoi
 from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import matching
@@ -165,7 +166,7 @@ def build(name: str, per_device: int, image_hw=None,
   if pairs_per_image and pairs_per_image > config.dataset.max_pairs:
     config.dataset.max_pairs = int(pairs_per_image)
   image_hw = tuple(image_hw or default_hw)
-  classes = losses.interaction_class_indices(config, "train")
+  classes = vocabulary.interaction_class_indices(config, "train")
   e = int(config.model.clip.embed_dim)
   text = jax.random.normal(jax.random.PRNGKey(1), (len(classes), e))
   text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)

@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.anchor_queries = False  # Anchored, spatially modulated instance queries (reference boxes refined per layer, Gaussian attention prior): fast from scratch; no DETR weights for them.
   config.model.instance_decoder_layers = 3  # Instance interactor layers.
   config.model.verb_decoder_layers = 1  # Verb extraction decoder layers.
+  config.model.verb_queries = "training_classes"  # Verb decoder class queries at evaluation: 'training_classes' (as trained; GEN-VLKT/HOICLIP) | 'all_classes' (every scored class).
   config.model.interaction_decoder_layers = 3  # Interaction representation decoder layers.
   config.model.encoder_layers = 3  # Ho-Pair Encoder layers.
   config.model.roi_size = 7  # ROI-Align grid of the encoder input; None keeps the full map.

@@ -159,6 +159,31 @@ def test_interaction_classes_can_be_swapped_and_held_as_constants():
                 mutable=["batch_stats"])
 
 
+def test_verb_queries_of_the_training_classes_keep_seen_logits():
+  """Seen-class logits at evaluation equal training's when the verb decoder
+  keeps the training classes' queries; new queries change them."""
+  _, variables, _ = _built(3)
+  rng = np.random.default_rng(3)
+  image, mask, clip_image = _inputs(rng)
+  run = _runner(3)
+  text9 = _text(rng, 9)
+  seen = text9[:C]
+  trained = run(variables, image, mask, clip_image, seen)
+  kept = run(variables, image, mask, clip_image, text9,
+             verb_query_text_embeddings=seen)
+  np.testing.assert_allclose(kept["pred_interaction_logits"][..., :C],
+                             trained["pred_interaction_logits"], rtol=1e-5,
+                             atol=1e-5)
+  # The default (queries from the scored classes) equals passing them.
+  default = run(variables, image, mask, clip_image, text9)
+  explicit = run(variables, image, mask, clip_image, text9,
+                 verb_query_text_embeddings=text9)
+  np.testing.assert_allclose(explicit["pred_interaction_logits"],
+                             default["pred_interaction_logits"], rtol=1e-6)
+  assert np.abs(default["pred_interaction_logits"][..., :C]
+                - trained["pred_interaction_logits"]).max() > 1e-3
+
+
 @pytest.mark.parametrize("roi_size,train", [
     (3, False), pytest.param(3, True, marks=pytest.mark.slow),
     pytest.param(None, False, marks=pytest.mark.slow)])

@@ -8,6 +8,7 @@ import pytest
 
 from configs import base
 from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import vocabulary
 from ki2hoi_jax.train import losses
 
 
@@ -198,18 +199,18 @@ def test_pmap_normalisation_equals_global_batch():
 
 def test_interaction_class_indices_zero_shot():
   cfg = base.get_config()
-  assert len(losses.interaction_class_indices(cfg)) == 600
+  assert len(vocabulary.interaction_class_indices(cfg)) == 600
   cfg.dataset.zero_shot_split = "uv"
-  hoi = losses.interaction_class_indices(cfg)
+  hoi = vocabulary.interaction_class_indices(cfg)
   assert len(hoi) == 516
   assert not set(hoi.tolist()) & set(metadata.hico().unseen_hois("uv"))
-  assert len(losses.interaction_class_indices(cfg, "eval")) == 600
+  assert len(vocabulary.interaction_class_indices(cfg, "eval")) == 600
   cfg.model.interaction_space = "verb"
-  verbs = losses.interaction_class_indices(cfg)
+  verbs = vocabulary.interaction_class_indices(cfg)
   assert len(verbs) == 117 - 20
   assert not set(verbs.tolist()) & set(metadata.hico().unseen_verbs["uv"])
   cfg.dataset.zero_shot_split = "rf_uc"
-  assert len(losses.interaction_class_indices(cfg)) == 117
+  assert len(vocabulary.interaction_class_indices(cfg)) == 117
 
 
 def test_make_targets_selects_columns_and_masks_padding_images():
@@ -226,3 +227,22 @@ def test_make_targets_selects_columns_and_masks_padding_images():
   np.testing.assert_array_equal(np.asarray(t["interaction_labels"])[0, 0],
                                 [3.0, 10.0])
   np.testing.assert_array_equal(np.asarray(t["pair_mask"]), [[True], [False]])
+
+
+def test_verb_query_prompts_keep_the_training_classes():
+  cfg = base.get_config()
+  cfg.dataset.zero_shot_split = "uv"
+  cfg.model.interaction_space = "verb"
+  meta = metadata.hico()
+  prompts = vocabulary.closed_vocabulary(cfg).prompts
+  assert cfg.model.verb_queries == "training_classes"
+  queries = vocabulary.verb_query_prompts(cfg, prompts)
+  seen = vocabulary.interaction_class_indices(cfg)
+  assert queries == tuple(prompts[i] for i in seen) and len(queries) == 97
+  unseen_prompts = {meta.verb_prompts()[v] for v in meta.unseen_verbs["uv"]}
+  assert len(unseen_prompts) == 20 and not unseen_prompts & set(queries)
+  cfg.model.verb_queries = "all_classes"
+  assert vocabulary.verb_query_prompts(cfg, prompts) == prompts
+  cfg.model.verb_queries = "seen"
+  with pytest.raises(vocabulary.VocabularyError, match="verb_queries"):
+    vocabulary.verb_query_prompts(cfg, prompts)

@@ -20,7 +20,9 @@ columns. Training and evaluation use the closed vocabulary of the dataset
 """
 
 import dataclasses
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
+
+import numpy as np
 
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
@@ -106,3 +108,68 @@ def closed_vocabulary(config) -> Vocabulary:
   prompts = meta.hoi_prompts() if space == "hoi" else meta.verb_prompts()
   return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
                     meta.num_objects, postprocess.candidate_table(space))
+
+
+def interaction_class_indices(config, split: str = "train") -> np.ndarray:
+  """Columns of the full label space used by the interaction classifier.
+
+  Training in a zero-shot split uses the seen classes only (GEN-VLKT's
+  `--del_unseen`); evaluation uses all classes.
+
+  Args:
+    config: experiment config (dataset.name, dataset.zero_shot_split,
+      model.interaction_space).
+    split: 'train' or 'eval'.
+
+  Returns:
+    [C] sorted int32 indices into `hoi_labels` ('hoi') or `verb_labels`
+    ('verb') of the batch.
+  """
+  if config.dataset.name == "vcoco":
+    return np.arange(metadata.vcoco().num_verb_classes, dtype=np.int32)
+  meta = metadata.hico()
+  space = config.model.interaction_space
+  num = meta.num_hois if space == "hoi" else meta.num_verbs
+  if split == "eval" or not config.dataset.zero_shot_split:
+    return np.arange(num, dtype=np.int32)
+  seen = meta.seen_hois(config.dataset.zero_shot_split)
+  if space == "hoi":
+    return np.asarray(seen, np.int32)
+  # Verb space: a verb is seen when it has at least one seen HOI.
+  return np.asarray(sorted({meta.hois[h][0] for h in seen}), np.int32)
+
+
+VERB_QUERIES = ("training_classes", "all_classes")
+
+
+def verb_query_prompts(config, prompts: Sequence[str]) -> Tuple[str, ...]:
+  """Prompts whose text embeddings become the verb decoder's class queries.
+
+  The verb extraction decoder turns one CLIP text embedding per class into a
+  query for V_verb, which the interaction decoder attends to. At evaluation
+  (and prediction) the final cosine classifier scores `prompts`, every class
+  of the vocabulary; `config.model.verb_queries` picks the decoder's queries:
+
+  * 'training_classes': the training classifier's classes, as in training
+    (the seen classes of a zero-shot split), so the features of seen classes
+    are those the model was trained with and only the final classifier
+    gains the unseen prompts -- what GEN-VLKT and HOICLIP do at evaluation.
+  * 'all_classes': the scored `prompts` themselves (unseen classes also get
+    a query of their own).
+
+  Args:
+    config: the run config (`model.verb_queries`, and what
+      `interaction_class_indices` reads).
+    prompts: [C] the prompts the classifier scores.
+
+  Returns:
+    The query prompts: [C_train] or [C].
+  """
+  mode = config.model.verb_queries
+  if mode == "all_classes":
+    return tuple(prompts)
+  if mode != "training_classes":
+    raise VocabularyError(f"config.model.verb_queries must be one of "
+                          f"{VERB_QUERIES}, got {mode!r}")
+  closed = closed_vocabulary(config).prompts
+  return tuple(closed[i] for i in interaction_class_indices(config, "train"))

@@ -328,12 +328,16 @@ class PreparedClasses:
   Attributes:
     vocabulary: the class list.
     interaction_embeddings: [C, E] text embeddings (model call argument).
+    verb_query_embeddings: [C_q, E] text embeddings of the verb decoder's
+      class queries (`vocabulary.verb_query_prompts`: the training classes'
+      by default, whatever the scored vocabulary).
     params: model params, with the object classifier extended when the
       vocabulary has new objects.
     num_object_classes: K of the model to build (training K + new objects).
   """
   vocabulary: vocabulary_lib.Vocabulary
   interaction_embeddings: np.ndarray
+  verb_query_embeddings: np.ndarray
   params: Dict[str, Any]
   num_object_classes: int
 
@@ -353,6 +357,9 @@ def prepare_classes(vocabulary: vocabulary_lib.Vocabulary,
     PreparedClasses.
   """
   inter = clip_text.class_embeddings(clip_params, config, vocabulary.prompts)
+  queries = clip_text.class_embeddings(
+      clip_params, config,
+      vocabulary_lib.verb_query_prompts(config, vocabulary.prompts))
   num_trained = object_classifier_params(params)["kernel"].shape[1] - 1
   if num_trained != vocabulary.num_training_objects:
     raise vocabulary_lib.VocabularyError(
@@ -363,5 +370,5 @@ def prepare_classes(vocabulary: vocabulary_lib.Vocabulary,
     new_params = extend_object_classifier(
         params, clip_text.class_embeddings(clip_params, config,
                                 vocabulary.new_object_prompts()))
-  return PreparedClasses(vocabulary, inter, new_params,
+  return PreparedClasses(vocabulary, inter, queries, new_params,
                          len(vocabulary.objects))

@@ -96,7 +96,7 @@ _FORWARD_CACHE_SIZE = 8
 def _jitted_forward(config, num_object_classes: int,
                     table: postprocess.CandidateTable, score_fusion: str,
                     num_candidates: int):
-  """jit(variables, image, mask, clip_image, text) -> outputs + top-k."""
+  """jit(variables, image, mask, clip_image, text, query_text) -> top-k."""
   from ki2hoi_jax.models import ki2hoi  # pylint: disable=g-import-not-at-top
   key = (json.dumps(config.model.to_dict(), sort_keys=True, default=str),
          config.dataset.name, int(num_object_classes), score_fusion,
@@ -109,9 +109,9 @@ def _jitted_forward(config, num_object_classes: int,
     return _FORWARD_CACHE[key]
   model = ki2hoi.build_model(config, num_object_classes=num_object_classes)
 
-  def forward(variables, image, mask, clip_image, text):
+  def forward(variables, image, mask, clip_image, text, query_text):
     outputs = model.apply(variables, image, mask, clip_image, text,
-                          train=False)
+                          verb_query_text_embeddings=query_text, train=False)
     out = postprocess.select_top_k(outputs, table, score_fusion,
                                    num_candidates, with_confidence=True)
     out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
@@ -158,6 +158,7 @@ class Predictor:
     prepared = open_vocabulary.prepare_classes(
         vocabulary, variables["params"], clip_params, config)
     self._text = jax.device_put(prepared.interaction_embeddings)
+    self._query_text = jax.device_put(prepared.verb_query_embeddings)
     self._variables = jax.device_put(
         dict(variables, params=prepared.params))
     self._forward = _jitted_forward(
@@ -181,7 +182,7 @@ class Predictor:
     self._shapes.add(tuple(batch["image"].shape[1:3]))
     return jax.device_get(self._forward(
         self._variables, batch["image"], batch["mask"], batch["clip_image"],
-        self._text))
+        self._text, self._query_text))
 
   def predict_batch(self, batch: Mapping[str, np.ndarray]
                     ) -> List[Dict[str, Any]]:

@@ -19,7 +19,9 @@ Call (docs/contracts.md "Model"):
                         rngs={'dropout': key})
 The interaction text embeddings are computed once by the train loop with the
 CLIP text tower and passed in; any C works, so the classes can be swapped at
-inference. `object_text_embeddings` [K, E] only initialise the object
+inference. The verb extraction decoder's class queries come from the same
+embeddings unless `verb_query_text_embeddings` [C_q, E] is given (evaluation
+keeps the training classes' queries, `config.model.verb_queries`). `object_text_embeddings` [K, E] only initialise the object
 classifier (pass them to `init`).
 
 Names a DETR-R50 converter maps onto (PyTorch key -> Flax path):
@@ -196,6 +198,7 @@ class KI2HOI(nn.Module):
                clip_image: jnp.ndarray,
                interaction_text_embeddings: Optional[jnp.ndarray] = None,
                object_text_embeddings: Optional[jnp.ndarray] = None,
+               verb_query_text_embeddings: Optional[jnp.ndarray] = None,
                *, train: bool = False) -> Dict[str, Any]:
     """Detects HOIs.
 
@@ -207,6 +210,10 @@ class KI2HOI(nn.Module):
         interaction prompts (None: `variables['constants']`).
       object_text_embeddings: [K, E] object-prompt embeddings; only used to
         initialise the object classifier.
+      verb_query_text_embeddings: [C_q, E] text embeddings of the verb
+        extraction decoder's class queries (None: the interaction text
+        embeddings; evaluation passes the training classes', see
+        `vocabulary.verb_query_prompts`).
       train: dropout and batch statistics.
 
     Returns:
@@ -240,7 +247,9 @@ class KI2HOI(nn.Module):
     verb_feats = verb_decoder.VerbExtractionDecoder(
         self.verb_decoder_layers, self.num_heads, self.dim_feedforward,
         self.dropout, dtype, name="verb_decoder")(
-            text, memory, memory_pos, memory_mask, train)
+            text if verb_query_text_embeddings is None
+            else verb_query_text_embeddings,
+            memory, memory_pos, memory_mask, train)
     # Q_inter = ((Q_h + P) + (Q_o + P)) / 2: averaged last-layer instance
     # features as content, the pair embedding P as query position.
     tgt = (inst["human_hs"][-1] + inst["object_hs"][-1]) / 2

@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ki2hoi_jax.data import metadata
 from ki2hoi_jax.train import box_ops
 from ki2hoi_jax.train import matching
 
@@ -57,35 +56,6 @@ LOSS_COEFS = {
 
 
 # ----------------------------------------------------------------- classes
-
-
-def interaction_class_indices(config, split: str = "train") -> np.ndarray:
-  """Columns of the full label space used by the interaction classifier.
-
-  Training in a zero-shot split uses the seen classes only (GEN-VLKT's
-  `--del_unseen`); evaluation uses all classes.
-
-  Args:
-    config: experiment config (dataset.name, dataset.zero_shot_split,
-      model.interaction_space).
-    split: 'train' or 'eval'.
-
-  Returns:
-    [C] sorted int32 indices into `hoi_labels` ('hoi') or `verb_labels`
-    ('verb') of the batch.
-  """
-  if config.dataset.name == "vcoco":
-    return np.arange(metadata.vcoco().num_verb_classes, dtype=np.int32)
-  meta = metadata.hico()
-  space = config.model.interaction_space
-  num = meta.num_hois if space == "hoi" else meta.num_verbs
-  if split == "eval" or not config.dataset.zero_shot_split:
-    return np.arange(num, dtype=np.int32)
-  seen = meta.seen_hois(config.dataset.zero_shot_split)
-  if space == "hoi":
-    return np.asarray(seen, np.int32)
-  # Verb space: a verb is seen when it has at least one seen HOI.
-  return np.asarray(sorted({meta.hois[h][0] for h in seen}), np.int32)
 
 
 def make_targets(batch: Dict[str, Array], class_indices: np.ndarray,

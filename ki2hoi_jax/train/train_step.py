@@ -98,11 +98,14 @@ def restore_items(state: TrainState, items: Mapping[str, Any]) -> TrainState:
 
 
 def _apply_model(flax_model, variables, batch, train: bool,
-                 dropout_rng=None, text_embeddings=None):
+                 dropout_rng=None, text_embeddings=None,
+                 verb_query_text_embeddings=None):
   args = [batch[k] for k in _MODEL_INPUTS]
   kwargs = {"train": train}
   if text_embeddings is not None:
     args.append(text_embeddings)
+  if verb_query_text_embeddings is not None:
+    kwargs["verb_query_text_embeddings"] = verb_query_text_embeddings
   if dropout_rng is not None:
     kwargs["rngs"] = {"dropout": dropout_rng}
   return flax_model.apply(variables, *args, mutable=["batch_stats"],
@@ -170,7 +173,9 @@ def train_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
 
 
 def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
-              text_embeddings: jnp.ndarray, *, flax_model,
+              text_embeddings: jnp.ndarray,
+              verb_query_text_embeddings: Optional[jnp.ndarray] = None, *,
+              flax_model,
               table: Optional[postprocess.CandidateTable] = None,
               score_fusion: str = "sum", top_k: int = 100,
               axis_name: str = AXIS_NAME) -> Dict[str, jnp.ndarray]:
@@ -181,6 +186,9 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
       `text_embeddings`).
     batch: per-device batch.
     text_embeddings: [C_eval, E] interaction text embeddings (all classes).
+    verb_query_text_embeddings: [C_q, E] text embeddings of the verb
+      decoder's class queries (None: `text_embeddings`;
+      `vocabulary.verb_query_prompts`).
     flax_model: the linen model.
     table: candidate table of post-processing; when given, the top-k
       selection runs here on the device (postprocess.select_top_k) and only
@@ -199,7 +207,9 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
   variables["params"] = state.params
   variables["batch_stats"] = state.batch_stats
   outputs, _ = _apply_model(flax_model, variables, batch, False,
-                            text_embeddings=text_embeddings)
+                            text_embeddings=text_embeddings,
+                            verb_query_text_embeddings=(
+                                verb_query_text_embeddings))
   out = {"pred_sub_boxes": outputs["pred_sub_boxes"],
          "pred_obj_boxes": outputs["pred_obj_boxes"]}
   if table is not None:
@@ -229,10 +239,21 @@ def make_p_train_step(**kwargs) -> Callable:
 def make_p_eval_step(**kwargs) -> Callable:
   """`eval_step` pmapped over local devices.
 
-  Call as `p_eval_step(replicated_state, batch [D, B, ...], text_embeddings)`.
+  Call as `p_eval_step(replicated_state, batch [D, B, ...], text_embeddings,
+  verb_query_text_embeddings=None)`, the embeddings unreplicated (None
+  queries: the interaction text embeddings).
   """
-  return jax.pmap(functools.partial(eval_step, axis_name=AXIS_NAME, **kwargs),
-                  axis_name=AXIS_NAME, in_axes=(0, 0, None))
+  p_eval_step = jax.pmap(
+      functools.partial(eval_step, axis_name=AXIS_NAME, **kwargs),
+      axis_name=AXIS_NAME, in_axes=(0, 0, None, None))
+
+  def call(state, batch, text_embeddings, verb_query_text_embeddings=None):
+    if verb_query_text_embeddings is None:
+      verb_query_text_embeddings = text_embeddings
+    return p_eval_step(state, batch, text_embeddings,
+                       verb_query_text_embeddings)
+
+  return call
 
 
 def replicate(tree: Any, devices=None) -> Any:

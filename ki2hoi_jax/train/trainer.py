@@ -12,7 +12,7 @@ Order of work (flax imagenet's `train_and_evaluate`, big_vision's resume order):
 3. Text embeddings, once, with the CLIP text tower (converted checkpoint, or
    the random tower of `clip_text.clip_text_params`, the one `predict`
    uses): the training interaction classifier holds the seen classes only
-   (losses.interaction_class_indices), evaluation all classes.
+   (vocabulary_lib.interaction_class_indices), evaluation all classes.
 4. Model (`build_model(config, axis_name='batch')`), `init` with the object
    prompt embeddings (`startup.init_variables`; the workdir's compilation
    cache, `startup.enable_compilation_cache`, is on from the start), pretrained CLIP/DETR weights (`weights.pretrained.
@@ -150,6 +150,8 @@ class Setup:
     tx: optimizer of the trainable subtree.
     train_classes: [C_train] label columns of the training classifier.
     eval_text: [C_eval, E] text embeddings of all interaction classes.
+    verb_query_text: [C_q, E] text embeddings of the verb decoder's class
+      queries at evaluation (`vocabulary.verb_query_prompts`).
     schedules: learning-rate schedules by parameter group.
     steps_per_epoch: train steps per epoch.
     total_steps: train steps of the run.
@@ -161,6 +163,7 @@ class Setup:
   tx: Any
   train_classes: np.ndarray
   eval_text: np.ndarray
+  verb_query_text: np.ndarray
   schedules: Dict[str, Any]
   steps_per_epoch: int
   total_steps: int
@@ -169,14 +172,20 @@ class Setup:
 def build_setup(config, steps_per_epoch: int) -> Setup:
   """Text embeddings, model variables, optimizer and the step-0 state."""
   clip_params = clip_text.clip_text_params(config)
-  eval_text = clip_text.class_embeddings(clip_params, config,
-                                              interaction_prompts(config))
+  prompts = interaction_prompts(config)
+  eval_text = np.asarray(clip_text.class_embeddings(clip_params, config,
+                                                    prompts))
   obj_text = clip_text.class_embeddings(clip_params, config,
-                                             object_prompts(config))
-  train_classes = losses.interaction_class_indices(config, "train")
+                                        object_prompts(config))
+  train_classes = vocabulary_lib.interaction_class_indices(config, "train")
   train_text = eval_text[train_classes]
+  column = {p: i for i, p in enumerate(prompts)}
+  verb_query_text = eval_text[[
+      column[p] for p in vocabulary_lib.verb_query_prompts(config, prompts)]]
   logging.info("Interaction classifier: %d training classes, %d at "
-               "evaluation.", len(train_classes), len(eval_text))
+               "evaluation (verb decoder queries at evaluation: %d, %s).",
+               len(train_classes), len(eval_text), len(verb_query_text),
+               config.model.verb_queries)
 
   model = ki2hoi.build_model(config, axis_name=ts.AXIS_NAME)
   rng = jax.random.PRNGKey(int(config.seed))
@@ -196,7 +205,8 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
                                   int(config.model.backbone_frozen_stages))
   logging.info("Parameters: %s", counts)
   return Setup(model=model, state=state, rng=rng, labels=labels, tx=tx,
-               train_classes=train_classes, eval_text=np.asarray(eval_text),
+               train_classes=train_classes, eval_text=eval_text,
+               verb_query_text=verb_query_text,
                schedules=optimizer.learning_rate_schedules(config,
                                                            steps_per_epoch),
                steps_per_epoch=steps_per_epoch,
@@ -267,7 +277,8 @@ def summarize_eval(config, metrics: Mapping[str, Any]) -> Dict[str, float]:
 
 
 def run_evaluation(config, workdir: str, builder, p_eval_step, state,
-                   eval_text: np.ndarray, step: int,
+                   eval_text: np.ndarray, verb_query_text: np.ndarray,
+                   step: int,
                    writer: Optional[metrics_writer.MetricsWriter] = None
                    ) -> Optional[Dict[str, Any]]:
   """The eval hook: predictions and mAP of the test split.
@@ -279,6 +290,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
     p_eval_step: `ts.make_p_eval_step(...)`.
     state: replicated TrainState.
     eval_text: [C, E] text embeddings of all interaction classes.
+    verb_query_text: [C_q, E] text embeddings of the verb decoder's queries.
     step: training step (folder name and TensorBoard step).
     writer: metrics writer (process 0) or None.
 
@@ -291,6 +303,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   info = splits.image_info(builder, "test")
   num_steps = input_pipeline.num_eval_steps(config, builder, "test")
   text = jnp.asarray(eval_text)
+  query_text = jnp.asarray(verb_query_text)
   predictions: List[Dict[str, Any]] = []
   table = None if vcoco else postprocess.candidate_table(
       config.model.interaction_space)
@@ -300,7 +313,8 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
                   dynamic_ncols=True, leave=False)
   for batch in input_pipeline.create_eval_iterator(config, builder,
                                                    split="test"):
-    out = p_eval_step(state, {k: batch[k] for k in _EVAL_KEYS}, text)
+    out = p_eval_step(state, {k: batch[k] for k in _EVAL_KEYS}, text,
+                      query_text)
     out = jax.device_get(out)
     out["image_index"] = batch["image_index"]
     out["orig_size"] = batch["orig_size"]
@@ -462,7 +476,8 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   def evaluate_now(step: int) -> Optional[Dict[str, Any]]:
     metrics = run_evaluation(config, workdir, builder, p_eval_step, state,
-                             setup.eval_text, step, writer)
+                             setup.eval_text, setup.verb_query_text, step,
+                             writer)
     value = _broadcast_value(
         metrics["summary"]["eval/mAP"] if metrics else None)
     if np.isfinite(value):
@@ -474,7 +489,8 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if cfg.eval_at_start and start_step == 0:
     # The untrained model's numbers: the baseline the run should beat.
     untrained_metrics = run_evaluation(config, workdir, builder, p_eval_step,
-                                       state, setup.eval_text, 0, writer)
+                                       state, setup.eval_text,
+                                       setup.verb_query_text, 0, writer)
   train_iter = (input_pipeline.create_train_iterator(
       config, builder, start_step=start_step, batch_size=micro_batch)
                 if start_step < total else iter(()))
@@ -598,8 +614,8 @@ def _evaluate(config, workdir: str, which: str) -> Optional[Dict]:
       top_k=int(config.inference.top_k))
   writer = metrics_writer.MetricsWriter(workdir)
   metrics = run_evaluation(config, workdir, builder, p_eval_step,
-                           ts.replicate(setup.state), setup.eval_text, step,
-                           writer)
+                           ts.replicate(setup.state), setup.eval_text,
+                           setup.verb_query_text, step, writer)
   writer.close()
   checkpointer.close()
   if metrics is not None:
