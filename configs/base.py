@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   # ------------------------------------------------------------------ model
   config.model = ml_collections.ConfigDict()
   config.model.interaction_space = "hoi"  # 'hoi' (600 prompts) | 'verb' (one prompt per verb).
+  config.model.prompt_style = "gerund"  # Verb form of the interaction prompts: 'gerund' ("a photo of a person riding a bicycle", GEN-VLKT/HOICLIP) | 'bare' ("... ride a bicycle"; runs saved before this field).
   config.model.backbone_depth = 50  # ResNet depth: 18 | 34 | 50 | 101.
   config.model.backbone_width = 64  # Channels of the ResNet stem (64 = standard).
   config.model.d_model = 256  # Transformer width.

@@ -191,12 +191,15 @@ def test_init_from_pretrained_and_prompt_embeddings(demo_clip, tmp_path):
   assert float(emb[0] @ emb[1]) < 0.9999
 
 
-def test_random_text_tower_is_centred_on_the_prompt_families():
+@pytest.mark.parametrize("style", ["gerund", "bare"])
+def test_random_text_tower_is_centred_on_the_prompt_families(style):
   """The random stand-in tower spreads template prompts apart (not CLIP)."""
   from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
   config = demo.get_config()
+  config.model.prompt_style = style  # Centred on the run's own prompts.
   hico = metadata.hico()
-  families = (hico.hoi_prompts(), hico.verb_prompts(), hico.object_prompts())
+  families = (hico.hoi_prompts(style), hico.verb_prompts(style),
+              hico.object_prompts())
   params = text_embeddings.text_tower_params(config)
   module = clip_model.text_from_config(config.model.clip)
   raw = [np.asarray(module.apply({"params": params}, _ids(p, config.model
@@ -210,7 +213,7 @@ def test_random_text_tower_is_centred_on_the_prompt_families():
                                    _ids(["a"], config.model.clip))["params"]
   for p, expect_max in ((params, 0.4), (uncentred, None)):
     emb = text_embeddings.compute_text_embeddings(p, config.model.clip,
-                                                  hico.hoi_prompts())
+                                                  hico.hoi_prompts(style))
     cos = (emb @ emb.T)[~np.eye(600, dtype=bool)].mean()
     if expect_max is None:
       assert cos > 0.9

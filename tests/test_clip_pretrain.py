@@ -36,6 +36,24 @@ def test_corpus_is_deterministic_and_disjoint_from_the_dataset_seeds():
   assert {metadata.hoi_prompt(verb, obj), metadata.verb_prompt(verb)} <= caps
 
 
+def test_corpus_captions_in_the_prompt_style():
+  """The CLIP is captioned in the style of the detector it serves."""
+  gerund = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 4, 128, 16)
+  bare = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 4, 128, 16,
+                             prompt_style="bare")
+  np.testing.assert_array_equal(gerund.images, bare.images)
+  assert len(gerund.captions) == len(bare.captions)
+  n = int(np.flatnonzero(bare.kinds == "pair")[0])
+  verb, obj = pretrain.renderer_hois()[bare.hoi[n]]
+  caps = {bare.captions[j] for j in np.flatnonzero(bare.targets[n])}
+  assert {metadata.hoi_prompt(verb, obj, "bare"),
+          metadata.verb_prompt(verb, "bare")} <= caps
+  assert metadata.hoi_prompt(verb, obj) not in caps
+  assert pretrain.pair_captions(["ride"], "horse") == [
+      "a photo of a person riding a horse",
+      "a photo of a person riding something"]
+
+
 def test_corpus_covers_unseen_hois_of_every_split():
   corpus = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 400, 128, 16)
   hico = metadata.hico()
@@ -77,6 +95,7 @@ def test_short_pretraining_beats_chance_on_held_out_crops(short_pretraining):
   with open(pretrain.accuracy_path(out)) as f:
     assert json.load(f) == figure
   assert figure["hoi"]["num_prompts"] == len(pretrain.renderer_hois())
+  assert figure["prompt_style"] == "gerund"  # The demo config's.
   assert figure["object"]["chance"] == pytest.approx(
       100.0 / len(pretrain.renderer_objects()))
   # A wide margin over chance after 80 steps (measured: see the README).

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import metadata
 
@@ -64,12 +65,24 @@ def test_paper_defaults():
   assert config.loss.focal_alpha == 0.5 and config.loss.focal_gamma == 2.0
   assert config.inference.nms_threshold == 0.7
   assert _load("vcoco").model.interaction_space == "verb"
+  assert config.model.prompt_style == "gerund"  # GEN-VLKT/HOICLIP prompts.
+
+
+def test_config_saved_before_prompt_style_reads_bare():
+  """A run saved before `model.prompt_style` embedded bare-verb prompts."""
+  saved = _load("demo").to_dict()
+  del saved["model"]["prompt_style"]
+  assert saved_config.config_from_saved(saved).model.prompt_style == "bare"
+  saved["model"]["prompt_style"] = "gerund"
+  assert saved_config.config_from_saved(saved).model.prompt_style == "gerund"
 
 
 @pytest.mark.parametrize("path,value,match", [
     ("inference.score_fusion", "summ", "score_fusion"),
     ("dataset.zero_shot_split", "rf-uc", "zero_shot_split"),
     ("model.interaction_space", "hoii", "interaction_space"),
+    ("model.prompt_style", "gerunds", r"model\.prompt_style='gerunds' is not "
+     r"one of \('gerund', 'bare'\)"),
     ("batch_size", 0, "batch_size"),
     ("dataset.train_fraction", 1.5, "train_fraction"),
     # Legal types, wrong values (issue 17.6): each trained or predicted

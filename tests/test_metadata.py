@@ -1,11 +1,19 @@
 """HICO-DET and V-COCO class metadata: counts, splits, lookups and prompts."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
 
 from ki2hoi_jax.data import metadata
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _lines(name):
+  with open(os.path.join(DATA, name)) as f:
+    return f.read().splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +114,7 @@ def test_prompts(hico):
   assert len(prompts) == 600
   ride_bicycle = hico.hoi_index(hico.verbs.index("ride"),
                                 hico.objects.index("bicycle"))
-  assert prompts[ride_bicycle] == "a photo of a person ride a bicycle"
+  assert prompts[ride_bicycle] == "a photo of a person riding a bicycle"
   no_apple = hico.hoi_index(metadata.NO_INTERACTION_VERB,
                             hico.objects.index("apple"))
   assert prompts[no_apple] == "a photo of a person and an apple"
@@ -118,8 +126,83 @@ def test_prompts(hico):
   verbs = hico.verb_prompts()
   assert len(verbs) == 117
   assert verbs[hico.verbs.index("ride")] == (
-      "a photo of a person ride something")
+      "a photo of a person riding something")
   assert hico.hoi_name(ride_bicycle) == "ride bicycle"
+
+
+def test_gerund_prompts_are_pinned(hico):
+  """All 600 HOI and 117 verb prompts of the default style, reviewed by eye.
+
+  The files were written once by `hoi_prompts('gerund')` and
+  `verb_prompts('gerund')` and read line by line; a change to the spelling
+  rules must show up here.
+  """
+  assert hico.hoi_prompts("gerund") == _lines("hico_hoi_prompts_gerund.txt")
+  assert hico.verb_prompts("gerund") == _lines("hico_verb_prompts_gerund.txt")
+  assert hico.hoi_prompts() == hico.hoi_prompts("gerund")
+  assert hico.verb_prompts() == hico.verb_prompts("gerund")
+
+
+@pytest.mark.parametrize("verb,expected", [
+    ("ride", "riding"), ("hose", "hosing"), ("dribble", "dribbling"),
+    ("squeeze", "squeezing"), ("tie", "tying"), ("lie_on", "lying on"),
+    ("run", "running"), ("stir", "stirring"), ("pet", "petting"),
+    ("stop_at", "stopping at"), ("hop_on", "hopping on"), ("zip", "zipping"),
+    ("open", "opening"), ("exit", "exiting"), ("control", "controlling"),
+    ("text_on", "texting on"), ("kick", "kicking"), ("dry", "drying"),
+    ("pay", "paying"), ("row", "rowing"), ("lasso", "lassoing"),
+    ("pick_up", "picking up"), ("type_on", "typing on"),
+    # V-COCO and open-vocabulary verbs.
+    ("ski", "skiing"), ("lay", "laying"), ("talk_on_phone",
+                                          "talking on phone"),
+    ("free", "freeing"), ("see", "seeing"), ("dye", "dyeing"),
+    ("visit", "visiting"), ("fix", "fixing"), ("refer", "referring"),
+    ("quit", "quitting"), ("be", "being"),
+])
+def test_gerund_spelling(verb, expected):
+  assert metadata.gerund(verb) == expected
+
+
+@pytest.mark.parametrize("word", sorted(metadata.GERUND_EXCEPTIONS))
+def test_gerund_exceptions_differ_from_the_rules(word, monkeypatch):
+  """Every exception is needed: the rules alone spell it otherwise."""
+  spelled = metadata.GERUND_EXCEPTIONS[word]
+  assert spelled.endswith("ing")
+  monkeypatch.delitem(metadata.GERUND_EXCEPTIONS, word)
+  assert metadata.gerund(word) != spelled
+
+
+def test_no_interaction_has_no_gerund():
+  with pytest.raises(ValueError, match="no_interaction"):
+    metadata.gerund("no_interaction")
+  assert metadata.verb_prompt("no_interaction") == (
+      "a photo of a person and something")
+
+
+def test_bare_style_keeps_the_old_prompts(hico):
+  prompts = hico.hoi_prompts("bare")
+  assert prompts[0] == "a photo of a person board an airplane"
+  assert prompts[hico.hoi_index(hico.verbs.index("sit_at"),
+                                hico.objects.index("dining_table"))] == (
+                                    "a photo of a person sit at a dining table")
+  assert metadata.hoi_prompt("sit_on", "chair", "bare") == (
+      "a photo of a person sit on a chair")
+  assert metadata.hoi_prompt("no_interaction", "apple", "bare") == (
+      "a photo of a person and an apple")
+  verbs = hico.verb_prompts("bare")
+  assert verbs[hico.verbs.index("throw")] == (
+      "a photo of a person throw something")
+  assert verbs[metadata.NO_INTERACTION_VERB] == (
+      "a photo of a person with no interaction")
+
+
+def test_unknown_prompt_style_is_rejected():
+  for call in (lambda: metadata.hoi_prompt("ride", "horse", "gerunds"),
+               lambda: metadata.hoi_prompt("no_interaction", "horse", "ing"),
+               lambda: metadata.verb_prompt("no_interaction", "ing"),
+               lambda: metadata.vcoco().verb_prompts("Bare")):
+    with pytest.raises(ValueError, match="unknown prompt style"):
+      call()
 
 
 def test_vcoco_counts(vcoco):
@@ -156,8 +239,12 @@ def test_vcoco_verb_classes(vcoco):
                             vcoco.agent_only_actions)
     if not role:  # Agent-only classes pair only with 'no object'.
       assert {o for vv, o in vcoco.hoi_pairs if vv == v} == {80}
-  prompts = vcoco.verb_prompts()
+  prompts = vcoco.verb_prompts("bare")
   assert prompts[vcoco.verb_classes.index("hit_instr")] == (
       "a photo of a person hit with something")
   assert prompts[vcoco.verb_classes.index("stand")] == (
       "a photo of a person stand")
+  # The default style, all 29 reviewed by eye.
+  assert vcoco.verb_prompts() == _lines("vcoco_verb_prompts_gerund.txt")
+  assert vcoco.verb_prompts()[vcoco.verb_classes.index("look_obj")] == (
+      "a photo of a person looking at something")

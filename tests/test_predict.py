@@ -31,6 +31,7 @@ from ki2hoi_jax.inference import open_vocabulary as ov
 from ki2hoi_jax.inference import predict
 from ki2hoi_jax.inference import predictor as predictor_lib
 from ki2hoi_jax.models import ki2hoi
+from ki2hoi_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score",
@@ -172,12 +173,12 @@ def test_hoi_space_vocabulary_prompts():
   vocab = ov.vocabulary_from_args(config, "throw,catch", "frisbee,apple,dog "
                                   "bed")
   assert vocab.is_open and vocab.prompts == (
-      "a photo of a person throw a frisbee",
-      "a photo of a person throw an apple",
-      "a photo of a person throw a dog bed",
-      "a photo of a person catch a frisbee",
-      "a photo of a person catch an apple",
-      "a photo of a person catch a dog bed")
+      "a photo of a person throwing a frisbee",
+      "a photo of a person throwing an apple",
+      "a photo of a person throwing a dog bed",
+      "a photo of a person catching a frisbee",
+      "a photo of a person catching an apple",
+      "a photo of a person catching a dog bed")
   assert vocab.num_classes == 2 * 3
   meta = metadata.hico()
   assert vocab.objects[:80] == meta.objects and vocab.new_objects == (
@@ -196,14 +197,20 @@ def test_hoi_space_vocabulary_prompts():
   # Known names are canonicalised: spaces -> the training spelling.
   vocab = ov.vocabulary_from_args(config, "Sit On", "Dining Table")
   assert vocab.verbs == ("sit_on",) and vocab.new_objects == ()
-  assert vocab.prompts == ("a photo of a person sit on a dining table",)
+  assert vocab.prompts == ("a photo of a person sitting on a dining table",)
+  # A verb outside the training list takes '-ing' by the spelling rules.
+  assert ov.vocabulary_from_args(config, "juggle", "apple").prompts == (
+      "a photo of a person juggling an apple",)
+  config.model.prompt_style = "bare"
+  assert ov.vocabulary_from_args(config, "sit on", "dining table").prompts == (
+      "a photo of a person sit on a dining table",)
 
 
 def test_verb_space_vocabulary_and_defaults(tmp_path):
   config = _tiny_config("verb")
   vocab = ov.vocabulary_from_args(config, "throw,catch", "frisbee")
-  assert vocab.prompts == ("a photo of a person throw something",
-                           "a photo of a person catch something")
+  assert vocab.prompts == ("a photo of a person throwing something",
+                           "a photo of a person catching something")
   np.testing.assert_array_equal(vocab.table.interaction_column, [0, 1])
   assert vocab.table.num_candidates == 2
   # Only objects: every training verb; only verbs: every training object.
@@ -218,7 +225,7 @@ def test_verb_space_vocabulary_and_defaults(tmp_path):
                                   str(path))
   # All 117 verbs x the 2 objects, then the pair, then the plain prompt.
   assert vocab.num_classes == 117 * 2 + 1 + 1
-  assert vocab.prompts[-2:] == ("a photo of a person kick a sports ball",
+  assert vocab.prompts[-2:] == ("a photo of a person kicking a sports ball",
                                 "a person juggling")
   t = vocab.table
   assert t.num_candidates == 117 * 2 + 1 + 2
@@ -236,6 +243,38 @@ def test_closed_vocabulary_matches_evaluation():
   np.testing.assert_array_equal(vocab.table.hoi_index, np.arange(600))
   vocab = ov.vocabulary_from_args(_tiny_config("verb"))
   assert vocab.num_classes == 117 and vocab.table.num_candidates == 600
+
+
+@pytest.mark.parametrize("space,index,gerund,bare", [
+    ("hoi", 18, "a photo of a person riding a bicycle",
+     "a photo of a person ride a bicycle"),
+    ("verb", 87, "a photo of a person sitting on something",
+     "a photo of a person sit on something"),
+])
+def test_prompt_style_sets_the_closed_vocabulary_prompts(space, index, gerund,
+                                                         bare):
+  config = _tiny_config(space)
+  assert config.model.prompt_style == "gerund"  # The default.
+  prompts = vocabulary_lib.closed_vocabulary(config).prompts
+  assert prompts[index] == gerund
+  assert prompts == tuple(metadata.hico().hoi_prompts() if space == "hoi"
+                          else metadata.hico().verb_prompts())
+  config.model.prompt_style = "bare"
+  prompts = vocabulary_lib.closed_vocabulary(config).prompts
+  assert prompts[index] == bare
+  # The trainer embeds the closed vocabulary's prompts.
+  assert trainer.interaction_prompts(config) == list(prompts)
+
+
+def test_prompt_style_sets_the_vcoco_closed_vocabulary_prompts():
+  config = _tiny_config("verb")
+  config.dataset.name = "vcoco"
+  hold = metadata.vcoco().verb_classes.index("hold_obj")
+  prompts = vocabulary_lib.closed_vocabulary(config).prompts
+  assert prompts[hold] == "a photo of a person holding something"
+  config.model.prompt_style = "bare"
+  prompts = vocabulary_lib.closed_vocabulary(config).prompts
+  assert prompts[hold] == "a photo of a person hold something"
 
 
 def test_extend_object_classifier_known_values():

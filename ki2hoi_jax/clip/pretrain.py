@@ -18,7 +18,9 @@ gives
 * one crop around each human-object pair (their union box, 10 % margin, made
   square), captioned with each of the pair's HOI prompts
   (`metadata.hoi_prompt`) and verb prompts (`metadata.verb_prompt`) -- the
-  strings the detector embeds in the 'hoi' and 'verb' interaction spaces;
+  strings the detector embeds in the 'hoi' and 'verb' interaction spaces, in
+  the config's `model.prompt_style` (a CLIP serves detectors of its own
+  style);
 * one crop of each object, captioned with its object prompt;
 * the whole scene, as the detector's CLIP branch sees it (short side
   resized, centre crop), captioned with the prompts of all its pairs.
@@ -26,7 +28,7 @@ The corpus covers every HOI the renderer can draw, including those unseen in
 each zero-shot split, as OpenAI's web data covers HICO-DET's vocabulary; the
 detector's training labels stay filtered as before.
 
-Loss. Captions are not unique (many images show "a person hold a sports
+Loss. Captions are not unique (many images show "a person holding a sports
 ball"), so the InfoNCE targets are multi-positive: image -> text is a
 softmax over every distinct caption of the corpus with the target spread
 uniformly over the image's captions, text -> image a softmax over the batch's
@@ -134,14 +136,16 @@ def _union(a, b):
   return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def pair_captions(verbs: Sequence[str], obj: str) -> List[str]:
+def pair_captions(verbs: Sequence[str], obj: str,
+                  prompt_style: str = "gerund") -> List[str]:
   """The HOI and verb prompts of a pair with these verbs."""
-  return ([metadata.hoi_prompt(v, obj) for v in verbs]
-          + [metadata.verb_prompt(v) for v in verbs])
+  return ([metadata.hoi_prompt(v, obj, prompt_style) for v in verbs]
+          + [metadata.verb_prompt(v, prompt_style) for v in verbs])
 
 
 def web_corpus(seed: int, split: int, num_images: int, image_size: int,
-               crop_size: int, progress: bool = False) -> Corpus:
+               crop_size: int, progress: bool = False,
+               prompt_style: str = "gerund") -> Corpus:
   """Draws the captioned crops of `num_images` renderer images.
 
   Args:
@@ -151,6 +155,8 @@ def web_corpus(seed: int, split: int, num_images: int, image_size: int,
     image_size: their longest side (the demo's `synthetic_image_size`).
     crop_size: S, the CLIP input resolution.
     progress: show a progress bar.
+    prompt_style: style of the HOI and verb captions
+      (`config.model.prompt_style`).
 
   Returns:
     The Corpus (module docstring).
@@ -168,7 +174,7 @@ def web_corpus(seed: int, split: int, num_images: int, image_size: int,
       if g["object_box"] is None:
         continue
       verbs = t.hico_verbs
-      pair = pair_captions(verbs, t.obj)
+      pair = pair_captions(verbs, t.obj, prompt_style)
       scene_caps += pair
       images.append(_square_crop(pixels, _union(g["person_box"],
                                                 g["object_box"]), crop_size))
@@ -298,8 +304,11 @@ def pretrain(clip_cfg, corpus: Corpus, *, steps: int, batch_size: int,
 
 
 def accuracy(params: Dict[str, Any], clip_cfg, corpus: Corpus,
-             tokenizer_dir: str = "") -> Dict[str, Dict[str, float]]:
+             tokenizer_dir: str = "", prompt_style: str = "gerund"
+             ) -> Dict[str, Dict[str, float]]:
   """Top-1 accuracy on held-out crops among the renderer's prompts.
+
+  The HOI prompts are in `prompt_style`, that of the corpus' captions.
 
   Returns:
     {'hoi': {...}, 'object': {...}}, each with `accuracy` (%), `chance` (%:
@@ -321,7 +330,7 @@ def accuracy(params: Dict[str, Any], clip_cfg, corpus: Corpus,
 
   out = {}
   for kind, prompts in (
-      ("hoi", [metadata.hoi_prompt(v, o) for v, o in hois]),
+      ("hoi", [metadata.hoi_prompt(v, o, prompt_style) for v, o in hois]),
       ("object", [metadata.object_prompt(o) for o in objects])):
     sel = corpus.kinds == ("pair" if kind == "hoi" else "object")
     tokens = jnp.asarray(clip_tokenizer.tokenize(prompts, ctx, tokenizer_dir))
@@ -356,8 +365,8 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   """Corpus, pretraining, accuracy figure, files (the CLI's work).
 
   Args:
-    config: a run config (`model.clip`, `dataset.synthetic_image_size`,
-      `init.tokenizer_dir`).
+    config: a run config (`model.clip`, `model.prompt_style`,
+      `dataset.synthetic_image_size`, `init.tokenizer_dir`).
     out: output `.msgpack` path.
     steps: optimizer steps.
     batch_size: images per step.
@@ -371,19 +380,21 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
     The accuracy figure (also written to `accuracy_path(out)`).
   """
   cfg = config.model.clip
+  style = config.model.prompt_style
   size = int(config.dataset.synthetic_image_size)
   start = time.time()
   corpus = web_corpus(seed, WEB_SPLIT, num_images, size,
-                      int(cfg.image_size), progress)
+                      int(cfg.image_size), progress, style)
   held_out = web_corpus(seed, HELD_OUT_SPLIT, num_held_out, size,
-                        int(cfg.image_size), progress)
+                        int(cfg.image_size), progress, style)
   params, losses = pretrain(cfg, corpus, steps=steps, batch_size=batch_size,
                             seed=seed, learning_rate=learning_rate,
                             tokenizer_dir=config.init.tokenizer_dir,
                             progress=progress)
-  figure = accuracy(params, cfg, held_out, config.init.tokenizer_dir)
-  figure.update(steps=steps, batch_size=batch_size, seed=seed,
-                num_images=num_images, num_examples=len(corpus.images),
+  figure = accuracy(params, cfg, held_out, config.init.tokenizer_dir, style)
+  figure.update(prompt_style=style, steps=steps, batch_size=batch_size,
+                seed=seed, num_images=num_images,
+                num_examples=len(corpus.images),
                 num_captions=len(corpus.captions), final_loss=losses[-1],
                 seconds=round(time.time() - start, 1))
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -394,7 +405,8 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
       "covers": [""],
       "num_params": num,
       "source": (f"ki2hoi_jax.clip.pretrain: synthetic web corpus, seed "
-                 f"{seed}, {num_images} images, {steps} steps")})
+                 f"{seed}, {num_images} images, {steps} steps, {style} "
+                 f"prompts")})
   with open(accuracy_path(out), "w") as f:
     json.dump(figure, f, indent=1)
   return figure

@@ -86,7 +86,7 @@ def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
 
   Args:
     config: the experiment config (`init.clip_checkpoint`, `model.clip`,
-      `seed`).
+      `seed`, `model.prompt_style`).
     rng: key of the random initialisation (default: `PRNGKey(config.seed)`,
       the tower the trainer and `predict` use).
 
@@ -104,10 +104,12 @@ def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
   module = clip_model.text_from_config(cfg)
   ids = jnp.zeros((1, int(cfg["context_length"])), jnp.int32)
   params = jax.jit(module.init)(rng, ids)["params"]
-  return _centre_random_tower(module, params, config.init.tokenizer_dir)
+  return _centre_random_tower(module, params, config.init.tokenizer_dir,
+                              config.model.prompt_style)
 
 
-def _centre_random_tower(module, params, tokenizer_dir: str = "") -> dict:
+def _centre_random_tower(module, params, tokenizer_dir: str = "",
+                         prompt_style: str = "gerund") -> dict:
   """Makes a random text tower's embeddings of template prompts distinct.
 
   A randomly initialised tower maps prompts that share a template to nearly
@@ -116,23 +118,27 @@ def _centre_random_tower(module, params, tokenizer_dir: str = "") -> dict:
   them almost nothing to tell classes apart by. The stand-in therefore
   shifts `ln_final.bias` so that the tower's output, averaged over the
   HICO-DET HOI, verb and object prompt families (each family's mean weighted
-  equally), is zero (least squares through `text_projection`, exact when
-  W >= E). The demo tower's mean pairwise cosine is then 0.28 for HOI
-  prompts, 0.46 for verb and 0.35 for object prompts. The shift is part of
-  the parameters, so every caller (trainer, predict, open vocabulary) sees
-  the same tower. A converted CLIP checkpoint is used unchanged.
+  equally; HOI and verb prompts in the run's `model.prompt_style`), is zero
+  (least squares through `text_projection`, exact when W >= E). The demo
+  tower's mean pairwise cosine is then 0.26 for HOI prompts, 0.44 for verb
+  and 0.35 for object prompts (gerund; bare: 0.28, 0.46, 0.35). The shift is
+  part of the parameters, so every caller (trainer, predict, open vocabulary)
+  sees the same tower. A converted CLIP checkpoint is used unchanged.
 
   Args:
     module: the text tower (`clip_model.text_from_config`).
     params: its random params.
     tokenizer_dir: as in `compute_text_embeddings`.
+    prompt_style: style of the HOI and verb prompt families
+      (`config.model.prompt_style`, `metadata.hoi_prompt`).
 
   Returns:
     params with the shifted `ln_final.bias`.
   """
   from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
   hico = metadata.hico()
-  families = (hico.hoi_prompts(), hico.verb_prompts(), hico.object_prompts())
+  families = (hico.hoi_prompts(prompt_style), hico.verb_prompts(prompt_style),
+              hico.object_prompts())
   ids = clip_tokenizer.tokenize(sum(families, []), int(module.context_length),
                                 tokenizer_dir)
   out = np.asarray(jax.jit(module.apply)({"params": params}, ids), np.float64)

@@ -26,15 +26,36 @@ def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any]
         config[key] = _as_tuples(value)
 
 
+# Fields added after runs were saved, with the value those runs used (not
+# today's default): a run saved before `model.prompt_style` embedded bare-verb
+# prompts.
+_VALUES_BEFORE_FIELD = {("model", "prompt_style"): "bare"}
+
+
+def _fill_fields_saved_before(config: ml_collections.ConfigDict,
+                              saved: Mapping[str, Any]) -> None:
+  for (group, field), value in _VALUES_BEFORE_FIELD.items():
+    if group in config and field not in saved.get(group, {}):
+      with config.ignore_type():
+        config[group][field] = value
+
+
 def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A run config from the JSON saved with a checkpoint (over configs/base)."""
+  """A run config from the JSON saved with a checkpoint (over configs/base).
+
+  A field the saved config predates takes the value that run used
+  (`_VALUES_BEFORE_FIELD`), not today's default.
+  """
   try:
     from configs import base  # pylint: disable=g-import-not-at-top
     config = base.get_config()
   except ImportError:  # Installed package without the configs folder.
-    return ml_collections.ConfigDict(
+    config = ml_collections.ConfigDict(
         json.loads(json.dumps(saved)), type_safe=False)
+    _fill_fields_saved_before(config, saved)
+    return config
   _merge(config, saved)
+  _fill_fields_saved_before(config, saved)
   return config
 
 

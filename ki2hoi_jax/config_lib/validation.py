@@ -20,6 +20,7 @@ _CHOICES = {
     "dataset.on_bad_image": ("skip", "fail"),
     "model.interaction_space": ("hoi", "verb"),
     "model.verb_queries": ("training_classes", "all_classes"),
+    "model.prompt_style": metadata.PROMPT_STYLES,
     "model.backbone_depth": (18, 34, 50, 101),
     "model.encoder_norm": ("batch", "masked"),
     "model.backbone_norm": ("frozen", "group"),

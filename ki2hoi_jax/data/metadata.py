@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import importlib.resources
 import json
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,6 +25,8 @@ _SPLIT_KEYS = {"rf_uc": "rf_uc", "nf_uc": "nf_uc", "uc": "uc0", "uo": "uo",
                "uv": "uv", "uc0": "uc0", "uc1": "uc1", "uc2": "uc2",
                "uc3": "uc3", "uc4": "uc4"}
 NO_INTERACTION_VERB = 57
+# `config.model.prompt_style`: how interaction prompts say the verb.
+PROMPT_STYLES = ("gerund", "bare")
 
 
 def _load_json(name: str) -> dict:
@@ -46,22 +49,122 @@ def object_prompt(object_name: str) -> str:
   return f"a photo of {_article(obj)} {obj}"
 
 
-def hoi_prompt(verb_name: str, object_name: str) -> str:
-  """CLIP prompt of an HOI, e.g. 'a photo of a person ride a bicycle'.
+# Gerunds that the spelling rules of `_gerund_word` get wrong. The rules
+# double a final consonant only in one-syllable words; the longer words here
+# stress their last syllable and double it too, and the rules read the 'u' of
+# quit and squat as a vowel. Of the HICO-DET and V-COCO verbs only 'control'
+# is here; the others keep open-vocabulary verbs
+# (`inference/open_vocabulary.py`) right.
+GERUND_EXCEPTIONS = {
+    "begin": "beginning",
+    "control": "controlling",
+    "equip": "equipping",
+    "forget": "forgetting",
+    "patrol": "patrolling",
+    "permit": "permitting",
+    "prefer": "preferring",
+    "quit": "quitting",
+    "refer": "referring",
+    "regret": "regretting",
+    "squat": "squatting",
+    "unwrap": "unwrapping",
+    "unzip": "unzipping",
+}
 
-  `no_interaction` becomes 'a photo of a person and a/an [object]'.
+
+def _doubles_final_consonant(word: str) -> bool:
+  """True for one-syllable words ending consonant-vowel-consonant (run, stir).
+
+  A final w, x or y is never doubled (row, fix, pay).
+  """
+  one_syllable = len(re.findall(r"[aeiou]+", word)) == 1
+  return one_syllable and re.search(r"[^aeiou][aeiou][^aeiouwxy]$",
+                                    word) is not None
+
+
+def _gerund_word(word: str) -> str:
+  """'ride' -> 'riding', 'run' -> 'running', 'lie' -> 'lying'."""
+  if word in GERUND_EXCEPTIONS:
+    return GERUND_EXCEPTIONS[word]
+  if word.endswith("ie"):  # lie, tie
+    return word[:-2] + "ying"
+  if word.endswith("e") and len(word) > 2 and word[-2] not in "eoy":
+    return word[:-1] + "ing"  # ride, hose, dribble; not free, hoe, dye
+  if _doubles_final_consonant(word):
+    return word + word[-1] + "ing"  # run, pet, stir, stop
+  return word + "ing"  # open, ski, dry, lasso, kick
+
+
+def gerund(verb_name: str) -> str:
+  """The gerund phrase of a verb: 'sit_on' -> 'sitting on', 'tie' -> 'tying'.
+
+  The first word of a multi-word verb takes the '-ing' ('hop_on' -> 'hopping
+  on', 'pick_up' -> 'picking up'); the spelling rules are in `_gerund_word`,
+  the words they get wrong in `GERUND_EXCEPTIONS`.
+
+  Args:
+    verb_name: a verb class name such as 'ride' or 'text_on' (not
+      'no_interaction', whose prompts have their own form).
+  """
+  if verb_name == "no_interaction":
+    raise ValueError("'no_interaction' has no gerund; hoi_prompt and "
+                     "verb_prompt give it its own form")
+  first, *rest = readable(verb_name).split(" ")
+  return " ".join([_gerund_word(first)] + rest)
+
+
+def check_prompt_style(style: str) -> None:
+  """Raises ValueError unless `style` is one of PROMPT_STYLES."""
+  if style not in PROMPT_STYLES:
+    raise ValueError(f"unknown prompt style {style!r}; expected one of "
+                     f"{PROMPT_STYLES}")
+
+
+def verb_phrase(verb_name: str, style: str = "gerund") -> str:
+  """The verb as a prompt says it: 'riding' ('gerund') or 'ride' ('bare')."""
+  check_prompt_style(style)
+  return gerund(verb_name) if style == "gerund" else readable(verb_name)
+
+
+def hoi_prompt(verb_name: str, object_name: str, style: str = "gerund"
+               ) -> str:
+  """CLIP prompt of an HOI, e.g. 'a photo of a person riding a bicycle'.
+
+  `no_interaction` becomes 'a photo of a person and a/an [object]' in both
+  styles (GEN-VLKT's and HOICLIP's form).
+
+  Args:
+    verb_name: verb class name ('ride', 'sit_on', 'no_interaction').
+    object_name: object class name ('bicycle', 'dining_table').
+    style: 'gerund' ('a person riding a bicycle', GEN-VLKT/HOICLIP) or
+      'bare' ('a person ride a bicycle'); `config.model.prompt_style`.
   """
   obj = readable(object_name)
   if verb_name == "no_interaction":
+    check_prompt_style(style)
     return f"a photo of a person and {_article(obj)} {obj}"
-  return f"a photo of a person {readable(verb_name)} {_article(obj)} {obj}"
+  return (f"a photo of a person {verb_phrase(verb_name, style)} "
+          f"{_article(obj)} {obj}")
 
 
-def verb_prompt(verb_name: str) -> str:
-  """CLIP prompt of a verb alone (verb interaction space)."""
+def verb_prompt(verb_name: str, style: str = "gerund") -> str:
+  """CLIP prompt of a verb alone (verb interaction space).
+
+  'a photo of a person riding something' ('gerund') or 'a photo of a person
+  ride something' ('bare'). `no_interaction` becomes 'a photo of a person and
+  something' ('gerund': the HOI form with 'something' for the object, as every
+  other verb prompt) or 'a photo of a person with no interaction' ('bare').
+
+  Args:
+    verb_name: verb class name.
+    style: 'gerund' | 'bare' (`config.model.prompt_style`).
+  """
   if verb_name == "no_interaction":
-    return "a photo of a person with no interaction"
-  return f"a photo of a person {readable(verb_name)} something"
+    check_prompt_style(style)
+    if style == "bare":
+      return "a photo of a person with no interaction"
+    return "a photo of a person and something"
+  return f"a photo of a person {verb_phrase(verb_name, style)} something"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,17 +258,22 @@ class HicoMeta:
     v, o = self.hois[hoi_index]
     return f"{self.verbs[v]} {self.objects[o]}"
 
-  def hoi_prompts(self) -> List[str]:
-    """600 prompts 'a photo of a person [verb] a/an [object]'."""
-    return [hoi_prompt(self.verbs[v], self.objects[o]) for v, o in self.hois]
+  def hoi_prompts(self, style: str = "gerund") -> List[str]:
+    """600 prompts 'a photo of a person [verb] a/an [object]' (`hoi_prompt`)."""
+    return [hoi_prompt(self.verbs[v], self.objects[o], style)
+            for v, o in self.hois]
 
   def object_prompts(self) -> List[str]:
     """80 prompts 'a photo of a/an [object]'."""
     return [object_prompt(o) for o in self.objects]
 
-  def verb_prompts(self) -> List[str]:
-    """117 verb-only prompts (verb interaction space)."""
-    return [verb_prompt(v) for v in self.verbs]
+  def verb_prompts(self, style: str = "gerund") -> List[str]:
+    """117 verb-only prompts (verb interaction space, `verb_prompt`)."""
+    return [verb_prompt(v, style) for v in self.verbs]
+
+
+# V-COCO actions whose gerund needs a preposition before 'something'.
+_VCOCO_GERUND_PREPOSITIONS = {"look": "at"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,11 +317,23 @@ class VcocoMeta:
       m[v, o] = 1.0
     return m
 
-  def verb_prompts(self) -> List[str]:
+  def verb_prompts(self, style: str = "gerund") -> List[str]:
+    """29 verb-class prompts.
+
+    'a photo of a person holding something' (role 'obj'), '... riding with
+    something' (role 'instr'), '... standing' (agent only); 'bare' says the
+    verb as named ('hold', 'ride', 'stand'). In the 'gerund' style 'look'
+    reads 'looking at' (GEN-VLKT's V-COCO prompts).
+
+    Args:
+      style: 'gerund' | 'bare' (`config.model.prompt_style`).
+    """
     out = []
     for name, role in zip(self.verb_classes, self.verb_class_role):
       action = name[: -len(role) - 1] if role else name
-      text = readable(action)
+      text = verb_phrase(action, style)
+      if style == "gerund" and action in _VCOCO_GERUND_PREPOSITIONS:
+        text += " " + _VCOCO_GERUND_PREPOSITIONS[action]
       if role == "instr":
         out.append(f"a photo of a person {text} with something")
       else:

@@ -10,13 +10,16 @@ columns. Training and evaluation use the closed vocabulary of the dataset
 (`inference/open_vocabulary.py`).
 
 * `model.interaction_space='hoi'`: one prompt per (verb, object) combination,
-  `metadata.hoi_prompt(verb, object)`, e.g. "a photo of a person throw a
-  frisbee"; the interaction logit of a column is the score of that HOI and the
-  object score is read at the object of the combination.
+  `metadata.hoi_prompt(verb, object, style)`, e.g. "a photo of a person
+  throwing a frisbee"; the interaction logit of a column is the score of that
+  HOI and the object score is read at the object of the combination.
 * `model.interaction_space='verb'`: one prompt per verb,
-  `metadata.verb_prompt(verb)` ("a photo of a person throw something"); every
-  (verb, object) combination is a candidate whose score fuses the verb logit
-  with the object score (`config.inference.score_fusion`).
+  `metadata.verb_prompt(verb, style)` ("a photo of a person throwing
+  something"); every (verb, object) combination is a candidate whose score
+  fuses the verb logit with the object score (`config.inference.score_fusion`).
+
+`style` is `config.model.prompt_style`: 'gerund' (above, GEN-VLKT's and
+HOICLIP's prompts) or 'bare' ("a photo of a person throw a frisbee").
 """
 
 import dataclasses
@@ -89,23 +92,27 @@ def closed_vocabulary(config) -> Vocabulary:
   """The training dataset's full class list (as evaluation scores it).
 
   Args:
-    config: the run config (`dataset.name`, `model.interaction_space`).
+    config: the run config (`dataset.name`, `model.interaction_space`,
+      `model.prompt_style`).
 
   Returns:
-    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts()`), HICO-DET
-    'verb' (117 `verb_prompts()`, candidates of `verb_object_matrix()`), or
-    V-COCO (29 verb classes, candidates of the V-COCO prior).
+    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts(style)`),
+    HICO-DET 'verb' (117 `verb_prompts(style)`, candidates of
+    `verb_object_matrix()`), or V-COCO (29 verb classes, candidates of the
+    V-COCO prior).
   """
   space = config.model.interaction_space
+  style = config.model.prompt_style
   if config.dataset.name == "vcoco":
     # Imported lazily: V-COCO post-processing pulls in its evaluator.
     from ki2hoi_jax.evaluation import vcoco_postprocess  # pylint: disable=g-import-not-at-top
     meta = metadata.vcoco()
-    return Vocabulary(space, tuple(meta.verb_prompts()), meta.verb_classes,
-                      meta.objects, len(meta.objects),
+    return Vocabulary(space, tuple(meta.verb_prompts(style)),
+                      meta.verb_classes, meta.objects, len(meta.objects),
                       vcoco_postprocess.candidate_table())
   meta = metadata.hico()
-  prompts = meta.hoi_prompts() if space == "hoi" else meta.verb_prompts()
+  prompts = (meta.hoi_prompts(style) if space == "hoi"
+             else meta.verb_prompts(style))
   return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
                     meta.num_objects, postprocess.candidate_table(space))
 

@@ -6,14 +6,20 @@ Model), so the interaction classes can be replaced at inference by the
 embeddings of new prompts:
 
 * `model.interaction_space='hoi'`: one prompt per (verb, object) combination,
-  `metadata.hoi_prompt(verb, object)`, e.g. "a photo of a person throw a
-  frisbee"; the interaction logit of a column is the score of that HOI and the
-  object score is read at the object of the combination. With V verbs and O
-  objects there are C = V x O classes (verb-major order).
+  `metadata.hoi_prompt(verb, object, style)`, e.g. "a photo of a person
+  throwing a frisbee"; the interaction logit of a column is the score of that
+  HOI and the object score is read at the object of the combination. With V
+  verbs and O objects there are C = V x O classes (verb-major order).
 * `model.interaction_space='verb'`: one prompt per verb,
-  `metadata.verb_prompt(verb)` ("a photo of a person throw something"); every
-  (verb, object) combination is a candidate whose score fuses the verb logit
-  with the object score (`config.inference.score_fusion`), as in evaluation.
+  `metadata.verb_prompt(verb, style)` ("a photo of a person throwing
+  something"); every (verb, object) combination is a candidate whose score
+  fuses the verb logit with the object score (`config.inference.score_fusion`),
+  as in evaluation.
+
+`style` is the `config.model.prompt_style` the model was trained with:
+'gerund' (above; a new verb takes '-ing' by `metadata.gerund`'s spelling
+rules, so write an irregular one as a plain prompt) or 'bare' ("a photo of a
+person throw a frisbee").
 
 Objects. The object classifier is NOT a call argument: it is a trained Dense
 layer (`instance_interactor.ObjectClassifier`, `obj_visual_projection`) whose
@@ -151,7 +157,8 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
   """An open vocabulary from user verbs, objects, pairs and prompts.
 
   Args:
-    config: the run config (`dataset.name`, `model.interaction_space`).
+    config: the run config (`dataset.name`, `model.interaction_space`,
+      `model.prompt_style`).
     verbs: verbs of the cross product (default: all training verbs when only
       `objects` are given).
     objects: objects of the cross product and of the plain prompts (default:
@@ -173,6 +180,7 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
     raise vocabulary_lib.VocabularyError(
         f"model.interaction_space must be one of "
         f"{postprocess.INTERACTION_SPACES}, got {space!r}")
+  style = config.model.prompt_style
   dataset = config.dataset.name
   verbs, objects = parse_names(verbs), parse_names(objects)
   if not (verbs or objects or pairs or plain_prompts):
@@ -220,9 +228,9 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
     if plain:
       prompt = plain
     elif space == "hoi":
-      prompt = metadata.hoi_prompt(v, o)
+      prompt = metadata.hoi_prompt(v, o, style)
     else:
-      prompt = metadata.verb_prompt(v)
+      prompt = metadata.verb_prompt(v, style)
     if prompt not in column_of:
       column_of[prompt] = len(prompts)
       prompts.append(prompt)

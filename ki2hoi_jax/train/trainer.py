@@ -128,7 +128,10 @@ def micro_batch_size(config) -> int:
 
 
 def interaction_prompts(config) -> List[str]:
-  """Prompts of all interaction classes (the evaluation classifier)."""
+  """Prompts of all interaction classes (the evaluation classifier).
+
+  In `config.model.prompt_style` (`vocabulary.closed_vocabulary`).
+  """
   return list(vocabulary_lib.closed_vocabulary(config).prompts)
 
 
