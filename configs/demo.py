@@ -14,6 +14,10 @@ def get_config():
   config.mode = "all"  # Train, evaluate, then predict on held-out images.
   config.dataset.root = ""  # Synthetic data generated under the workdir.
   config.dataset.zero_shot_split = "uv"  # Shows seen/unseen numbers on the demo.
+  # A CLIP that knows the synthetic world (clip/pretrain.py), pretrained once
+  # into <workdir>/clip/ (a given --config.init.clip_checkpoint wins): the
+  # unseen verbs of 'uv' are found through its text-image alignment.
+  config.init.synthetic_clip_steps = 1500
   config.dataset.synthetic_num_train = 400
   config.dataset.synthetic_num_test = 100
   config.dataset.synthetic_image_size = 192

@@ -16,4 +16,5 @@ def get_config():
   config.dataset.name = "vcoco"
   config.dataset.zero_shot_split = ""  # V-COCO has no zero-shot splits.
   config.model.interaction_space = "verb"  # One prompt per verb class (29).
+  config.init.synthetic_clip_steps = 0  # Not zero-shot: a random CLIP.
   return config

@@ -96,6 +96,11 @@ def run(config, workdir: str) -> None:
     trainer.maybe_initialize_distributed(config)  # The lock is process 0's.
     lock = workdir_lock.hold(workdir, config.mode)
   with lock:
+    if config.mode != "predict":
+      # A wrong dataset.root is reported now, not after minutes of CLIP
+      # pretraining.
+      from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+      input_pipeline.dataset_root(config, workdir)
     from ki2hoi_jax.clip import pretrain  # pylint: disable=g-import-not-at-top
     pretrain.ensure_synthetic_clip(config, workdir)  # init.synthetic_clip_steps
     _run_modes(config, workdir)

@@ -32,6 +32,7 @@ TINY_OVERRIDES = (
     "--config.eval_batch_size=8",
     "--config.log_every_steps=2",
     "--config.progress_bar=False",
+    "--config.init.synthetic_clip_steps=0",  # A random CLIP: no pretraining.
 )
 
 

@@ -52,6 +52,7 @@ import sys
 import time
 from typing import Any, Dict, List, Sequence, Tuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -412,6 +413,37 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   return figure
 
 
+def _wanted_settings(config) -> Dict[str, Any]:
+  return {"steps": int(config.init.synthetic_clip_steps),
+          "num_images": int(config.init.synthetic_clip_images),
+          "seed": int(config.seed),
+          "prompt_style": config.model.prompt_style}
+
+
+def stale_settings(config, path: str) -> List[str]:
+  """Why the synthetic CLIP at `path` does not serve `config` ([]: it does).
+
+  Args:
+    config: the run config (`init.synthetic_clip_*`, `seed`,
+      `model.prompt_style`).
+    path: the checkpoint; its settings are read from `accuracy_path(path)`.
+
+  Returns:
+    One entry per differing setting ('missing' when there is no figure).
+  """
+  try:
+    with open(accuracy_path(path)) as f:
+      made = json.load(f)
+  except (OSError, ValueError):
+    return ["missing"]
+  stale = [f"{k} {made.get(k)!r} (wanted {v!r})"
+           for k, v in _wanted_settings(config).items() if made.get(k) != v]
+  if stale:
+    logging.warning("Remaking the synthetic CLIP %s: %s.", path,
+                    ", ".join(stale))
+  return stale
+
+
 def ensure_synthetic_clip(config, workdir: str) -> None:
   """Points `init.clip_checkpoint` at the workdir's synthetic CLIP.
 
@@ -419,8 +451,10 @@ def ensure_synthetic_clip(config, workdir: str) -> None:
   `init.clip_checkpoint` (a user's own checkpoint always wins), the CLIP is
   pretrained once into `<workdir>/clip/synthetic_clip.msgpack` (`run`, seed
   `config.seed`) and reused by every later mode and run; a file left
-  incomplete by a killed run (no accuracy figure yet, it is written last) is
-  made again. Other processes of a multi-host run wait for process 0.
+  incomplete by a killed run (no accuracy figure yet, it is written last), or
+  one made with other settings (steps, corpus images, seed, prompt style:
+  `stale_settings`), is made again. Other processes of a multi-host run wait
+  for process 0.
 
   Args:
     config: the run config (changed in place).
@@ -430,7 +464,7 @@ def ensure_synthetic_clip(config, workdir: str) -> None:
   if init.clip_checkpoint or init.synthetic_clip_steps <= 0:
     return
   path = os.path.join(workdir, "clip", "synthetic_clip.msgpack")
-  if jax.process_index() == 0 and not os.path.exists(accuracy_path(path)):
+  if jax.process_index() == 0 and stale_settings(config, path):
     figure = run(config, path, steps=int(init.synthetic_clip_steps),
                  batch_size=128, seed=int(config.seed),
                  num_images=int(init.synthetic_clip_images),
