@@ -61,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.roi_size = 7  # ROI-Align grid of the encoder input; None keeps the full map.
   config.model.encoder_norm = "batch"  # 'batch' (synced, padding-aware) | 'masked' (per-sample masked norm).
   config.model.encoder_mlp_ratio = 4  # Hidden width of the Ho-Pair Encoder point-wise MLPs, in multiples of d_model (SwiftFormer).
-  config.model.roi_sampling_ratio = 2  # Bilinear samples per ROI-Align bin along each axis.
+  config.model.roi_sampling_ratio = 0  # Bilinear samples per ROI-Align bin along each axis; <= 0 = adaptive, ceil(ROI extent / roi_size) per axis as torchvision's default (a 7x7 grid on a 25x38 C5 map reads 4x6 samples per bin instead of aliasing 2x2).
   config.model.backbone_frozen_stages = 1  # Stem + stages 1..n of the ResNet get no updates (DETR: 1); 0 trains the whole backbone.
   config.model.backbone_norm = "frozen"  # 'frozen' (DETR FrozenBatchNorm; needs a checkpoint) | 'group' (GroupNorm from scratch; its statistics include padding).
   config.model.backbone_dilation = False  # Dilate the last ResNet stage: stride 16 instead of 32 (DETR-DC5); finer boxes, about 4x the decoder memory.

@@ -99,7 +99,9 @@ class KI2HOI(nn.Module):
     encoder_mlp_ratio: encoder point-wise MLP width multiple.
     encoder_norm: 'batch' | 'masked'.
     roi_size: ROI-Align grid of the encoder input (None: the full C5 map).
-    roi_sampling_ratio: ROI-Align samples per bin and axis.
+    roi_sampling_ratio: ROI-Align samples per bin and axis; <= 0:
+      adaptive, ceil(ROI extent / roi_size) per axis (torchvision's
+      default, every covered C5 cell is read).
     instance_decoder_layers: instance interactor layers.
     verb_decoder_layers: verb extraction decoder layers.
     interaction_decoder_layers: interaction representation decoder layers.
@@ -128,7 +130,7 @@ class KI2HOI(nn.Module):
   encoder_mlp_ratio: int = 4
   encoder_norm: str = "batch"
   roi_size: Optional[int] = 7
-  roi_sampling_ratio: int = 2
+  roi_sampling_ratio: int = 0
   instance_decoder_layers: int = 3
   verb_decoder_layers: int = 1
   interaction_decoder_layers: int = 3
