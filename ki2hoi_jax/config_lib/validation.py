@@ -42,6 +42,7 @@ _POSITIVE = ("batch_size", "eval_batch_size", "model.d_model",
 # Legal types, wrong signs: a negative learning rate or loss weight trains to
 # the end with nonsense, so they are rejected here.
 _NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
+                 "optimizer.clip_learning_rate",
                  "optimizer.grad_clip_norm", "optimizer.lr_drop_epoch",
                  "dataset.color_jitter", "dataset.shuffle_buffer",
                  "dataset.prefetch", "model.encoder_layers",

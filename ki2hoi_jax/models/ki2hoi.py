@@ -373,6 +373,15 @@ def with_text_embeddings(variables, interaction_text_embeddings):
 LABEL_FROZEN = "frozen"
 LABEL_BACKBONE = "backbone"
 LABEL_DEFAULT = "default"
+LABEL_CLIP = "clip"
+
+# Parameters initialised from CLIP text embeddings (GEN-VLKT trains its
+# `obj_visual_projection` / `visual_projection` at `lr_clip`): the object
+# classifier's projection, kernel [E, K + 1] (K object-prompt columns plus a
+# random no-object column, see `ObjectClassifier`) and bias. The interaction
+# classifier has no such parameters: its text embeddings are constants.
+TEXT_INITIALISED = (("instance_interactor", "obj_classifier",
+                     "obj_visual_projection"),)
 
 
 def _label(path, backbone_frozen_stages: int) -> str:
@@ -392,15 +401,19 @@ def _label(path, backbone_frozen_stages: int) -> str:
       if stage <= backbone_frozen_stages:
         return LABEL_FROZEN
     return LABEL_BACKBONE
+  if any(tuple(keys[:len(t)]) == t for t in TEXT_INITIALISED):
+    return LABEL_CLIP
   return LABEL_DEFAULT
 
 
 def param_labels(params, backbone_frozen_stages: int = 1):
-  """Optimizer labels: 'frozen' | 'backbone' | 'default' per parameter.
+  """Optimizer labels: 'frozen' | 'backbone' | 'clip' | 'default' per parameter.
 
   'frozen': the CLIP image tower, and the ResNet stem + stages
   1..backbone_frozen_stages (DETR freezes the stem and layer1); 'backbone':
-  the other ResNet stages (backbone learning rate); 'default': the rest.
+  the other ResNet stages (backbone learning rate); 'clip': the weights
+  initialised from CLIP text embeddings (`TEXT_INITIALISED`, CLIP learning
+  rate); 'default': the rest.
   Use with `optax.multi_transform({..., 'frozen': optax.set_to_zero()},
   param_labels(params))`.
 
