@@ -91,6 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.synthetic_clip_steps = 0  # > 0 and clip_checkpoint '': pretrain a synthetic-knowledge CLIP this many steps into <workdir>/clip/ once and use it (python -m ki2hoi_jax.clip.pretrain; the demo).
   config.init.synthetic_clip_images = 2000  # Renderer images of that CLIP's web corpus.
   config.init.allow_partial = False  # Allow loading a checkpoint that lacks or mismatches some tensors.
+  config.init.allow_random = False  # Allow a run on a real dataset (dataset.root set) with clip_checkpoint or detr_checkpoint '' (random CLIP / backbone and decoders); without it such a run stops with an error.
 
   # --------------------------------------------------- matching and losses
   config.loss = ml_collections.ConfigDict()
