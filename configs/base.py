@@ -115,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-4  # AdamW learning rate of the trainable non-backbone parts.
   config.optimizer.backbone_learning_rate = 1e-5  # Learning rate of the ResNet backbone.
-  config.optimizer.clip_learning_rate = 1e-5  # Learning rate of the weights initialised from CLIP text embeddings (the object classifier's projection; GEN-VLKT's --lr_clip); 0 keeps them fixed (its --fix_clip).
+  config.optimizer.clip_learning_rate = 1e-5  # Learning rate of the weights initialised from CLIP text embeddings (the object classifier's projection; GEN-VLKT's --lr_clip with --ft_clip_with_small_lr); 0 keeps them fixed, as --fix_clip does in GEN-VLKT's zero-shot and all HOICLIP scripts.
   config.optimizer.weight_decay = 1e-4  # AdamW weight decay.
   config.optimizer.grad_clip_norm = 0.1  # Global-norm gradient clipping; 0 disables.
   config.optimizer.num_epochs = 90  # Training epochs.

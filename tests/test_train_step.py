@@ -247,6 +247,15 @@ def test_each_label_updates_at_its_learning_rate():
   assert set(sched) == {"default", "backbone", "clip"}
   np.testing.assert_allclose(float(sched["clip"](1)), 1e-5)
   np.testing.assert_allclose(float(sched["clip"](2)), 1e-6)  # Epoch 1 drop.
+  # clip_learning_rate 0 keeps them fixed (GEN-VLKT's --fix_clip), bit for
+  # bit, weight decay included.
+  cfg.optimizer.clip_learning_rate = 0.0
+  tx = optimizer.make_optimizer(cfg, labels, steps_per_epoch=2)
+  params["c"]["kernel"] = jnp.array([0.3, -0.7, 1.1])
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  assert np.asarray(new["c"]["kernel"]).tobytes() == np.asarray(
+      params["c"]["kernel"]).tobytes()
 
 
 def test_gradient_accumulation_updates_every_k_steps():
