@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.roi_size = 7  # ROI-Align grid of the encoder input; None keeps the full map.
   config.model.encoder_norm = "batch"  # 'batch' (synced, padding-aware) | 'masked' (per-sample masked norm).
   config.model.encoder_mlp_ratio = 4  # Hidden width of the Ho-Pair Encoder point-wise MLPs, in multiples of d_model (SwiftFormer).
-  config.model.roi_sampling_ratio = 2  # Bilinear samples per ROI-Align bin along each axis.
+  config.model.roi_sampling_ratio = 0  # Bilinear samples per ROI-Align bin along each axis; <= 0 = adaptive, ceil(ROI extent / roi_size) per axis as torchvision's default (a 7x7 grid on a 25x38 C5 map reads 4x6 samples per bin instead of aliasing 2x2).
   config.model.backbone_frozen_stages = 1  # Stem + stages 1..n of the ResNet get no updates (DETR: 1); 0 trains the whole backbone.
   config.model.backbone_norm = "frozen"  # 'frozen' (DETR FrozenBatchNorm; needs a checkpoint) | 'group' (GroupNorm from scratch; its statistics include padding).
   config.model.backbone_dilation = False  # Dilate the last ResNet stage: stride 16 instead of 32 (DETR-DC5); finer boxes, about 4x the decoder memory.
@@ -93,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.synthetic_clip_steps = 0  # > 0 and clip_checkpoint '': pretrain a synthetic-knowledge CLIP this many steps into <workdir>/clip/ once and use it (python -m ki2hoi_jax.clip.pretrain; the demo).
   config.init.synthetic_clip_images = 2000  # Renderer images of that CLIP's web corpus.
   config.init.allow_partial = False  # Allow loading a checkpoint that lacks or mismatches some tensors.
+  config.init.allow_random = False  # Allow a run on a real dataset (dataset.root set) with clip_checkpoint or detr_checkpoint '' (random CLIP / backbone and decoders); without it such a run stops with an error.
 
   # --------------------------------------------------- matching and losses
   config.loss = ml_collections.ConfigDict()
@@ -116,12 +117,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-4  # AdamW learning rate of the trainable non-backbone parts.
   config.optimizer.backbone_learning_rate = 1e-5  # Learning rate of the ResNet backbone.
+  config.optimizer.clip_learning_rate = 1e-5  # Learning rate of the weights initialised from CLIP text embeddings (the object classifier's projection; GEN-VLKT's --lr_clip with --ft_clip_with_small_lr); 0 keeps them fixed, as --fix_clip does in GEN-VLKT's zero-shot and all HOICLIP scripts.
   config.optimizer.weight_decay = 1e-4  # AdamW weight decay.
   config.optimizer.grad_clip_norm = 0.1  # Global-norm gradient clipping; 0 disables.
   config.optimizer.num_epochs = 90  # Training epochs.
   config.optimizer.lr_drop_epoch = 60  # Multiply learning rates by 0.1 from this epoch.
   config.optimizer.grad_accum_steps = 1  # Micro-batches accumulated per update.
-  config.batch_size = 8  # Global batch size (all devices, all hosts).
+  # Paper: "batch size 8 on 4 A6000 GPUs". In the code bases it builds on,
+  # --batch_size is per GPU (process): GEN-VLKT's configs/hico_s*.sh launch
+  # torch.distributed.launch --nproc_per_node=8 with main.py's default
+  # --batch_size 2 (16 images per update), HOICLIP's scripts/train_hico*.sh
+  # --nproc_per_node=2 --batch_size 8 (16); both main.py build
+  # BatchSampler(DistributedSampler(...), args.batch_size) in every process.
+  # So 8 per GPU x 4 GPUs = 32 images per update. Both keep AdamW lr 1e-4,
+  # lr_backbone 1e-5, lr_clip 1e-5 whatever the GPU count (no scaling with
+  # the batch), and so do we. Fewer devices: optimizer.grad_accum_steps.
+  config.batch_size = 32  # Global batch size (all devices, all hosts) of one optimizer update.
   config.num_train_steps = -1  # Overrides num_epochs when > 0.
 
   # ---------------------------------------------------------------- inference

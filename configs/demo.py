@@ -13,6 +13,7 @@ def get_config():
   config = base.get_config()
   config.mode = "all"  # Train, evaluate, then predict on held-out images.
   config.dataset.root = ""  # Synthetic data generated under the workdir.
+  config.init.allow_random = True  # This tiny model (GroupNorm ResNet-18, small CLIP) takes no pretrained checkpoint, on any dataset.
   config.dataset.zero_shot_split = "uv"  # Shows seen/unseen numbers on the demo.
   # A CLIP that knows the synthetic world (clip/pretrain.py), pretrained once
   # into <workdir>/clip/ (a given --config.init.clip_checkpoint wins): the

@@ -347,3 +347,161 @@ def test_roi_align_is_differentiable():
   # = 4 * (x1 + x2 - 1), so d/dx1 = d/dx2 = 4 and the y-derivatives are 0.
   np.testing.assert_allclose(f(feat, boxes), 4 * (0.5 + 3.5 - 1), rtol=1e-5)
   np.testing.assert_allclose(g_box[0, 0], [4.0, 0.0, 4.0, 0.0], atol=1e-5)
+
+
+def _torchvision_roi_align(feat, box, out_hw, sampling_ratio):
+  """Loop transcription of torchvision's CPU `roi_align(aligned=True)`.
+
+  Independent of `roi_align`: per sample, per output bin, in float32 like
+  torchvision's kernel; `sampling_ratio <= 0` is the adaptive grid of
+  ceil(roi_h / out_h) x ceil(roi_w / out_w) samples per bin.
+
+  Args:
+    feat: [H, W, C] feature map.
+    box: (x1, y1, x2, y2) in feature cells (spatial_scale 1).
+    out_hw: (pooled_h, pooled_w).
+    sampling_ratio: torchvision's argument.
+
+  Returns:
+    [pooled_h, pooled_w, C] float64.
+  """
+  f32 = np.float32
+  height, width = feat.shape[:2]
+  ph_n, pw_n = out_hw
+  start_w, start_h = f32(box[0]) - f32(0.5), f32(box[1]) - f32(0.5)
+  roi_w = (f32(box[2]) - f32(0.5)) - start_w
+  roi_h = (f32(box[3]) - f32(0.5)) - start_h
+  bin_h, bin_w = f32(roi_h / f32(ph_n)), f32(roi_w / f32(pw_n))
+  grid_h = (sampling_ratio if sampling_ratio > 0
+            else int(math.ceil(f32(roi_h / f32(ph_n)))))
+  grid_w = (sampling_ratio if sampling_ratio > 0
+            else int(math.ceil(f32(roi_w / f32(pw_n)))))
+  count = max(grid_h * grid_w, 1)
+
+  def bilinear(y, x):
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+      return np.zeros(feat.shape[-1])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+      y_high = y_low = height - 1
+      y = float(y_low)
+    else:
+      y_high = y_low + 1
+    if x_low >= width - 1:
+      x_high = x_low = width - 1
+      x = float(x_low)
+    else:
+      x_high = x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1.0 - ly, 1.0 - lx
+    return (hy * hx * feat[y_low, x_low] + hy * lx * feat[y_low, x_high]
+            + ly * hx * feat[y_high, x_low] + ly * lx * feat[y_high, x_high])
+
+  out = np.zeros((ph_n, pw_n, feat.shape[-1]))
+  for ph in range(ph_n):
+    for pw in range(pw_n):
+      acc = np.zeros(feat.shape[-1])
+      for iy in range(grid_h):
+        y = float(start_h + ph * bin_h + (iy + f32(0.5)) * bin_h / grid_h)
+        for ix in range(grid_w):
+          x = float(start_w + pw * bin_w + (ix + f32(0.5)) * bin_w / grid_w)
+          acc += bilinear(y, x)
+      out[ph, pw] = acc / count
+  return out
+
+
+# Boxes inside a 25 x 38 map (a 800 x 1216 image at stride 32): the whole
+# map, non-integer extents (padded-image ROIs), a bin count that divides the
+# extent, small boxes (1 sample per bin) and an offset box.
+_ADAPTIVE_BOXES = [(0.0, 0.0, 38.0, 25.0), (0.0, 0.0, 37.5, 24.25),
+                   (0.0, 0.0, 21.0, 14.0), (0.0, 0.0, 29.90625, 18.03125),
+                   (3.2, 1.7, 9.1, 6.4), (10.4, 2.2, 33.3, 23.9),
+                   (0.0, 0.0, 5.5, 3.0)]
+
+
+@pytest.mark.parametrize("box", _ADAPTIVE_BOXES)
+def test_roi_align_adaptive_matches_torchvision_reference(box):
+  """Adaptive sampling equals torchvision's exactly (atol 1e-5, float32)."""
+  rng = np.random.default_rng(2)
+  feat = rng.normal(size=(25, 38, 3)).astype(np.float32)
+  ref = _torchvision_roi_align(feat, box, (7, 7), 0)
+  out = jax.jit(roi_align.roi_align, static_argnums=(2, 3))(
+      jnp.asarray(feat)[None], jnp.array([[box]], jnp.float32), (7, 7), 0)
+  np.testing.assert_allclose(np.asarray(out[0, 0]), ref, rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_roi_align_adaptive_batches_boxes_of_different_sizes():
+  """Per-box counts in one call; a valid region acts as a cropped map."""
+  rng = np.random.default_rng(3)
+  feat = rng.normal(size=(2, 25, 38, 4)).astype(np.float32)
+  valid = np.array([[25, 38], [19, 30]], np.int32)
+  boxes = np.array([[[0.0, 0.0, 38.0, 25.0], [3.2, 1.7, 9.1, 6.4]],
+                    [[0.0, 0.0, 29.90625, 18.03125], [1.0, 2.0, 6.5, 17.5]]],
+                   np.float32)
+  out = np.asarray(roi_align.roi_align(feat, boxes, (7, 5), -1,
+                                       valid_size=valid))
+  for b in range(2):
+    vh, vw = valid[b]
+    for r in range(2):  # The boxes lie inside the valid region.
+      ref = _torchvision_roi_align(feat[b, :vh, :vw], boxes[b, r], (7, 5), 0)
+      np.testing.assert_allclose(out[b, r], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_roi_align_reference_agrees_with_fixed_ratio():
+  """The torchvision transcription and the old loop agree for ratio 2."""
+  rng = np.random.default_rng(4)
+  feat = rng.normal(size=(6, 7, 2)).astype(np.float32)
+  box = (1.2, 0.7, 3.9, 2.2)
+  np.testing.assert_allclose(
+      _torchvision_roi_align(feat, box, (3, 2), 2),
+      _numpy_roi_align(feat, box, (3, 2), 2, (6, 7)), atol=1e-5)
+  out = roi_align.roi_align(feat[None], jnp.array([[box]]), (3, 2), 2)
+  np.testing.assert_allclose(
+      out[0, 0], _torchvision_roi_align(feat, box, (3, 2), 2), atol=1e-5)
+
+
+def test_roi_align_adaptive_reads_every_covered_cell():
+  """A bin of a 21-cell-wide box (3 cells, 3 samples) averages its cells.
+
+  With 2 samples the bin [0, 3) of f(x) = x^2 reads x = 0.25 and 1.75 (mean
+  1.5625); adaptive reads the cell centres 0.5, 1.5, 2.5 exactly: mean of
+  f(0), f(1), f(2) = 5/3.
+  """
+  x = np.arange(21.0)
+  feat = jnp.asarray((x ** 2)[None, None, :, None], jnp.float32)
+  box = jnp.array([[[0.0, 0.0, 21.0, 1.0]]])
+  adaptive = roi_align.roi_align(feat, box, (1, 7), 0)[0, 0, 0, :, 0]
+  np.testing.assert_allclose(adaptive[0], 5.0 / 3.0, rtol=1e-6)
+  np.testing.assert_allclose(
+      adaptive, [np.mean(x[3 * i:3 * i + 3] ** 2) for i in range(7)],
+      rtol=1e-6)
+
+
+def test_roi_align_adaptive_is_differentiable():
+  """Gradients flow to features and box coordinates (counts are constant).
+
+  On a map linear in (y, x) bilinear sampling is exact, so the output is
+  smooth in the box while the counts stay fixed and central differences
+  check the box gradient.
+  """
+  yy, xx = np.meshgrid(np.arange(9.0), np.arange(11.0), indexing="ij")
+  feat = jnp.asarray(np.stack([0.3 * yy - 0.2 * xx, 0.1 * yy + 0.4 * xx + 1],
+                              -1)[None], jnp.float32)
+  boxes = jnp.array([[[0.7, 0.6, 10.2, 8.3]]])  # 4 x 3 samples per bin.
+
+  def f(feat, boxes):
+    return (roi_align.roi_align(feat, boxes, (3, 3), 0) ** 2).sum()
+
+  g_feat, g_box = jax.grad(f, argnums=(0, 1))(feat, boxes)
+  assert np.all(np.isfinite(g_feat)) and np.abs(g_feat).sum() > 0
+  eps = 1e-2
+  for i in range(4):
+    d = jnp.zeros(4).at[i].set(eps)[None, None]
+    num = (f(feat, boxes + d) - f(feat, boxes - d)) / (2 * eps)
+    np.testing.assert_allclose(g_box[0, 0, i], num, rtol=1e-3, atol=1e-3)
+  # An empty box has no samples: zeros, finite gradients.
+  empty = jnp.array([[[2.0, 2.0, 2.0, 2.0]]])
+  assert np.all(np.asarray(roi_align.roi_align(feat, empty, (3, 3), 0)) == 0)
+  assert np.all(np.isfinite(jax.grad(f, argnums=1)(feat, empty)))

@@ -59,6 +59,10 @@ def test_paper_defaults():
   config = _load("base")
   assert config.optimizer.learning_rate == 1e-4
   assert config.optimizer.backbone_learning_rate == 1e-5
+  assert config.optimizer.clip_learning_rate == 1e-5  # GEN-VLKT's lr_clip.
+  assert config.batch_size == 32  # 8 per GPU x 4 GPUs.
+  assert config.model.roi_sampling_ratio == 0  # Adaptive (torchvision).
+  assert not config.init.allow_random
   assert config.optimizer.lr_drop_epoch == 60
   assert config.optimizer.num_epochs == 90
   assert config.model.num_queries == 64 and config.model.d_model == 256
@@ -91,6 +95,7 @@ def test_config_saved_before_prompt_style_reads_bare():
      "must be > 0"),
     ("optimizer.learning_rate", float("nan"), "learning_rate=nan"),
     ("optimizer.backbone_learning_rate", -1e-5, "backbone_learning_rate"),
+    ("optimizer.clip_learning_rate", -1e-5, "clip_learning_rate"),
     ("optimizer.weight_decay", -0.1, r"weight_decay=-0\.1 must be >= 0"),
     ("loss.giou_loss_coef", -1.0, "giou_loss_coef"),
     ("loss.reconstruction_loss_coef", -20.0, "reconstruction_loss_coef"),
@@ -114,6 +119,48 @@ def test_bad_values_name_the_field(path, value, match):
     validation.validate(config)
 
 
+@pytest.mark.parametrize("clip,detr,named", [
+    ("", "", "config.init.clip_checkpoint and config.init.detr_checkpoint "
+     "are empty"),
+    ("clip.msgpack", "", "config.init.detr_checkpoint is empty"),
+    ("", "detr.msgpack", "config.init.clip_checkpoint is empty"),
+])
+def test_real_dataset_without_checkpoints_is_an_error(clip, detr, named):
+  """No silent random weights: the message names both flags and the README."""
+  config = _load("uv")
+  config.dataset.root = "/data/hico_20160224_det"
+  config.init.clip_checkpoint, config.init.detr_checkpoint = clip, detr
+  with pytest.raises(validation.ConfigError) as err:
+    validation.validate(config)
+  message = str(err.value)
+  assert named in message
+  for text in ("--config.init.clip_checkpoint=",
+               "--config.init.detr_checkpoint=", "'Pretrained weights'",
+               "--config.init.allow_random=True"):
+    assert text in message
+  assert "\n" not in message
+  config.init.allow_random = True  # On purpose: accepted.
+  validation.validate(config)
+
+
+def test_checkpoint_check_passes_synthetic_and_complete_runs():
+  config = _load("uv")
+  assert not config.dataset.root  # Synthetic data: random weights are fine.
+  validation.validate(config)
+  config.dataset.root = "/data/hico_20160224_det"
+  config.init.clip_checkpoint = "clip.msgpack"
+  config.init.detr_checkpoint = "detr.msgpack"
+  validation.validate(config)
+  # A synthetic-knowledge CLIP made before training counts as a checkpoint.
+  config.init.clip_checkpoint = ""
+  config.init.synthetic_clip_steps = 100
+  validation.validate(config)
+  # The demo's tiny model takes no checkpoint on any dataset.
+  demo = _load("demo")
+  demo.dataset.root = "/data/hico_20160224_det"
+  validation.validate(demo)
+
+
 def _main(*args):
   return subprocess.run(
       [sys.executable, "-m", "ki2hoi_jax.main", *args],
@@ -125,6 +172,18 @@ def test_cli_rejects_misspelled_override(tmp_path):
                  "--config.model.roi_sz=3")
   assert result.returncode == 2
   assert "roi_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_real_dataset_without_checkpoints_is_one_line(tmp_path):
+  result = _main("--config=configs/uv.py", f"--workdir={tmp_path / 'w'}",
+                 f"--config.dataset.root={tmp_path}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1
+  assert ("error: config.init.clip_checkpoint and config.init.detr_checkpoint"
+          " are empty" in lines[0])
+  assert "--config.init.detr_checkpoint=" in lines[0]
 
 
 def test_cli_rejects_bad_value(tmp_path):

@@ -277,6 +277,35 @@ def test_gradients_trainable_nonzero_frozen_zero_and_labels():
   assert counts["frozen"] > counts["clip"]
 
 
+def test_text_initialised_parameters_get_the_clip_label():
+  """The 'clip' label covers exactly the weights made from the object text.
+
+  Two initialisations differing only in the object text embeddings: the
+  leaves that differ are the object classifier's projection kernel; its
+  whole Dense (kernel and bias, as GEN-VLKT's `obj_visual_projection`
+  group) is labelled 'clip', nothing else is.
+  """
+  rng = np.random.default_rng(0)
+  image, mask, clip_image = _inputs(rng, batch=1)
+  text = _text(rng, C)
+  init = jax.jit(_model().init)
+  p1 = init(KEY, image, mask, clip_image, text, _text(rng, K))["params"]
+  p2 = init(KEY, image, mask, clip_image, text, _text(rng, K))["params"]
+  flat = lambda t: {jax.tree_util.keystr(k): v for k, v in
+                    jax.tree_util.tree_leaves_with_path(t)}
+  a, b = flat(p1), flat(p2)
+  changed = {k for k in a if not np.array_equal(a[k], b[k])}
+  proj = ("['instance_interactor']['obj_classifier']"
+          "['obj_visual_projection']")
+  assert changed == {proj + "['kernel']"}
+  labels = flat(ki2hoi.param_labels(p1))
+  assert {k for k, v in labels.items() if v == "clip"} == {
+      proj + "['kernel']", proj + "['bias']"}
+  oc = ki2hoi.param_labels(p1)["instance_interactor"]["obj_classifier"]
+  assert oc["obj_logit_scale"] == "default"
+  assert oc["obj_class_fc"]["kernel"] == "default"
+
+
 def test_frozen_parts_compute_in_bfloat16():
   model, variables, _ = _built(3, frozen_dtype="bfloat16")
   assert all(x.dtype == jnp.float32

@@ -76,7 +76,8 @@ def _labels(params):
   for k in jax.tree_util.tree_flatten_with_path(params)[0]:
     path = "/".join(p.key for p in k[0])
     flat[path] = ("frozen" if path.startswith("clip_visual") else
-                  "backbone" if path.startswith("backbone") else "default")
+                  "backbone" if path.startswith("backbone") else
+                  "clip" if path.startswith("cls_") else "default")
   return flat
 
 
@@ -85,6 +86,7 @@ def _config(**optim):
   cfg.loss.aux_loss = True
   cfg.optimizer.learning_rate = 1e-2
   cfg.optimizer.backbone_learning_rate = 1e-3
+  cfg.optimizer.clip_learning_rate = 2e-3
   cfg.optimizer.grad_clip_norm = 0.1
   cfg.optimizer.lr_drop_epoch = 1
   cfg.batch_size = 8
@@ -175,7 +177,7 @@ def test_eight_devices_equal_one_device_on_the_global_batch():
   assert int(s8.step) == 2
   # Loss terms of every layer are reported, aux included.
   assert {"loss", "loss_interaction", "loss_obj_ce_aux_0", "loss_re",
-          "grad_norm", "lr_default", "lr_backbone"} <= set(h8[0])
+          "grad_norm", "lr_default", "lr_backbone", "lr_clip"} <= set(h8[0])
   # BN statistics moved away from their init (they are synced and used).
   assert np.abs(s8.batch_stats["norm"]["mean"]).sum() > 0
 
@@ -206,6 +208,7 @@ def test_frozen_params_bit_identical_and_not_in_optimizer_state():
   # Learning rates: the drop boundary is 1 epoch = 2 updates.
   assert history[0]["lr_default"] == np.float32(1e-2)
   assert history[1]["lr_backbone"] == np.float32(1e-3)
+  assert history[1]["lr_clip"] == np.float32(2e-3)
   # Gradient norm is reported before clipping (clip 0.1).
   assert history[0]["grad_norm"] > 0.1
 
@@ -224,6 +227,35 @@ def test_learning_rate_drops_at_epoch_boundary():
   np.testing.assert_allclose(float(sched["default"](15)), 1e-3)
   cfg.num_train_steps = 7
   assert optimizer.num_train_steps(10, cfg) == 7
+
+
+def test_each_label_updates_at_its_learning_rate():
+  """First AdamW step from 0 with gradient g: the update is -lr * sign(g)."""
+  cfg = _config(learning_rate=1e-2, backbone_learning_rate=1e-3,
+                clip_learning_rate=1e-5, grad_clip_norm=0.0)
+  labels = {"a/kernel": "default", "b/kernel": "backbone",
+            "c/kernel": "clip", "d/kernel": "frozen"}
+  tx = optimizer.make_optimizer(cfg, labels, steps_per_epoch=2)
+  params = {k: {"kernel": jnp.zeros(3)} for k in "abc"}
+  grads = {k: {"kernel": jnp.array([1.0, -2.0, 0.5])} for k in "abc"}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  sign = np.array([-1.0, 1.0, -1.0])
+  for name, lr in (("a", 1e-2), ("b", 1e-3), ("c", 1e-5)):
+    np.testing.assert_allclose(updates[name]["kernel"], lr * sign,
+                               rtol=1e-5, err_msg=name)
+  sched = optimizer.learning_rate_schedules(cfg, steps_per_epoch=2)
+  assert set(sched) == {"default", "backbone", "clip"}
+  np.testing.assert_allclose(float(sched["clip"](1)), 1e-5)
+  np.testing.assert_allclose(float(sched["clip"](2)), 1e-6)  # Epoch 1 drop.
+  # clip_learning_rate 0 keeps them fixed (GEN-VLKT's --fix_clip), bit for
+  # bit, weight decay included.
+  cfg.optimizer.clip_learning_rate = 0.0
+  tx = optimizer.make_optimizer(cfg, labels, steps_per_epoch=2)
+  params["c"]["kernel"] = jnp.array([0.3, -0.7, 1.1])
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  assert np.asarray(new["c"]["kernel"]).tobytes() == np.asarray(
+      params["c"]["kernel"]).tobytes()
 
 
 def test_gradient_accumulation_updates_every_k_steps():

@@ -44,6 +44,7 @@ _POSITIVE = ("batch_size", "eval_batch_size", "model.d_model",
 # Legal types, wrong signs: a negative learning rate or loss weight trains to
 # the end with nonsense, so they are rejected here.
 _NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
+                 "optimizer.clip_learning_rate",
                  "optimizer.grad_clip_norm", "optimizer.lr_drop_epoch",
                  "dataset.color_jitter", "dataset.shuffle_buffer",
                  "dataset.prefetch", "model.encoder_layers",
@@ -130,4 +131,33 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.batch_size % config.optimizer.grad_accum_steps:
     raise ConfigError("config.batch_size must be divisible by "
                       "config.optimizer.grad_accum_steps")
+  check_pretrained_weights(config)
   return config
+
+
+def check_pretrained_weights(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError if a real-dataset run would start from random weights.
+
+  With `dataset.root` set (a real dataset; '' is the synthetic one) both
+  `init.clip_checkpoint` and `init.detr_checkpoint` are needed, unless
+  `init.allow_random`. A synthetic-knowledge CLIP (`init.synthetic_clip_steps
+  > 0`, made before training) counts as a CLIP checkpoint.
+  """
+  init = config.init
+  if not config.dataset.root or init.allow_random:
+    return
+  empty = [name for name in ("clip_checkpoint", "detr_checkpoint")
+           if not init[name]]
+  if "clip_checkpoint" in empty and init.synthetic_clip_steps > 0:
+    empty.remove("clip_checkpoint")
+  if empty:
+    raise ConfigError(
+        f"config.init.{' and config.init.'.join(empty)} "
+        f"{'is' if len(empty) == 1 else 'are'} empty: a run on "
+        f"config.dataset.root={config.dataset.root!r} would start from "
+        "random weights. Convert the public CLIP ViT-B/32 and DETR-R50 "
+        "checkpoints (README.md, section 'Pretrained weights') and pass "
+        "--config.init.clip_checkpoint=<clip .msgpack> "
+        "--config.init.detr_checkpoint=<detr .msgpack>, or "
+        "--config.init.allow_random=True to train from random weights on "
+        "purpose.")

@@ -101,7 +101,9 @@ class KI2HOI(nn.Module):
     encoder_mlp_ratio: encoder point-wise MLP width multiple.
     encoder_norm: 'batch' | 'masked'.
     roi_size: ROI-Align grid of the encoder input (None: the full C5 map).
-    roi_sampling_ratio: ROI-Align samples per bin and axis.
+    roi_sampling_ratio: ROI-Align samples per bin and axis; <= 0:
+      adaptive, ceil(ROI extent / roi_size) per axis (torchvision's
+      default, every covered C5 cell is read).
     instance_decoder_layers: instance interactor layers.
     verb_decoder_layers: verb extraction decoder layers.
     interaction_decoder_layers: interaction representation decoder layers.
@@ -130,7 +132,7 @@ class KI2HOI(nn.Module):
   encoder_mlp_ratio: int = 4
   encoder_norm: str = "batch"
   roi_size: Optional[int] = 7
-  roi_sampling_ratio: int = 2
+  roi_sampling_ratio: int = 0
   instance_decoder_layers: int = 3
   verb_decoder_layers: int = 1
   interaction_decoder_layers: int = 3
@@ -380,6 +382,15 @@ def with_text_embeddings(variables, interaction_text_embeddings):
 LABEL_FROZEN = "frozen"
 LABEL_BACKBONE = "backbone"
 LABEL_DEFAULT = "default"
+LABEL_CLIP = "clip"
+
+# Parameters initialised from CLIP text embeddings (GEN-VLKT trains its
+# `obj_visual_projection` / `visual_projection` at `lr_clip`): the object
+# classifier's projection, kernel [E, K + 1] (K object-prompt columns plus a
+# random no-object column, see `ObjectClassifier`) and bias. The interaction
+# classifier has no such parameters: its text embeddings are constants.
+TEXT_INITIALISED = (("instance_interactor", "obj_classifier",
+                     "obj_visual_projection"),)
 
 
 def _label(path, backbone_frozen_stages: int) -> str:
@@ -399,15 +410,19 @@ def _label(path, backbone_frozen_stages: int) -> str:
       if stage <= backbone_frozen_stages:
         return LABEL_FROZEN
     return LABEL_BACKBONE
+  if any(tuple(keys[:len(t)]) == t for t in TEXT_INITIALISED):
+    return LABEL_CLIP
   return LABEL_DEFAULT
 
 
 def param_labels(params, backbone_frozen_stages: int = 1):
-  """Optimizer labels: 'frozen' | 'backbone' | 'default' per parameter.
+  """Optimizer labels: 'frozen' | 'backbone' | 'clip' | 'default' per parameter.
 
   'frozen': the CLIP image tower, and the ResNet stem + stages
   1..backbone_frozen_stages (DETR freezes the stem and layer1); 'backbone':
-  the other ResNet stages (backbone learning rate); 'default': the rest.
+  the other ResNet stages (backbone learning rate); 'clip': the weights
+  initialised from CLIP text embeddings (`TEXT_INITIALISED`, CLIP learning
+  rate); 'default': the rest.
   Use with `optax.multi_transform({..., 'frozen': optax.set_to_zero()},
   param_labels(params))`.
 

@@ -1,7 +1,10 @@
-"""Optimizer: AdamW with a backbone learning rate, step decay, clipping.
+"""Optimizer: AdamW, backbone and CLIP learning rates, step decay, clipping.
 
 Design.md "Training recipe": AdamW, lr 1e-4 (backbone 1e-5), weight decay
 1e-4, global-norm clipping 0.1, learning rates x 0.1 from `lr_drop_epoch`.
+Weights initialised from CLIP text embeddings (the object classifier) train
+at `clip_learning_rate` 1e-5, GEN-VLKT's `--lr_clip` with its
+`--ft_clip_with_small_lr`.
 
 Frozen parameters (CLIP towers, frozen batch-norm of the backbone) are not
 given to the optimizer at all: the train step splits the parameter tree with
@@ -9,7 +12,8 @@ given to the optimizer at all: the train step splits the parameter tree with
 only the trainable part and puts the frozen part back unchanged (bit for bit),
 so they have no Adam moments and no gradient buffers. The remaining parameters
 are routed with `optax.multi_transform` by their label: 'backbone' gets
-`backbone_learning_rate`, everything else `learning_rate`.
+`backbone_learning_rate`, 'clip' `clip_learning_rate`, everything else
+`learning_rate`.
 
 Steps: `config.batch_size` is the global batch of one optimizer update. With
 `optimizer.grad_accum_steps = k > 1` each train step sees batch_size / k
@@ -26,18 +30,20 @@ import optax
 FROZEN = "frozen"
 BACKBONE = "backbone"
 DEFAULT = "default"
+CLIP = "clip"
+GROUPS = (DEFAULT, BACKBONE, CLIP)  # Trainable groups, one AdamW each.
 
 
 def normalise_label(label: str) -> str:
-  """Maps a model parameter label to 'frozen', 'backbone' or 'default'."""
+  """Maps a parameter label to 'frozen' | 'backbone' | 'clip' | 'default'."""
   label = str(label).lower()
-  if label in (FROZEN, BACKBONE):
+  if label in (FROZEN, BACKBONE, CLIP):
     return label
   return DEFAULT
 
 
 def flat_labels(labels: Mapping[str, Any]) -> Dict[str, str]:
-  """Nested label tree -> {'a/b/c': 'frozen' | 'backbone' | 'default'}."""
+  """Nested label tree -> {'a/b/c': 'frozen' | 'backbone' | 'clip' | ...}."""
   flat = traverse_util.flatten_dict(labels, sep="/")
   return {k: normalise_label(v) for k, v in flat.items()}
 
@@ -72,7 +78,7 @@ def merge_params(trainable: Mapping[str, Any],
 
 
 def trainable_labels(labels: Mapping[str, str]) -> Dict[str, Any]:
-  """Nested 'backbone'/'default' labels of the trainable subtree."""
+  """Nested 'backbone'/'clip'/'default' labels of the trainable subtree."""
   return traverse_util.unflatten_dict(
       {k: v for k, v in labels.items() if v != FROZEN}, sep="/")
 
@@ -93,16 +99,18 @@ def learning_rate_schedules(config, steps_per_epoch: int
     steps_per_epoch: train steps (micro-batches) per epoch.
 
   Returns:
-    {'default': schedule, 'backbone': schedule}: the learning rate as a
-    function of the number of optimizer updates done; x 0.1 from update
-    `lr_drop_epoch * steps_per_epoch // grad_accum_steps` on.
+    {'default': schedule, 'backbone': schedule, 'clip': schedule}: the
+    learning rate as a function of the number of optimizer updates done;
+    x 0.1 from update `lr_drop_epoch * steps_per_epoch // grad_accum_steps`
+    on.
   """
   boundary = (int(config.optimizer.lr_drop_epoch) * int(steps_per_epoch) //
               int(config.optimizer.grad_accum_steps))
   def make(base):
     return optax.piecewise_constant_schedule(float(base), {boundary: 0.1})
   return {DEFAULT: make(config.optimizer.learning_rate),
-          BACKBONE: make(config.optimizer.backbone_learning_rate)}
+          BACKBONE: make(config.optimizer.backbone_learning_rate),
+          CLIP: make(config.optimizer.clip_learning_rate)}
 
 
 def make_optimizer(config, labels: Mapping[str, str],
@@ -121,7 +129,7 @@ def make_optimizer(config, labels: Mapping[str, str],
   schedules = learning_rate_schedules(config, steps_per_epoch)
   wd = float(config.optimizer.weight_decay)
   groups = {name: optax.adamw(schedules[name], weight_decay=wd)
-            for name in (DEFAULT, BACKBONE)}
+            for name in GROUPS}
   chain = []
   if config.optimizer.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(config.optimizer.grad_clip_norm))
