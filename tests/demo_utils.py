@@ -1,4 +1,4 @@
-"""Tiny demo workdirs for the slow end-to-end tests.
+"""Tiny demo workdirs for the slow end-to-end tests, and random model weights.
 
 `make_demo_workdir` runs `python -m ki2hoi_jax.main --config=configs/demo.py`
 in a subprocess (its own JAX, one CPU device unless XLA_FLAGS says otherwise)
@@ -14,12 +14,19 @@ A module-scoped fixture can share one workdir between tests:
   @pytest.fixture(scope="module")
   def demo_workdir(tmp_path_factory):
     return demo_utils.make_demo_workdir(str(tmp_path_factory.mktemp("demo")))
+
+`random_variables` fills a variables tree of ShapeDtypeStructs with small
+random weights (unit norm scales and variances), for checkpoints of an
+untrained model.
 """
 
 import os
 import subprocess
 import sys
 from typing import List, Sequence
+
+import jax
+import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,3 +77,20 @@ def make_demo_workdir(workdir: str, mode: str = "train",
     raise RuntimeError(f"demo run failed (exit {proc.returncode}):\n"
                        f"{proc.stdout[-6000:]}")
   return workdir
+
+
+def random_variables(shapes, seed=0):
+  """Random values for a variables tree of ShapeDtypeStructs."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if name.endswith(("running_var", "/var", "/scale")) or (
+        name.startswith("frozen_bn") and name.endswith("weight")):
+      return np.ones(s.shape, s.dtype)
+    if name.endswith(("running_mean", "/mean")) or name.startswith(
+        "frozen_bn"):
+      return np.zeros(s.shape, s.dtype)
+    return (rng.standard_normal(s.shape) * 0.1).astype(s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)

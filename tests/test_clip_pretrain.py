@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import demo_utils  # tests/ is on sys.path (pytest rootdir conftest).
 from configs import demo
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.clip import pretrain
@@ -173,10 +174,7 @@ def _random_demo_checkpoint(config, workdir):
   model = ki2hoi.build_model(config)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), *ki2hoi.dummy_inputs(config, 1, (64, 64))))
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(
-      lambda s: (rng.standard_normal(s.shape) * 0.05).astype(s.dtype),
-      dict(shapes))
+  variables = demo_utils.random_variables(dict(shapes))
   ckpt = checkpoint_manager.Checkpointer(workdir)
   ckpt.save(1, {"step": np.int32(1), "params": variables["params"],
                 "batch_stats": variables.get("batch_stats", {}),

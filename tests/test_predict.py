@@ -17,6 +17,7 @@ from PIL import Image
 from PIL import ImageDraw
 import pytest
 
+import demo_utils  # tests/ is on sys.path (pytest rootdir conftest).
 from configs import demo
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.checkpoints import restore
@@ -62,23 +63,6 @@ def _tiny_config(space="hoi"):
   return config
 
 
-def _random_variables(shapes, seed=0):
-  """Random values for a variables tree of ShapeDtypeStructs."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = "/".join(str(getattr(k, "key", k)) for k in path)
-    if name.endswith(("running_var", "/var", "/scale")) or (
-        name.startswith("frozen_bn") and name.endswith("weight")):
-      return np.ones(s.shape, s.dtype)
-    if name.endswith(("running_mean", "/mean")) or name.startswith(
-        "frozen_bn"):
-      return np.zeros(s.shape, s.dtype)
-    return (rng.standard_normal(s.shape) * 0.1).astype(s.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """(config, workdir, clip text params) of a saved random tiny model."""
@@ -87,7 +71,7 @@ def trained(tmp_path_factory):
   model = ki2hoi.build_model(config)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), *ki2hoi.dummy_inputs(config, 1, (64, 64))))
-  variables = _random_variables(dict(shapes))
+  variables = demo_utils.random_variables(dict(shapes))
   workdir = str(tmp_path_factory.mktemp("workdir"))
   ckpt = checkpoint_manager.Checkpointer(workdir)
   extra = {k: v for k, v in variables.items()
