@@ -17,10 +17,20 @@ columns. Training and evaluation use the closed vocabulary of the dataset
   `metadata.verb_prompt(verb)` ("a photo of a person throw something"); every
   (verb, object) combination is a candidate whose score fuses the verb logit
   with the object score (`config.inference.score_fusion`).
+
+With `model.classifier='linear'` (paper Table IV row a) the interaction head
+is a learned linear layer with one output per training class, not a cosine
+against text embeddings, so it scores its training classes only:
+`evaluation_vocabulary` is then the closed vocabulary restricted to them. In a
+zero-shot split the unseen classes get no candidate, their AP is 0 and
+`mAP_unseen` is 0 by construction (`mAP_seen` is the comparable number);
+open vocabularies are refused.
 """
 
 import dataclasses
 from typing import List, Tuple
+
+import numpy as np
 
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
@@ -83,6 +93,35 @@ def training_verbs(dataset: str) -> Tuple[str, ...]:
   return metadata.hico().verbs
 
 
+def interaction_class_indices(config, split: str = "train") -> np.ndarray:
+  """Columns of the full label space used by the interaction classifier.
+
+  Training in a zero-shot split uses the seen classes only (GEN-VLKT's
+  `--del_unseen`); evaluation uses all classes.
+
+  Args:
+    config: experiment config (dataset.name, dataset.zero_shot_split,
+      model.interaction_space).
+    split: 'train' or 'eval'.
+
+  Returns:
+    [C] sorted int32 indices into `hoi_labels` ('hoi') or `verb_labels`
+    ('verb') of the batch.
+  """
+  if config.dataset.name == "vcoco":
+    return np.arange(metadata.vcoco().num_verb_classes, dtype=np.int32)
+  meta = metadata.hico()
+  space = config.model.interaction_space
+  num = meta.num_hois if space == "hoi" else meta.num_verbs
+  if split == "eval" or not config.dataset.zero_shot_split:
+    return np.arange(num, dtype=np.int32)
+  seen = meta.seen_hois(config.dataset.zero_shot_split)
+  if space == "hoi":
+    return np.asarray(seen, np.int32)
+  # Verb space: a verb is seen when it has at least one seen HOI.
+  return np.asarray(sorted({meta.hois[h][0] for h in seen}), np.int32)
+
+
 def closed_vocabulary(config) -> Vocabulary:
   """The training dataset's full class list (as evaluation scores it).
 
@@ -106,3 +145,31 @@ def closed_vocabulary(config) -> Vocabulary:
   prompts = meta.hoi_prompts() if space == "hoi" else meta.verb_prompts()
   return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
                     meta.num_objects, postprocess.candidate_table(space))
+
+
+def evaluation_vocabulary(config) -> Vocabulary:
+  """The classes evaluation and closed-vocabulary prediction score.
+
+  The closed vocabulary, except with `model.classifier='linear'`: then only
+  the training classes (`interaction_class_indices(config, 'train')`, in
+  that order, one logit column each; module docstring).
+
+  Args:
+    config: the run config.
+
+  Returns:
+    The Vocabulary.
+  """
+  vocab = closed_vocabulary(config)
+  if config.model.classifier != "linear":
+    return vocab
+  classes = interaction_class_indices(config, "train")
+  if len(classes) == vocab.num_classes:
+    return vocab
+  space = config.model.interaction_space
+  table = (postprocess.candidate_table(space, hoi_classes=classes)
+           if space == "hoi" else
+           postprocess.candidate_table(space, verb_classes=classes))
+  return dataclasses.replace(
+      vocab, prompts=tuple(vocab.prompts[int(c)] for c in classes),
+      table=table)

@@ -180,7 +180,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
     state: the TrainState (its `constants` are replaced by
       `text_embeddings`).
     batch: per-device batch.
-    text_embeddings: [C_eval, E] interaction text embeddings (all classes).
+    text_embeddings: [C_eval, E] interaction text embeddings of the evaluated
+      classes (all, or the training classes of a linear head).
     flax_model: the linen model.
     table: candidate table of post-processing; when given, the top-k
       selection runs here on the device (postprocess.select_top_k) and only
