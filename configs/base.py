@@ -71,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Compute dtype of the trainable parts.
   config.model.frozen_dtype = "float32"  # Compute dtype of frozen CLIP and backbone ('bfloat16' saves time).
   config.model.logit_scale_init = 14.285714285714286  # 1 / 0.07, learnable verb-predictor logit scale.
+  # Ablation switches (Table IV, configs/ablations/); the defaults are the paper model.
+  config.model.encoder_type = "ho_pair"  # 'ho_pair' (Ho-Pair Encoder) | 'detr' (post-norm DETR transformer encoder, same depth).
+  config.model.clip_cross_attention = True  # Interaction decoder cross-attends to V_sp (CLIP image tokens).
+  config.model.classifier = "clip_text"  # 'clip_text' (cosine vs CLIP text embeddings) | 'linear' (learned heads over the training classes, no CLIP text; unseen classes are not scored).
+  config.model.verb_decoder = True  # Verb feature learning: verb extraction decoder + per-pair V_verb retrieval.
   # CLIP ViT-B/32 (image and text towers).
   config.model.clip = ml_collections.ConfigDict()
   config.model.clip.image_size = 224  # Input resolution of the CLIP image tower.
@@ -111,6 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.focal_gamma = 2.0  # Interaction focal loss gamma.
   config.loss.reconstruction = "l1"  # L_re: 'l1' | 'l2' | 'l1+l2' | 'none' (Table V).
   config.loss.reconstruction_loss_coef = 20.0  # L_re weight (GEN-VLKT's mimic weight).
+  config.loss.reconstruction_form = "raw_all_layers"  # 'raw_all_layers' (GEN-VLKT mimic: raw features, every decoder layer) | 'unit_last_layer' (L2-normalised, final layer).
   config.loss.aux_loss = True  # Losses on every intermediate decoder layer.
 
   # ----------------------------------------------------------- optimisation

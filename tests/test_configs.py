@@ -17,6 +17,10 @@ CONFIG_NAMES = sorted(
     os.path.splitext(os.path.basename(p))[0]
     for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
     if not p.endswith("__init__.py"))
+ABLATION_NAMES = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(ROOT, "configs", "ablations", "*.py"))
+    if not p.endswith("__init__.py"))
 
 
 def _load(name):
@@ -36,6 +40,56 @@ def test_config_loads_and_validates(name):
   # Every experiment only changes values, never adds fields to the base.
   base_keys = set(_flatten(_load("base")))
   assert set(_flatten(config)) == base_keys
+
+
+def test_expected_ablation_files_exist():
+  expected = {"table3_data_50", "table3_data_25", "table3_data_15",
+              "table4_a_baseline", "table4_b_clip",
+              "table4_c_ho_pair_encoder", "table4_d_verb_features",
+              "table5_l1", "table5_l2", "table5_l1_l2", "table5_none",
+              "table6_verb_layers_1", "table6_verb_layers_2",
+              "table6_verb_layers_3"}
+  assert set(ABLATION_NAMES) == expected
+
+
+@pytest.mark.parametrize("name", ABLATION_NAMES)
+def test_ablation_config_loads_validates_and_names_its_table(name):
+  module = importlib.import_module(f"configs.ablations.{name}")
+  config = module.get_config()
+  validation.validate(config)
+  assert set(_flatten(config)) == set(_flatten(_load("base")))
+  table = {"table3": "Table III", "table4": "Table IV", "table5": "Table V",
+           "table6": "Table VI"}[name.split("_")[0]]
+  assert module.__doc__.startswith(
+      table + (" row (" if table == "Table IV" else ","))
+  assert f"--config=configs/ablations/{name}.py" in module.__doc__
+
+
+def test_ablation_configs_change_what_their_rows_say():
+  def diff(name, base):
+    a = _flatten(importlib.import_module(
+        f"configs.ablations.{name}").get_config())
+    b = _flatten(_load(base))
+    return {k: v for k, v in a.items() if b[k] != v}
+  for pct in (50, 25, 15):
+    assert diff(f"table3_data_{pct}", "default") == {
+        "dataset.train_fraction": pct / 100}
+  assert diff("table4_a_baseline", "uv") == {
+      "model.encoder_type": "detr", "model.clip_cross_attention": False,
+      "model.classifier": "linear", "model.verb_decoder": False,
+      "loss.reconstruction": "none"}
+  assert diff("table4_b_clip", "uv") == {"model.encoder_type": "detr",
+                                         "model.verb_decoder": False}
+  assert diff("table4_c_ho_pair_encoder", "uv") == {
+      "model.verb_decoder": False}
+  assert diff("table4_d_verb_features", "uv") == {}
+  for name, kind in (("l1", "l1"), ("l2", "l2"), ("l1_l2", "l1+l2"),
+                     ("none", "none")):
+    assert diff(f"table5_{name}", "uv") == (
+        {} if kind == "l1" else {"loss.reconstruction": kind})
+  for n in (1, 2, 3):
+    assert diff(f"table6_verb_layers_{n}", "uv") == (
+        {} if n == 1 else {"model.verb_decoder_layers": n})
 
 
 def _flatten(config, prefix=""):
@@ -68,6 +122,14 @@ def test_paper_defaults():
   assert config.model.num_queries == 64 and config.model.d_model == 256
   assert config.loss.focal_alpha == 0.5 and config.loss.focal_gamma == 2.0
   assert config.inference.nms_threshold == 0.7
+  # L_re: GEN-VLKT's mimic loss (raw features, every layer, L1, weight 20).
+  assert config.loss.reconstruction == "l1"
+  assert config.loss.reconstruction_form == "raw_all_layers"
+  assert config.loss.reconstruction_loss_coef == 20.0
+  # Every Table IV component on.
+  assert config.model.encoder_type == "ho_pair"
+  assert config.model.clip_cross_attention and config.model.verb_decoder
+  assert config.model.classifier == "clip_text"
   assert _load("vcoco").model.interaction_space == "verb"
   assert config.model.prompt_style == "gerund"  # GEN-VLKT/HOICLIP prompts.
 
@@ -107,9 +169,16 @@ def test_config_saved_before_prompt_style_reads_bare():
      r" in \[0, 1\]"),
     ("predict.top_k", -5, r"predict\.top_k=-5 must be > 0"),
     ("model.dropout", 1.2, "dropout"),
+    ("model.encoder_type", "dert", "encoder_type"),
+    ("model.classifier", "clip", "model.classifier"),
+    ("loss.reconstruction_form", "raw", "reconstruction_form"),
+    ("loss.reconstruction", "l3", "reconstruction"),
+    ("predict.verbs", "ride", r"classifier='linear' scores only"),
 ])
 def test_bad_values_name_the_field(path, value, match):
   config = _load("default")
+  if path == "predict.verbs":  # Open vocabulary with a linear head.
+    config.model.classifier = "linear"
   node = config
   *parents, leaf = path.split(".")
   for p in parents:

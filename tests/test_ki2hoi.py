@@ -2,6 +2,8 @@
 
 import functools
 
+import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +112,7 @@ def test_outputs_follow_the_contract(roi_size):
               "pred_human_logits": (b, n, 2),
               "pred_interaction_logits": (b, n, C),
               "interaction_clip_feature": (b, E),
+              "interaction_clip_feature_unit": (b, E),
               "clip_image_embedding": (b, E)}
   assert set(out) == set(expected) | {"aux_outputs"}
   for k, shape in expected.items():
@@ -117,13 +120,11 @@ def test_outputs_follow_the_contract(roi_size):
     assert out[k].dtype == jnp.float32, k
     assert np.isfinite(np.asarray(out[k])).all(), k
   assert len(out["aux_outputs"]) == 1  # min(2, 2) layers - 1.
-  assert set(out["aux_outputs"][0]) == set(ki2hoi.OUTPUT_KEYS)
-  for k in ki2hoi.OUTPUT_KEYS:
+  assert set(out["aux_outputs"][0]) == set(ki2hoi.LAYER_KEYS)
+  for k in ki2hoi.LAYER_KEYS:
     assert out["aux_outputs"][0][k].shape == out[k].shape
   boxes = np.asarray(out["pred_sub_boxes"])
   assert ((boxes > 0) & (boxes < 1)).all()
-  np.testing.assert_allclose(
-      np.linalg.norm(out["clip_image_embedding"], axis=-1), 1.0, rtol=1e-5)
   # Top-level parameter groups and the CLIP-initialised object classifier.
   assert set(variables["params"]) == {
       "backbone", "input_proj", "encoder", "clip_visual", "clip_proj",
@@ -210,7 +211,7 @@ def test_full_model_ignores_padding_content_and_amount(roi_size, train):
   ref = run(variables, image, mask, clip_image, text)
   for img in (canvas, junk):
     out = run(variables, img, canvas_mask, clip_image, text)
-    for k in ki2hoi.OUTPUT_KEYS + ("interaction_clip_feature",):
+    for k in ki2hoi.LAYER_KEYS + ("interaction_clip_feature_unit",):
       np.testing.assert_allclose(out[k], ref[k], rtol=2e-4, atol=2e-4,
                                  err_msg=k)
 
@@ -457,3 +458,143 @@ def test_anchor_queries_refine_reference_boxes_and_ignore_padding():
                                atol=1e-5)
     np.testing.assert_allclose(layer["pred_obj_boxes"][1], anchors[n:],
                                atol=1e-5)
+
+
+def test_reconstruction_outputs_are_raw_features_of_every_layer():
+  """L_re inputs: GEN-VLKT's raw `inter_memory` mean per layer, raw CLIP."""
+  model, variables, _ = _built(3)
+  rng = np.random.default_rng(7)
+  image, mask, clip_image = _inputs(rng)
+  text = _text(rng, C)
+
+  @jax.jit
+  def run(variables):
+    return model.apply(
+        variables, image, mask, clip_image, text,
+        capture_intermediates=lambda mdl, _: mdl.name in ("verb_predictor",
+                                                          "clip_visual"),
+        mutable=["intermediates", "batch_stats"])
+
+  out, state = run(variables)
+  inter = state["intermediates"]
+  _, raw = inter["verb_predictor"]["__call__"][0]  # [L, B, N, E]
+  _, clip_embedding = inter["clip_visual"]["__call__"][0]  # [B, E]
+  raw = np.asarray(raw, np.float64)
+  layers = out["aux_outputs"] + [out]
+  assert len(layers) == raw.shape[0] == 2
+  for l, layer in enumerate(layers):
+    np.testing.assert_allclose(layer["interaction_clip_feature"],
+                               raw[l].mean(axis=1), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(layers[0]["interaction_clip_feature"],
+                         layers[1]["interaction_clip_feature"])
+  unit = raw[-1] / np.linalg.norm(raw[-1], axis=-1, keepdims=True)
+  np.testing.assert_allclose(out["interaction_clip_feature_unit"],
+                             unit.mean(axis=1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["clip_image_embedding"], clip_embedding,
+                             rtol=1e-6)
+  # Raw: neither the CLIP embedding nor the per-query features are unit.
+  assert not np.allclose(
+      np.linalg.norm(out["clip_image_embedding"], axis=-1), 1.0, atol=1e-2)
+  assert not np.allclose(np.linalg.norm(raw, axis=-1), 1.0, atol=1e-2)
+
+
+# Switch -> (config.model overrides, variable paths it removes, paths it
+# keeps or adds).
+_ROW_A = {"encoder_type": "detr", "clip_cross_attention": False,
+          "classifier": "linear", "verb_decoder": False}
+_SWITCHES = {
+    "detr_encoder": (
+        {"encoder_type": "detr"},
+        ("batch_stats", "params/encoder/layers_0/local_encoder",
+         "params/encoder/norm"),
+        ("params/encoder/layers_0/self_attn/q_proj/kernel",
+         "params/encoder/layers_0/linear1/kernel",
+         "params/encoder/layers_0/norm2/scale")),
+    "no_clip_cross_attention": (
+        {"clip_cross_attention": False},
+        ("params/clip_proj", "params/interaction_decoder/layers_0/clip_attn",
+         "params/interaction_decoder/layers_1/clip_attn"),
+        ("params/clip_visual/proj",
+         "params/interaction_decoder/layers_0/multihead_attn/q_proj/kernel")),
+    "linear_classifier": (
+        {"classifier": "linear"},
+        ("params/verb_predictor/logit_scale",),
+        ("params/verb_predictor/interaction_classifier/kernel",
+         "params/instance_interactor/obj_classifier")),
+    "no_verb_decoder": (
+        {"verb_decoder": False},
+        ("params/verb_decoder", "params/interaction_decoder/layers_0/verb_attn",
+         "params/verb_predictor/verb_projection"),
+        ("params/verb_predictor/inter_projection",
+         "params/verb_predictor/logit_scale")),
+    "table4_row_a": (
+        _ROW_A,
+        ("batch_stats", "params/clip_proj", "params/verb_decoder",
+         "params/verb_predictor/logit_scale",
+         "params/verb_predictor/verb_projection"),
+        ("params/encoder/layers_0/self_attn/q_proj/kernel",
+         "params/verb_predictor/interaction_classifier/kernel")),
+}
+
+
+def _switched(switches, roi_size=3):
+  config = _tiny_config(roi_size)
+  for k, v in switches.items():
+    config.model[k] = v
+  return ki2hoi.build_model(config, num_object_classes=K)
+
+
+def _shapes(model, rng):
+  image, mask, clip_image = _inputs(rng)
+  args = (image, mask, clip_image, _text(rng, C))
+  variables = jax.eval_shape(model.init, KEY, *args, _text(rng, K))
+  out = jax.eval_shape(functools.partial(_apply, model), variables, *args)
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(variables), sep="/")
+  return {k: v.shape for k, v in flat.items()}, out
+
+
+@pytest.mark.parametrize("name", sorted(_SWITCHES))
+def test_ablation_switch_removes_its_parameters_outputs_keep_shapes(name):
+  switches, absent, present = _SWITCHES[name]
+  rng = np.random.default_rng(8)
+  ref_vars, ref_out = _shapes(_model(), rng)
+  variables, out = _shapes(_switched(switches), rng)
+  for prefix in absent:
+    assert any(k.startswith(prefix) for k in ref_vars), prefix
+    assert not any(k.startswith(prefix) for k in variables), prefix
+  for prefix in present:
+    assert any(k.startswith(prefix) for k in variables), prefix
+  assert (jax.tree_util.tree_structure(out)
+          == jax.tree_util.tree_structure(ref_out))
+  assert jax.tree.map(lambda s: (s.shape, s.dtype), out) == jax.tree.map(
+      lambda s: (s.shape, s.dtype), ref_out)
+  if not switches.get("verb_decoder", True):  # FFN maps Q_inter alone.
+    assert variables["params/interaction_decoder/layers_0/linear1/kernel"] == (
+        16, 32)
+  if switches.get("classifier") == "linear":  # [D features (+ C), classes].
+    width = E if not switches.get("verb_decoder", True) else 2 * E
+    assert variables[
+        "params/verb_predictor/interaction_classifier/kernel"] == (width, C)
+
+
+def test_table4_row_a_model_runs_without_clip_text_knowledge():
+  model = _switched(_ROW_A)
+  rng = np.random.default_rng(9)
+  image, mask, clip_image = _inputs(rng)
+  text, obj_text = _text(rng, C), _text(rng, K)
+  variables = jax.jit(model.init)(KEY, image, mask, clip_image, text,
+                                  obj_text)
+  # The object classifier is not initialised from the object prompts.
+  kernel = variables["params"]["instance_interactor"]["obj_classifier"][
+      "obj_visual_projection"]["kernel"]
+  unit = obj_text / np.linalg.norm(obj_text, axis=-1, keepdims=True)
+  assert not np.allclose(kernel[:, :K], unit.T, atol=1e-2)
+  out = jax.jit(functools.partial(_apply, model))(variables, image, mask,
+                                                  clip_image, text)
+  for k in ki2hoi.LAYER_KEYS:
+    assert np.isfinite(np.asarray(out[k])).all(), k
+  assert out["pred_interaction_logits"].shape == (2, 4, C)
+  # The linear head only scores the classes it was built with.
+  with pytest.raises(Exception, match="interaction_classifier"):
+    jax.eval_shape(functools.partial(_apply, model), variables, image, mask,
+                   clip_image, _text(rng, C + 4))

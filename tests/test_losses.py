@@ -132,23 +132,124 @@ def test_reconstruction_loss(kind, expected):
 
 def test_compute_losses_total_and_aux_suffix():
   outputs, targets, indices, mask = _toy_case()
-  aux = {k: v for k, v in outputs.items()}
-  outputs = dict(outputs, aux_outputs=[aux, aux],
+  aux = [dict(outputs, interaction_clip_feature=jnp.full((1, 4), v))
+         for v in (3.0, 2.0)]
+  outputs = dict(outputs, aux_outputs=aux,
                  interaction_clip_feature=jnp.ones((1, 4)),
                  clip_image_embedding=jnp.zeros((1, 4)))
   cfg = _loss_config()
+  assert cfg.reconstruction_form == "raw_all_layers"  # The default.
   loss, metrics = losses.compute_losses(outputs, targets, cfg, axis_name=None,
                                         matches=[(indices, mask)] * 3)
   assert "loss_obj_ce_aux_0" in metrics and "loss_obj_ce_aux_1" in metrics
-  assert "loss_re_aux_0" not in metrics
   one = sum(getattr(cfg, losses.LOSS_COEFS[k]) * float(metrics[k])
             for k in losses.LOSS_COEFS if k != "loss_re")
+  # L_re on every layer: L1 of the raw features against the raw target.
   np.testing.assert_allclose(float(metrics["loss_re"]), 1.0)
-  np.testing.assert_allclose(float(loss), 3 * one + 20.0 * 1.0, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["loss_re_aux_0"]), 3.0)
+  np.testing.assert_allclose(float(metrics["loss_re_aux_1"]), 2.0)
+  np.testing.assert_allclose(float(loss), 3 * one + 20.0 * (1 + 3 + 2),
+                             rtol=1e-5)
   assert float(metrics["num_pairs"]) == 1.0
   # Matching computed inside gives the same (query 1 is the best match).
   loss2, _ = losses.compute_losses(outputs, targets, cfg, axis_name=None)
   np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+
+
+def _genvlkt_mimic(raw_queries, clip_embedding, example, kind):
+  """numpy L_re of one layer: GEN-VLKT's F.l1_loss(mean_q feats, clip)."""
+  diff = raw_queries.mean(axis=1) - clip_embedding  # [B, E]
+  diff = diff[example]  # Padding images contribute nothing.
+  return {"l1": np.abs(diff).mean(), "l2": (diff ** 2).mean(),
+          "l1+l2": np.abs(diff).mean() + (diff ** 2).mean()}[kind]
+
+
+def _reconstruction_case(seed=0, layers=3, b=3, n=4, e=6):
+  """Per-query raw features [L, B, N, E] and the outputs the model gives."""
+  rng = np.random.default_rng(seed)
+  raw = rng.normal(size=(layers, b, n, e)) * 2.0 + 0.5
+  clip_embedding = rng.normal(size=(b, e)) * 3.0
+  unit = raw[-1] / np.linalg.norm(raw[-1], axis=-1, keepdims=True)
+  outputs, targets, indices, mask = _toy_case()
+  per_image = {k: jnp.repeat(v, b, axis=0) for k, v in outputs.items()}
+  layer_dicts = [dict(per_image, interaction_clip_feature=jnp.asarray(
+      raw[l].mean(axis=1), jnp.float32)) for l in range(layers)]
+  outputs = dict(layer_dicts[-1], aux_outputs=layer_dicts[:-1],
+                 interaction_clip_feature_unit=jnp.asarray(
+                     unit.mean(axis=1), jnp.float32),
+                 clip_image_embedding=jnp.asarray(clip_embedding,
+                                                  jnp.float32))
+  example = np.array([True] * (b - 1) + [False])
+  targets = {k: jnp.repeat(v, b, axis=0) for k, v in targets.items()}
+  targets["example_mask"] = jnp.asarray(example)
+  targets["pair_mask"] = targets["pair_mask"] & targets["example_mask"][:,
+                                                                        None]
+  matches = [(jnp.repeat(indices, b, axis=0), jnp.repeat(mask, b, axis=0))
+             ] * layers
+  return raw, clip_embedding, example, outputs, targets, matches
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "l1+l2"])
+def test_reconstruction_raw_all_layers_matches_genvlkt_numpy(kind):
+  raw, clip_embedding, example, outputs, targets, matches = (
+      _reconstruction_case())
+  cfg = _loss_config(reconstruction=kind)
+  loss, metrics = losses.compute_losses(outputs, targets, cfg, axis_name=None,
+                                        matches=matches)
+  expected = [_genvlkt_mimic(raw[l], clip_embedding, example, kind)
+              for l in range(3)]
+  # Final layer, then aux_0, aux_1 (earlier layers first).
+  names = ["loss_re", "loss_re_aux_0", "loss_re_aux_1"]
+  for name, value in zip(names, [expected[2], expected[0], expected[1]]):
+    np.testing.assert_allclose(float(metrics[name]), value, rtol=1e-5,
+                               err_msg=name)
+  # The aux layers contribute 20 x their L_re to the total.
+  none_loss, _ = losses.compute_losses(
+      outputs, targets, _loss_config(reconstruction="none"), axis_name=None,
+      matches=matches)
+  np.testing.assert_allclose(float(loss) - float(none_loss),
+                             20.0 * sum(expected), rtol=1e-5)
+  # Without aux losses only the final layer's L_re remains.
+  _, no_aux = losses.compute_losses(
+      outputs, targets, _loss_config(reconstruction=kind, aux_loss=False),
+      axis_name=None, matches=matches[:1])
+  assert not any(k.startswith("loss_re_aux") for k in no_aux)
+  np.testing.assert_allclose(float(no_aux["loss_re"]), expected[2],
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "l1+l2"])
+def test_reconstruction_unit_last_layer_matches_numpy(kind):
+  raw, clip_embedding, example, outputs, targets, matches = (
+      _reconstruction_case(seed=1))
+  cfg = _loss_config(reconstruction=kind, reconstruction_form="unit_last_layer")
+  loss, metrics = losses.compute_losses(outputs, targets, cfg, axis_name=None,
+                                        matches=matches)
+  assert not any(k.startswith("loss_re_aux") for k in metrics)
+  unit = raw[-1] / np.linalg.norm(raw[-1], axis=-1, keepdims=True)
+  target = clip_embedding / np.linalg.norm(clip_embedding, axis=-1,
+                                           keepdims=True)
+  diff = (unit.mean(axis=1) - target)[example]
+  expected = {"l1": np.abs(diff).mean(), "l2": (diff ** 2).mean(),
+              "l1+l2": np.abs(diff).mean() + (diff ** 2).mean()}[kind]
+  np.testing.assert_allclose(float(metrics["loss_re"]), expected, rtol=1e-5)
+  none_loss, _ = losses.compute_losses(
+      outputs, targets, _loss_config(reconstruction="none"), axis_name=None,
+      matches=matches)
+  np.testing.assert_allclose(float(loss) - float(none_loss), 20.0 * expected,
+                             rtol=1e-5)
+
+
+def test_reconstruction_none_and_bad_form():
+  _, _, _, outputs, targets, matches = _reconstruction_case()
+  _, metrics = losses.compute_losses(
+      outputs, targets, _loss_config(reconstruction="none"), axis_name=None,
+      matches=matches)
+  assert not any(k.startswith("loss_re") for k in metrics)
+  with pytest.raises(ValueError, match="reconstruction_form"):
+    losses.compute_losses(outputs, targets,
+                          _loss_config(reconstruction_form="raw"),
+                          axis_name=None, matches=matches)
 
 
 def test_pmap_normalisation_equals_global_batch():

@@ -65,6 +65,56 @@ def test_candidate_tables():
     pp.candidate_table("triplet")
 
 
+def test_verb_candidate_table_over_a_verb_subset():
+  """A linear head over some verbs: their HOIs only, columns renumbered."""
+  verbs = [3, 57, 100]
+  t = pp.candidate_table("verb", verb_classes=verbs)
+  expected = np.flatnonzero(np.isin(META.hoi_verb, verbs))
+  np.testing.assert_array_equal(t.hoi_index, expected)
+  np.testing.assert_array_equal(t.verb_index, META.hoi_verb[expected])
+  np.testing.assert_array_equal(t.object_index, META.hoi_object[expected])
+  column = {v: i for i, v in enumerate(verbs)}
+  np.testing.assert_array_equal(
+      t.interaction_column, [column[v] for v in META.hoi_verb[expected]])
+  assert t.num_columns == 3
+  full = pp.candidate_table("verb", verb_classes=range(117))
+  np.testing.assert_array_equal(full.interaction_column,
+                                pp.candidate_table("verb").interaction_column)
+  for bad in ([], [117], [3, 3]):
+    with pytest.raises(ValueError, match="verb_classes"):
+      pp.candidate_table("verb", verb_classes=bad)
+  with pytest.raises(ValueError, match="verb_classes"):
+    pp.candidate_table("hoi", verb_classes=[1])
+
+
+@pytest.mark.parametrize("space", ["hoi", "verb"])
+def test_linear_classifier_evaluation_vocabulary_scores_seen_classes(space):
+  from ki2hoi_jax.evaluation import vocabulary  # pylint: disable=g-import-not-at-top
+  config = base_config.get_config()
+  config.model.interaction_space = space
+  config.dataset.zero_shot_split = "uv"
+  closed = vocabulary.closed_vocabulary(config)
+  same = vocabulary.evaluation_vocabulary(config)  # clip_text: all classes.
+  assert same.prompts == closed.prompts and same.table is closed.table
+  config.model.classifier = "linear"
+  vocab = vocabulary.evaluation_vocabulary(config)
+  unseen = set(META.unseen_hois("uv"))
+  num_seen = 600 - len(unseen)
+  assert vocab.num_classes == (num_seen if space == "hoi" else 117 - 20)
+  assert vocab.table.num_columns == vocab.num_classes
+  assert set(vocab.table.hoi_index.tolist()) == set(range(600)) - unseen
+  assert int(vocab.table.interaction_column.max()) == vocab.num_classes - 1
+  # Column c scores the class of prompt c.
+  prompts = (META.hoi_prompts() if space == "hoi" else META.verb_prompts())
+  key = vocab.table.hoi_index if space == "hoi" else vocab.table.verb_index
+  for col, k in zip(vocab.table.interaction_column[:20], key[:20]):
+    assert vocab.prompts[col] == prompts[k]
+  # Fully supervised: every class is a training class.
+  config.dataset.zero_shot_split = ""
+  same = vocabulary.evaluation_vocabulary(config)
+  assert same.prompts == closed.prompts and same.table is closed.table
+
+
 # ------------------------------------------------------------ scores
 @pytest.mark.parametrize("fusion", ["genvlkt", "sum", "product"])
 def test_score_fusion_formulas(fusion):

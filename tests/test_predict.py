@@ -261,6 +261,25 @@ def test_prompt_style_sets_the_vcoco_closed_vocabulary_prompts():
   assert prompts[hold] == "a photo of a person hold something"
 
 
+def test_linear_head_predicts_its_training_classes_only():
+  config = _tiny_config("hoi")
+  config.dataset.zero_shot_split = "uv"
+  config.model.classifier = "linear"
+  vocab = ov.vocabulary_from_args(config)  # The evaluation vocabulary.
+  assert vocab.num_classes == 600 - len(metadata.hico().unseen_hois("uv"))
+  def params(num_classes):
+    return {"verb_predictor": {"interaction_classifier": {
+        "kernel": np.zeros((8, num_classes), np.float32)}}}
+  with pytest.raises(vocabulary_lib.VocabularyError,
+                     match=r"classifier='linear' has a learned head over its "
+                     r"600 training classes and cannot score this"):
+    ov.prepare_classes(vocab, params(600), {}, config)
+  open_vocab = ov.vocabulary_from_args(config, verbs="ride",
+                                       objects="horse")
+  with pytest.raises(vocabulary_lib.VocabularyError, match="an open"):
+    ov.prepare_classes(open_vocab, params(vocab.num_classes), {}, config)
+
+
 def test_extend_object_classifier_known_values():
   kernel = np.array([[3.0, 0.0, 9.0], [0.0, 1.0, 9.0]], np.float32)  # E=2,K=2
   params = {"instance_interactor": {"obj_classifier": {

@@ -62,11 +62,11 @@ class _TinyHOI(nn.Module):
           "pred_obj_logits": nn.Dense(K + 1, name=f"cls_{i}")(h),
           "pred_human_logits": nn.Dense(2, name=f"hum_{i}")(h),
           "pred_interaction_logits": proj @ text.T,
+          "interaction_clip_feature": jnp.mean(proj, axis=1),
       })
       h = h[..., :4]
     out = dict(layers[-1])
     out["aux_outputs"] = layers[:-1]
-    out["interaction_clip_feature"] = jnp.mean(proj, axis=1)
     out["clip_image_embedding"] = clip_emb
     return out
 

@@ -27,6 +27,11 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.frozen_dtype": ("float32", "bfloat16"),
     "loss.reconstruction": ("l1", "l2", "l1+l2", "none"),
+    "loss.reconstruction_form": ("raw_all_layers", "unit_last_layer"),
+    "model.encoder_type": ("ho_pair", "detr"),
+    "model.classifier": ("clip_text", "linear"),
+    "model.clip_cross_attention": (True, False),
+    "model.verb_decoder": (True, False),
     "inference.score_fusion": ("sum", "genvlkt", "product"),
 }
 
@@ -128,6 +133,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(
         f"config.dataset.clip_image_size={config.dataset.clip_image_size} must "
         f"equal config.model.clip.image_size={config.model.clip.image_size}")
+  if config.model.classifier == "linear" and (
+      config.predict.verbs or config.predict.objects
+      or config.predict.prompts_file):
+    raise ConfigError("config.model.classifier='linear' scores only its "
+                      "training classes; open-vocabulary prediction "
+                      "(config.predict.verbs/objects/prompts_file) needs "
+                      "config.model.classifier='clip_text'")
   if config.batch_size % config.optimizer.grad_accum_steps:
     raise ConfigError("config.batch_size must be divisible by "
                       "config.optimizer.grad_accum_steps")

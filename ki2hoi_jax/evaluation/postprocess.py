@@ -106,13 +106,17 @@ def hoi_candidate_table(
 
 
 def verb_candidate_table(
-    verb_object_matrix: Optional[np.ndarray] = None) -> CandidateTable:
+    verb_object_matrix: Optional[np.ndarray] = None,
+    verb_classes: Optional[Sequence[int]] = None) -> CandidateTable:
   """Candidates of the 'verb' interaction space (C = 117 verb logits).
 
   Args:
     verb_object_matrix: [117, 80] validity matrix (corre_hico); None =
       `metadata.hico().verb_object_matrix()`. Each nonzero (verb, object) is a
       candidate; it must be one of the 600 HOIs.
+    verb_classes: [C] verb index of each interaction-logit column when the
+      classifier covers a subset of the 117 verbs (a linear head over the
+      seen verbs); only their candidates are scored. None = all verbs.
 
   Returns:
     The candidate table, ordered by HOI index.
@@ -120,6 +124,18 @@ def verb_candidate_table(
   meta = metadata.hico()
   matrix = (meta.verb_object_matrix() if verb_object_matrix is None
             else np.asarray(verb_object_matrix))
+  column = np.arange(matrix.shape[0])
+  if verb_classes is not None:
+    subset = np.asarray(verb_classes, np.int64)
+    if subset.ndim != 1 or subset.size == 0 or subset.min() < 0 or (
+        subset.max() >= matrix.shape[0]) or np.unique(subset).size != (
+            subset.size):
+      raise ValueError(f"verb_classes must be distinct verb indices in [0, "
+                       f"{matrix.shape[0]}), got {subset!r}")
+    keep = np.zeros(matrix.shape[0], bool)
+    keep[subset] = True
+    matrix = matrix * keep[:, None]
+    column[subset] = np.arange(subset.size)
   verbs, objects = np.nonzero(matrix)
   hois = []
   for v, o in zip(verbs.tolist(), objects.tolist()):
@@ -131,11 +147,12 @@ def verb_candidate_table(
   hois = np.asarray(hois, np.int32)
   order = np.argsort(hois, kind="stable")
   return CandidateTable(
-      interaction_column=verbs[order].astype(np.int32),
+      interaction_column=column[verbs[order]].astype(np.int32),
       object_index=objects[order].astype(np.int32),
       verb_index=verbs[order].astype(np.int32),
       hoi_index=hois[order],
-      num_columns=int(matrix.shape[0]))
+      num_columns=int(matrix.shape[0] if verb_classes is None
+                      else len(verb_classes)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,13 +166,23 @@ def _default_table(interaction_space: str) -> CandidateTable:
 
 
 def candidate_table(interaction_space: str,
-                    hoi_classes: Optional[Sequence[int]] = None
+                    hoi_classes: Optional[Sequence[int]] = None,
+                    verb_classes: Optional[Sequence[int]] = None
                     ) -> CandidateTable:
-  """The candidate table of `model.interaction_space` (cached default)."""
+  """The candidate table of `model.interaction_space` (cached default).
+
+  `hoi_classes` ('hoi') or `verb_classes` ('verb') restrict it to the
+  classes of a classifier over a subset (one logit column each).
+  """
   if hoi_classes is not None:
     if interaction_space != "hoi":
       raise ValueError("hoi_classes only applies to interaction_space='hoi'")
     return hoi_candidate_table(hoi_classes)
+  if verb_classes is not None:
+    if interaction_space != "verb":
+      raise ValueError("verb_classes only applies to "
+                       "interaction_space='verb'")
+    return verb_candidate_table(verb_classes=verb_classes)
   return _default_table(interaction_space)
 
 

@@ -20,6 +20,14 @@ columns. Training and evaluation use the closed vocabulary of the dataset
 
 `style` is `config.model.prompt_style`: 'gerund' (above, GEN-VLKT's and
 HOICLIP's prompts) or 'bare' ("a photo of a person throw a frisbee").
+
+With `model.classifier='linear'` (paper Table IV row a) the interaction head
+is a learned linear layer with one output per training class, not a cosine
+against text embeddings, so it scores its training classes only:
+`evaluation_vocabulary` is then the closed vocabulary restricted to them. In a
+zero-shot split the unseen classes get no candidate, their AP is 0 and
+`mAP_unseen` is 0 by construction (`mAP_seen` is the comparable number);
+open vocabularies are refused.
 """
 
 import dataclasses
@@ -88,35 +96,6 @@ def training_verbs(dataset: str) -> Tuple[str, ...]:
   return metadata.hico().verbs
 
 
-def closed_vocabulary(config) -> Vocabulary:
-  """The training dataset's full class list (as evaluation scores it).
-
-  Args:
-    config: the run config (`dataset.name`, `model.interaction_space`,
-      `model.prompt_style`).
-
-  Returns:
-    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts(style)`),
-    HICO-DET 'verb' (117 `verb_prompts(style)`, candidates of
-    `verb_object_matrix()`), or V-COCO (29 verb classes, candidates of the
-    V-COCO prior).
-  """
-  space = config.model.interaction_space
-  style = config.model.prompt_style
-  if config.dataset.name == "vcoco":
-    # Imported lazily: V-COCO post-processing pulls in its evaluator.
-    from ki2hoi_jax.evaluation import vcoco_postprocess  # pylint: disable=g-import-not-at-top
-    meta = metadata.vcoco()
-    return Vocabulary(space, tuple(meta.verb_prompts(style)),
-                      meta.verb_classes, meta.objects, len(meta.objects),
-                      vcoco_postprocess.candidate_table())
-  meta = metadata.hico()
-  prompts = (meta.hoi_prompts(style) if space == "hoi"
-             else meta.verb_prompts(style))
-  return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
-                    meta.num_objects, postprocess.candidate_table(space))
-
-
 def interaction_class_indices(config, split: str = "train") -> np.ndarray:
   """Columns of the full label space used by the interaction classifier.
 
@@ -144,6 +123,35 @@ def interaction_class_indices(config, split: str = "train") -> np.ndarray:
     return np.asarray(seen, np.int32)
   # Verb space: a verb is seen when it has at least one seen HOI.
   return np.asarray(sorted({meta.hois[h][0] for h in seen}), np.int32)
+
+
+def closed_vocabulary(config) -> Vocabulary:
+  """The training dataset's full class list (as evaluation scores it).
+
+  Args:
+    config: the run config (`dataset.name`, `model.interaction_space`,
+      `model.prompt_style`).
+
+  Returns:
+    The Vocabulary: HICO-DET 'hoi' (600 prompts, `hoi_prompts(style)`),
+    HICO-DET 'verb' (117 `verb_prompts(style)`, candidates of
+    `verb_object_matrix()`), or V-COCO (29 verb classes, candidates of the
+    V-COCO prior).
+  """
+  space = config.model.interaction_space
+  style = config.model.prompt_style
+  if config.dataset.name == "vcoco":
+    # Imported lazily: V-COCO post-processing pulls in its evaluator.
+    from ki2hoi_jax.evaluation import vcoco_postprocess  # pylint: disable=g-import-not-at-top
+    meta = metadata.vcoco()
+    return Vocabulary(space, tuple(meta.verb_prompts(style)),
+                      meta.verb_classes, meta.objects, len(meta.objects),
+                      vcoco_postprocess.candidate_table())
+  meta = metadata.hico()
+  prompts = (meta.hoi_prompts(style) if space == "hoi"
+             else meta.verb_prompts(style))
+  return Vocabulary(space, tuple(prompts), meta.verbs, meta.objects,
+                    meta.num_objects, postprocess.candidate_table(space))
 
 
 VERB_QUERIES = ("training_classes", "all_classes")
@@ -180,3 +188,31 @@ def verb_query_prompts(config, prompts: Sequence[str]) -> Tuple[str, ...]:
                           f"{VERB_QUERIES}, got {mode!r}")
   closed = closed_vocabulary(config).prompts
   return tuple(closed[i] for i in interaction_class_indices(config, "train"))
+
+
+def evaluation_vocabulary(config) -> Vocabulary:
+  """The classes evaluation and closed-vocabulary prediction score.
+
+  The closed vocabulary, except with `model.classifier='linear'`: then only
+  the training classes (`interaction_class_indices(config, 'train')`, in
+  that order, one logit column each; module docstring).
+
+  Args:
+    config: the run config.
+
+  Returns:
+    The Vocabulary.
+  """
+  vocab = closed_vocabulary(config)
+  if config.model.classifier != "linear":
+    return vocab
+  classes = interaction_class_indices(config, "train")
+  if len(classes) == vocab.num_classes:
+    return vocab
+  space = config.model.interaction_space
+  table = (postprocess.candidate_table(space, hoi_classes=classes)
+           if space == "hoi" else
+           postprocess.candidate_table(space, verb_classes=classes))
+  return dataclasses.replace(
+      vocab, prompts=tuple(vocab.prompts[int(c)] for c in classes),
+      table=table)

@@ -256,7 +256,7 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
 
 def vocabulary_from_args(config, verbs: Any = "", objects: Any = "",
                          prompts_file: str = "") -> vocabulary_lib.Vocabulary:
-  """Closed vocabulary when nothing is given, else `build_vocabulary`.
+  """Evaluation vocabulary when nothing is given, else `build_vocabulary`.
 
   Args:
     config: the run config.
@@ -270,7 +270,7 @@ def vocabulary_from_args(config, verbs: Any = "", objects: Any = "",
   pairs, plain = read_prompts_file(prompts_file) if prompts_file else ([], [])
   verbs, objects = parse_names(verbs), parse_names(objects)
   if not (verbs or objects or pairs or plain):
-    return vocabulary_lib.closed_vocabulary(config)
+    return vocabulary_lib.evaluation_vocabulary(config)
   return build_vocabulary(config, verbs, objects, pairs, plain)
 
 
@@ -363,7 +363,21 @@ def prepare_classes(vocabulary: vocabulary_lib.Vocabulary,
 
   Returns:
     PreparedClasses.
+
+  Raises:
+    VocabularyError: the object classifier does not match the vocabulary,
+      or a linear interaction head (`model.classifier='linear'`) is asked
+      for classes other than its training classes.
   """
+  if config.model.classifier == "linear":
+    head = params["verb_predictor"]["interaction_classifier"]["kernel"]
+    if vocabulary.is_open or vocabulary.num_classes != head.shape[-1]:
+      raise vocabulary_lib.VocabularyError(
+          f"model.classifier='linear' has a learned head over its "
+          f"{head.shape[-1]} training classes and cannot score "
+          f"{'an open' if vocabulary.is_open else 'this'} vocabulary of "
+          f"{vocabulary.num_classes} classes; use the evaluation vocabulary "
+          "or a model.classifier='clip_text' model")
   inter = clip_text.class_embeddings(clip_params, config, vocabulary.prompts)
   queries = clip_text.class_embeddings(
       clip_params, config,

@@ -38,6 +38,13 @@ Names a DETR-R50 converter maps onto (PyTorch key -> Flax path):
 (Dense kernels are the transposed PyTorch weights.) DETR's encoder,
 query_embed and class_embed have no counterpart here.
 
+Ablation switches (paper Table IV; `config.model`, defaults = the paper
+model): `encoder_type` ('ho_pair' | 'detr', DETR's transformer encoder under
+the same `encoder` name), `clip_cross_attention` (V_sp in the interaction
+decoder), `classifier` ('clip_text' | 'linear') and `verb_decoder` (verb
+feature learning). Switching a part off removes its parameters; the outputs
+keep their keys and shapes.
+
 Frozen parts: the CLIP image tower runs under `stop_gradient` in
 `frozen_dtype`; the ResNet computes in `frozen_dtype` too (its stem and the
 first `backbone_frozen_stages` stages are frozen by the optimizer labels and
@@ -61,11 +68,15 @@ from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import interaction_decoder
 from ki2hoi_jax.models import position_encoding
 from ki2hoi_jax.models import roi_align
+from ki2hoi_jax.models import transformer
 from ki2hoi_jax.models import verb_decoder
 from ki2hoi_jax.models import verb_predictor
 
 OUTPUT_KEYS = ("pred_sub_boxes", "pred_obj_boxes", "pred_obj_logits",
                "pred_human_logits", "pred_interaction_logits")
+# Keys of every decoder layer's dict (the final one and each aux output).
+LAYER_KEYS = OUTPUT_KEYS + ("interaction_clip_feature",)
+ENCODER_TYPES = ("ho_pair", "detr")
 CONSTANTS = "constants"
 
 
@@ -107,6 +118,19 @@ class KI2HOI(nn.Module):
     instance_decoder_layers: instance interactor layers.
     verb_decoder_layers: verb extraction decoder layers.
     interaction_decoder_layers: interaction representation decoder layers.
+    encoder_type: 'ho_pair' (Ho-Pair Encoder) | 'detr' (post-norm DETR
+      transformer encoder, `transformer.TransformerEncoder`; no
+      batch_stats).
+    clip_cross_attention: the interaction decoder cross-attends to V_sp
+      (False: no `clip_proj` and no `clip_attn`).
+    classifier: 'clip_text' (cosine against the interaction text
+      embeddings; object classifier initialised from the object text
+      embeddings) | 'linear' (learned linear interaction head over the
+      classes at initialisation, `verb_predictor.VerbPredictor`; object
+      classifier randomly initialised: no CLIP text knowledge).
+    verb_decoder: verb feature learning: the verb extraction decoder and the
+      per-pair V_verb retrieval (False: no `verb_decoder` params, no
+      `verb_attn`, no `verb_projection`).
     logit_scale_init: initial logit scale of the cosine classifiers.
     axis_name: device axis for the synced encoder batch norm (None: no sync).
     dtype: compute dtype of the trainable parts.
@@ -136,6 +160,10 @@ class KI2HOI(nn.Module):
   instance_decoder_layers: int = 3
   verb_decoder_layers: int = 1
   interaction_decoder_layers: int = 3
+  encoder_type: str = "ho_pair"
+  clip_cross_attention: bool = True
+  classifier: str = "clip_text"
+  verb_decoder: bool = True
   logit_scale_init: float = 1 / 0.07
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
@@ -187,12 +215,24 @@ class KI2HOI(nn.Module):
       fmask = jnp.ones((b, self.roi_size, self.roi_size), bool)
     pos = position_encoding.sine_position_encoding(fmask, self.d_model,
                                                    dtype=dtype)
-    x = ho_pair_encoder.HoPairEncoder(
-        self.encoder_layers, self.encoder_mlp_ratio, self.encoder_norm,
-        self.axis_name, self.dropout, dtype, name="encoder")(x, fmask, train)
     b, h, w, d = x.shape
+    if self.encoder_type == "ho_pair":
+      x = ho_pair_encoder.HoPairEncoder(
+          self.encoder_layers, self.encoder_mlp_ratio, self.encoder_norm,
+          self.axis_name, self.dropout, dtype, name="encoder")(x, fmask,
+                                                               train)
+      x = x.reshape(b, h * w, d)
+    elif self.encoder_type == "detr":
+      x = transformer.TransformerEncoder(
+          self.encoder_layers, self.num_heads, self.dim_feedforward,
+          self.dropout, dtype, name="encoder")(
+              x.reshape(b, h * w, d), pos.reshape(b, h * w, d),
+              fmask.reshape(b, h * w), train)
+    else:
+      raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got "
+                       f"{self.encoder_type!r}")
     points = position_encoding.cell_centres(fmask)
-    return (x.reshape(b, h * w, d), pos.reshape(b, h * w, d),
+    return (x, pos.reshape(b, h * w, d),
             fmask.reshape(b, h * w), points.reshape(b, h * w, 2))
 
   @nn.compact
@@ -209,9 +249,11 @@ class KI2HOI(nn.Module):
       mask: [B, H, W] bool, True on valid pixels.
       clip_image: [B, S, S, 3] CLIP-normalised.
       interaction_text_embeddings: [C, E] CLIP text embeddings of the
-        interaction prompts (None: `variables['constants']`).
+        interaction prompts (None: `variables['constants']`); with
+        `classifier='linear'` only C is read (it must be the C of `init`).
       object_text_embeddings: [K, E] object-prompt embeddings; only used to
-        initialise the object classifier.
+        initialise the object classifier (ignored with
+        `classifier='linear'`).
       verb_query_text_embeddings: [C_q, E] text embeddings of the verb
         extraction decoder's class queries (None: the interaction text
         embeddings; evaluation passes the training classes', see
@@ -222,9 +264,13 @@ class KI2HOI(nn.Module):
       The dict of docs/contracts.md: pred_sub_boxes / pred_obj_boxes
       [B, N, 4] (cxcywh, sigmoid), pred_obj_logits [B, N, K+1],
       pred_human_logits [B, N, 2], pred_interaction_logits [B, N, C],
-      aux_outputs (list of dicts with those five keys, earlier layers first),
-      interaction_clip_feature [B, E], clip_image_embedding [B, E]
-      (L2-normalised). All float32.
+      interaction_clip_feature [B, E] (the mean over queries of the raw
+      projected interaction features, GEN-VLKT's `inter_memory`, not
+      normalised), aux_outputs (list of dicts with those six keys, earlier
+      layers first), interaction_clip_feature_unit [B, E] (last layer: the
+      mean over queries of the L2-normalised projected features) and
+      clip_image_embedding [B, E] (the raw CLIP image embedding, not
+      normalised). All float32.
     """
     dtype = _dtype(self.dtype)
     text = self._interaction_text(interaction_text_embeddings)
@@ -236,8 +282,12 @@ class KI2HOI(nn.Module):
         clip_image.astype(_dtype(self.frozen_dtype)))
     tokens = jax.lax.stop_gradient(tokens)
     clip_embedding = jax.lax.stop_gradient(clip_embedding)
-    clip_tokens = nn.Dense(self.d_model, dtype=dtype, name="clip_proj")(
-        tokens.astype(dtype))  # V_sp [B, T, D]
+    clip_tokens = None
+    if self.clip_cross_attention:
+      clip_tokens = nn.Dense(self.d_model, dtype=dtype, name="clip_proj")(
+          tokens.astype(dtype))  # V_sp [B, T, D]
+    if self.classifier == "linear":
+      object_text_embeddings = None  # Random init: no CLIP text knowledge.
 
     inst = instance_interactor.InstanceInteractor(
         self.num_queries, self.instance_decoder_layers, self.num_heads,
@@ -246,23 +296,27 @@ class KI2HOI(nn.Module):
         name="instance_interactor")(memory, memory_pos, memory_mask,
                                     object_text_embeddings, train,
                                     memory_points)
-    verb_feats = verb_decoder.VerbExtractionDecoder(
-        self.verb_decoder_layers, self.num_heads, self.dim_feedforward,
-        self.dropout, dtype, name="verb_decoder")(
-            text if verb_query_text_embeddings is None
-            else verb_query_text_embeddings,
-            memory, memory_pos, memory_mask, train)
+    verb_feats = None
+    if self.verb_decoder:
+      verb_feats = verb_decoder.VerbExtractionDecoder(
+          self.verb_decoder_layers, self.num_heads, self.dim_feedforward,
+          self.dropout, dtype, name="verb_decoder")(
+              text if verb_query_text_embeddings is None
+              else verb_query_text_embeddings,
+              memory, memory_pos, memory_mask, train)
     # Q_inter = ((Q_h + P) + (Q_o + P)) / 2: averaged last-layer instance
     # features as content, the pair embedding P as query position.
     tgt = (inst["human_hs"][-1] + inst["object_hs"][-1]) / 2
     inter_hs, retrieved = interaction_decoder.InteractionRepresentationDecoder(
         self.interaction_decoder_layers, self.num_heads, self.dim_feedforward,
-        self.dropout, dtype, name="interaction_decoder")(
+        self.dropout, dtype, self.clip_cross_attention, self.verb_decoder,
+        name="interaction_decoder")(
             tgt, inst["pair_embed"][None].astype(dtype), clip_tokens, memory,
             memory_pos, memory_mask, verb_feats, train)
     inter_logits, inter_feat = verb_predictor.VerbPredictor(
-        self.embed_dim, self.logit_scale_init, dtype,
+        self.embed_dim, self.logit_scale_init, dtype, self.classifier,
         name="verb_predictor")(inter_hs, retrieved, text)
+    clip_feature = jnp.mean(inter_feat, axis=2)  # [L, B, E], raw
 
     # Pair instance layer i with interaction layer i, aligned at the end when
     # the two decoders have different depths.
@@ -279,12 +333,13 @@ class KI2HOI(nn.Module):
         "pred_obj_logits": f32(inst["obj_logits"][off_i + j]),
         "pred_human_logits": f32(inst["human_logits"][off_i + j]),
         "pred_interaction_logits": f32(inter_logits[off_x + j]),
+        "interaction_clip_feature": clip_feature[off_x + j],
     } for j in range(num)]
     out = dict(layers[-1])
     out["aux_outputs"] = layers[:-1]
-    out["interaction_clip_feature"] = jnp.mean(inter_feat[-1], axis=1)
-    out["clip_image_embedding"] = instance_interactor.l2_normalize(
-        clip_embedding.astype(jnp.float32))
+    out["interaction_clip_feature_unit"] = jnp.mean(
+        instance_interactor.l2_normalize(inter_feat[-1]), axis=1)
+    out["clip_image_embedding"] = clip_embedding.astype(jnp.float32)
     return out
 
 
@@ -341,6 +396,10 @@ def build_model(config, axis_name: Optional[str] = None,
       instance_decoder_layers=int(m.instance_decoder_layers),
       verb_decoder_layers=int(m.verb_decoder_layers),
       interaction_decoder_layers=int(m.interaction_decoder_layers),
+      encoder_type=str(m.encoder_type),
+      clip_cross_attention=bool(m.clip_cross_attention),
+      classifier=str(m.classifier),
+      verb_decoder=bool(m.verb_decoder),
       logit_scale_init=float(m.logit_scale_init),
       axis_name=axis_name,
       dtype=jnp.dtype(m.dtype),

@@ -1,7 +1,8 @@
-"""Attention helpers and the post-norm DETR decoder layer.
+"""Attention helpers and the post-norm DETR decoder and encoder layers.
 
 Reference: facebookresearch/detr `models/transformer.py`
-(`TransformerDecoderLayer.forward_post`). Names: attention modules have
+(`TransformerDecoderLayer.forward_post`, `TransformerEncoderLayer.
+forward_post`). Names: attention modules have
 `q_proj`/`k_proj`/`v_proj`/`out_proj` Dense layers (d -> d); a PyTorch
 `nn.MultiheadAttention.in_proj_weight` [3d, d] splits into the three kernels
 (each transposed). Key masks are True on valid keys.
@@ -176,3 +177,90 @@ class DecoderLayer(nn.Module):
                           name="linear1")(tgt))
     t2 = nn.Dense(d, dtype=self.dtype, name="linear2")(drop(t2))
     return ln("norm3")(tgt + drop(t2))
+
+
+class EncoderLayer(nn.Module):
+  """Post-norm DETR encoder layer: self-attention, FFN.
+
+  Reference: facebookresearch/detr `models/transformer.py`
+  (`TransformerEncoderLayer.forward_post`): queries and keys get the position
+  encoding, values do not. Submodule names are DETR's (`self_attn`,
+  `linear1`, `linear2`, `norm1`, `norm2`).
+
+  Attributes:
+    num_heads: attention heads.
+    dim_feedforward: FFN hidden width.
+    dropout: dropout rate.
+    dtype: compute dtype.
+  """
+  num_heads: int
+  dim_feedforward: int
+  dropout: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, src, pos=None, mask=None, deterministic: bool = True):
+    """Runs one layer.
+
+    Args:
+      src: [B, M, D] tokens.
+      pos: [B, M, D] position encoding (or None).
+      mask: [B, M] bool, True on valid tokens (padding is no key).
+      deterministic: disables dropout.
+
+    Returns:
+      [B, M, D].
+    """
+    d = src.shape[-1]
+    drop = functools.partial(dropout, rate=self.dropout,
+                             deterministic=deterministic)
+    ln = functools.partial(layer_norm, dtype=self.dtype)
+    qk = with_pos(src, pos)
+    s2 = MultiHeadAttention(self.num_heads, self.dropout, self.dtype,
+                            name="self_attn")(qk, qk, src, mask,
+                                              deterministic=deterministic)
+    src = ln("norm1")(src + drop(s2))
+    s2 = nn.relu(nn.Dense(self.dim_feedforward, dtype=self.dtype,
+                          name="linear1")(src))
+    s2 = nn.Dense(d, dtype=self.dtype, name="linear2")(drop(s2))
+    return ln("norm2")(src + drop(s2))
+
+
+class TransformerEncoder(nn.Module):
+  """DETR's transformer encoder (post-norm layers, no final norm).
+
+  The `model.encoder_type='detr'` alternative to the Ho-Pair Encoder (paper
+  Table IV rows a-b).
+
+  Attributes:
+    num_layers: encoder layers.
+    num_heads: attention heads.
+    dim_feedforward: FFN hidden width.
+    dropout: dropout rate.
+    dtype: compute dtype.
+  """
+  num_layers: int
+  num_heads: int
+  dim_feedforward: int
+  dropout: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, src, pos=None, mask=None, train: bool = False):
+    """Encodes tokens.
+
+    Args:
+      src: [B, M, D] projected backbone features.
+      pos: [B, M, D] position encoding (or None).
+      mask: [B, M] bool, True on valid tokens.
+      train: enables dropout.
+
+    Returns:
+      [B, M, D] memory (padded positions hold unspecified values).
+    """
+    x = src.astype(self.dtype)
+    for i in range(self.num_layers):
+      x = EncoderLayer(self.num_heads, self.dim_feedforward, self.dropout,
+                       self.dtype, name=f"layers_{i}")(
+                           x, pos, mask, deterministic=not train)
+    return x

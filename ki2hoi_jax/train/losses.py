@@ -9,7 +9,7 @@ Pure functions that return `(loss, metrics)`. Terms (weights in config.loss):
 | `loss_obj_ce` | object CE over all queries, unmatched -> no-object (last class), no-object weight `no_object_weight` | sum of CE weights (DETR's weighted mean) |
 | `loss_human_ce` | [person, no-object] CE, same convention | sum of CE weights |
 | `loss_interaction` | GEN-VLKT `_neg_loss` focal loss on sigmoid interaction logits over all queries (unmatched -> all negative) | number of positive labels |
-| `loss_re` | L_re between `interaction_clip_feature` and stop_gradient(`clip_image_embedding`) | elements |
+| `loss_re` | L_re (`loss.reconstruction`: l1, l2, l1+l2 or none) between the interaction feature and stop_gradient(`clip_image_embedding`), form below | elements |
 
 The interaction focal loss is GEN-VLKT's `_neg_loss` (CornerNet-style focal
 loss on sigmoid probabilities): for probability p and binary label y,
@@ -19,7 +19,20 @@ clamps p to [1e-4, 1 - 1e-4]; here log p and log(1-p) are computed with
 `log_sigmoid` instead (no clamp, stable for large logits).
 
 Auxiliary decoder layers are matched separately and their terms get the suffix
-`_aux_{i}`. L_re applies to the final outputs only.
+`_aux_{i}`.
+
+L_re form (`loss.reconstruction_form`):
+* 'raw_all_layers' (default; GEN-VLKT's mimic loss `loss_feat_mimic`, i.e.
+  `F.l1_loss(mean_q(inter_memory), clip_model.encode_image(...))` on every
+  decoder layer): each layer's raw `interaction_clip_feature` (mean over
+  queries of the projected interaction features, not normalised) against the
+  raw CLIP image embedding; `loss_re` for the final layer and `loss_re_aux_{i}`
+  for the auxiliary ones (when `loss.aux_loss`), each weighted by
+  `reconstruction_loss_coef`.
+* 'unit_last_layer' (design.md eq. 16 as first read): the final layer's
+  `interaction_clip_feature_unit` (mean over queries of the L2-normalised
+  projected features) against the L2-normalised CLIP image embedding;
+  `loss_re` only.
 
 Cross-device normalisation: every count (matched pairs, positive labels, CE
 weights, L_re elements) is summed over `axis_name`, and each device returns
@@ -37,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.train import box_ops
 from ki2hoi_jax.train import matching
 
@@ -53,6 +67,8 @@ LOSS_COEFS = {
     "loss_interaction": "interaction_loss_coef",
     "loss_re": "reconstruction_loss_coef",
 }
+
+RECONSTRUCTION_FORMS = ("raw_all_layers", "unit_last_layer")
 
 
 # ----------------------------------------------------------------- classes
@@ -247,9 +263,14 @@ def reconstruction_loss(feature: Array, clip_embedding: Array, kind: str,
                         axis_name: Optional[str]) -> Array:
   """L_re between the interaction feature and the frozen CLIP embedding.
 
+  The distance only: the caller picks raw or unit vectors
+  (`loss.reconstruction_form`, module docstring).
+
   Args:
-    feature: [B, E] `interaction_clip_feature`.
-    clip_embedding: [B, E] `clip_image_embedding` (gradient stopped here).
+    feature: [B, E] interaction feature (`interaction_clip_feature` or
+      `interaction_clip_feature_unit`).
+    clip_embedding: [B, E] CLIP image embedding, raw or normalised like
+      `feature` (gradient stopped here).
     kind: 'l1' (mean |d|), 'l2' (mean d^2) or 'l1+l2' (their sum).
     example_mask: [B] bool, False for padding images.
     axis_name: pmap axis of the normalisation, or None.
@@ -305,6 +326,10 @@ def compute_losses(
     docstring) and every unweighted term plus `loss` and `num_pairs`.
   """
   layers = _layer_outputs(outputs, loss_config.aux_loss)
+  kind, form = loss_config.reconstruction, loss_config.reconstruction_form
+  if form not in RECONSTRUCTION_FORMS:
+    raise ValueError(f"loss.reconstruction_form must be one of "
+                     f"{RECONSTRUCTION_FORMS}, got {form!r}")
   if matches is None:
     matches = [matching.match(out, targets, loss_config) for _, out in layers]
   if len(matches) != len(layers):
@@ -313,14 +338,20 @@ def compute_losses(
   total = 0.0
   for (suffix, out), (indices, mask) in zip(layers, matches):
     terms = layer_losses(out, targets, indices, mask, loss_config, axis_name)
+    if kind != "none" and form == "raw_all_layers":
+      terms["loss_re"] = reconstruction_loss(
+          out["interaction_clip_feature"], outputs["clip_image_embedding"],
+          kind, targets["example_mask"], axis_name)
     for name, value in terms.items():
       metrics[name + suffix] = value
       if name in LOSS_COEFS:
         total = total + getattr(loss_config, LOSS_COEFS[name]) * value
-  if loss_config.reconstruction != "none":
+  if kind != "none" and form == "unit_last_layer":
     metrics["loss_re"] = reconstruction_loss(
-        outputs["interaction_clip_feature"], outputs["clip_image_embedding"],
-        loss_config.reconstruction, targets["example_mask"], axis_name)
+        outputs["interaction_clip_feature_unit"],
+        instance_interactor.l2_normalize(jnp.asarray(
+            outputs["clip_image_embedding"], jnp.float32)),
+        kind, targets["example_mask"], axis_name)
     total = total + loss_config.reconstruction_loss_coef * metrics["loss_re"]
   num_pairs = jnp.sum(matches[0][1].astype(jnp.float32))
   if axis_name is not None:  # The mean over devices is the global count.

@@ -185,7 +185,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
     state: the TrainState (its `constants` are replaced by
       `text_embeddings`).
     batch: per-device batch.
-    text_embeddings: [C_eval, E] interaction text embeddings (all classes).
+    text_embeddings: [C_eval, E] interaction text embeddings of the evaluated
+      classes (all, or the training classes of a linear head).
     verb_query_text_embeddings: [C_q, E] text embeddings of the verb
       decoder's class queries (None: `text_embeddings`;
       `vocabulary.verb_query_prompts`).

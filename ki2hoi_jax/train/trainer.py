@@ -12,7 +12,9 @@ Order of work (flax imagenet's `train_and_evaluate`, big_vision's resume order):
 3. Text embeddings, once, with the CLIP text tower (converted checkpoint, or
    the random tower of `clip_text.clip_text_params`, the one `predict`
    uses): the training interaction classifier holds the seen classes only
-   (vocabulary_lib.interaction_class_indices), evaluation all classes.
+   (vocabulary_lib.interaction_class_indices), evaluation all classes (with
+   `model.classifier='linear'` the training classes only:
+   `vocabulary.evaluation_vocabulary`).
 4. Model (`build_model(config, axis_name='batch')`), `init` with the object
    prompt embeddings (`startup.init_variables`; the workdir's compilation
    cache, `startup.enable_compilation_cache`, is on from the start), pretrained CLIP/DETR weights (`weights.pretrained.
@@ -74,7 +76,6 @@ from ki2hoi_jax.evaluation import vcoco as vcoco_eval
 from ki2hoi_jax.evaluation import vcoco_postprocess
 from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
 from ki2hoi_jax.models import ki2hoi
-from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import metrics_writer
 from ki2hoi_jax.train import optimizer
@@ -135,6 +136,13 @@ def interaction_prompts(config) -> List[str]:
   return list(vocabulary_lib.closed_vocabulary(config).prompts)
 
 
+def eval_candidate_table(config) -> Optional[postprocess.CandidateTable]:
+  """Candidates the eval step scores (None on V-COCO: host-side)."""
+  if config.dataset.name == "vcoco":
+    return None
+  return vocabulary_lib.evaluation_vocabulary(config).table
+
+
 def object_prompts(config) -> List[str]:
   """'a photo of a/an [object]' for the K object classes."""
   return [metadata.object_prompt(o)
@@ -152,7 +160,8 @@ class Setup:
     labels: flat parameter labels.
     tx: optimizer of the trainable subtree.
     train_classes: [C_train] label columns of the training classifier.
-    eval_text: [C_eval, E] text embeddings of all interaction classes.
+    eval_text: [C_eval, E] text embeddings of the evaluated interaction
+      classes (all; the training classes with `model.classifier='linear'`).
     verb_query_text: [C_q, E] text embeddings of the verb decoder's class
       queries at evaluation (`vocabulary.verb_query_prompts`).
     schedules: learning-rate schedules by parameter group.
@@ -185,6 +194,8 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   column = {p: i for i, p in enumerate(prompts)}
   verb_query_text = eval_text[[
       column[p] for p in vocabulary_lib.verb_query_prompts(config, prompts)]]
+  if config.model.classifier == "linear":  # Its head scores these only.
+    eval_text = train_text
   logging.info("Interaction classifier: %d training classes, %d at "
                "evaluation (verb decoder queries at evaluation: %d, %s).",
                len(train_classes), len(eval_text), len(verb_query_text),
@@ -292,7 +303,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
     builder: dataset builder.
     p_eval_step: `ts.make_p_eval_step(...)`.
     state: replicated TrainState.
-    eval_text: [C, E] text embeddings of all interaction classes.
+    eval_text: [C, E] text embeddings of the evaluated interaction classes.
     verb_query_text: [C_q, E] text embeddings of the verb decoder's queries.
     step: training step (folder name and TensorBoard step).
     writer: metrics writer (process 0) or None.
@@ -308,8 +319,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   text = jnp.asarray(eval_text)
   query_text = jnp.asarray(verb_query_text)
   predictions: List[Dict[str, Any]] = []
-  table = None if vcoco else postprocess.candidate_table(
-      config.model.interaction_space)
+  table = eval_candidate_table(config)
   is_main = jax.process_index() == 0
   bar = tqdm.tqdm(total=num_steps, desc=f"eval step {step}",
                   disable=not (config.progress_bar and is_main),
@@ -463,8 +473,7 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       grad_accum_steps=int(cfg.optimizer.grad_accum_steps))
   p_eval_step = ts.make_p_eval_step(
       flax_model=model,
-      table=(None if cfg.dataset.name == "vcoco" else
-             postprocess.candidate_table(cfg.model.interaction_space)),
+      table=eval_candidate_table(cfg),
       score_fusion=cfg.inference.score_fusion, top_k=int(cfg.inference.top_k))
   state = ts.replicate(setup.state)
   rng = setup.rng
@@ -611,8 +620,7 @@ def _evaluate(config, workdir: str, which: str) -> Optional[Dict]:
                "best" if use_best else "latest", step)
   p_eval_step = ts.make_p_eval_step(
       flax_model=setup.model,
-      table=(None if config.dataset.name == "vcoco" else
-             postprocess.candidate_table(config.model.interaction_space)),
+      table=eval_candidate_table(config),
       score_fusion=config.inference.score_fusion,
       top_k=int(config.inference.top_k))
   writer = metrics_writer.MetricsWriter(workdir)
