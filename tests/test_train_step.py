@@ -36,7 +36,9 @@ class _TinyHOI(nn.Module):
   axis_name: Optional[str] = None
 
   @nn.compact
-  def __call__(self, image, mask, clip_image, text=None, *, train=False):
+  def __call__(self, image, mask, clip_image, text=None, *, train=False,
+               verb_query_text_embeddings=None):
+    del verb_query_text_embeddings  # No verb decoder.
     if text is None:
       text = self.get_variable("constants", "interaction_text_embeddings")
     shift = self.variable("frozen_bn", "shift", jnp.zeros, (4,)).value
