@@ -1,4 +1,4 @@
-r"""The synthetic Table I: zero-shot mAP with a synthetic-knowledge vs a random CLIP.
+r"""Synthetic Table I: zero-shot mAP with a synthetic-knowledge or a random CLIP.
 
 Trains and evaluates the demo-sized model (configs/demo.py) on every zero-shot
 split of the paper's Table I (RF-UC, NF-UC, UC, UO, UV) and fully supervised,
@@ -135,7 +135,7 @@ def _cell(values: List[float]) -> str:
 
 
 def format_table(rows: List[Dict]) -> str:
-  """Markdown table: split, CLIP, verb queries, Full/Seen/Unseen mean ± spread."""
+  """Markdown rows: split, CLIP, verb queries, mAP mean ± spread."""
   lines = ["| setting | CLIP | verb queries | Full | Seen | Unseen | seeds |",
            "|---|---|---|---|---|---|---|"]
   keys = []

@@ -91,7 +91,7 @@ def test_contrastive_loss_known_values():
 def short_pretraining(tmp_path_factory):
   config = demo.get_config()
   out = str(tmp_path_factory.mktemp("clip") / "synthetic_clip.msgpack")
-  figure = pretrain.run(config, out, steps=80, batch_size=64, seed=0,
+  figure = pretrain.run(config, out, steps=300, batch_size=64, seed=0,
                         num_images=200, num_held_out=80, progress=False)
   return config, out, figure
 
@@ -104,7 +104,8 @@ def test_short_pretraining_beats_chance_on_held_out_crops(short_pretraining):
   assert figure["prompt_style"] == "gerund"  # The demo config's.
   assert figure["object"]["chance"] == pytest.approx(
       100.0 / len(pretrain.renderer_objects()))
-  # A wide margin over chance after 80 steps (measured: see the README).
+  # A wide margin over chance after 300 steps (measured: HOI 59 %, chance
+  # 4.1 %; objects 98 %, chance 12.5 %).
   assert figure["hoi"]["accuracy"] > 2.5 * figure["hoi"]["chance"]
   assert figure["object"]["accuracy"] > 4 * figure["object"]["chance"]
 
@@ -137,7 +138,7 @@ def test_a_synthetic_clip_made_with_other_settings_is_stale(short_pretraining,
                                                             tmp_path):
   _, out, _ = short_pretraining
   config = demo.get_config()
-  config.init.synthetic_clip_steps = 80  # The fixture's settings.
+  config.init.synthetic_clip_steps = 300  # The fixture's settings.
   config.init.synthetic_clip_images = 200
   assert pretrain.stale_settings(config, out) == []
   config.model.prompt_style = "bare"
@@ -163,10 +164,11 @@ def test_unseen_verb_prompts_stay_distinct_from_the_seen(short_pretraining):
       params, config, [metadata.verb_prompt(v) for v in new + old]))
   emb /= np.linalg.norm(emb, axis=1, keepdims=True)
   cos = emb[:len(new)] @ emb[len(new):].T
-  # Measured after the fixture's 80 steps: ride 0.885 (sit_on), wear 0.949
-  # (stand_on); a collapsed tower gives > 0.99 (the 1,500-step CLIP: see
-  # the README).
-  assert cos.max() < 0.97, dict(zip(new, cos.max(1)))
+  # Largest cosine to a seen verb's prompt, measured: after the fixture's
+  # 300 steps ride 0.50, wear 0.59; after 80 steps 0.82 and 0.97 (nearly
+  # collapsed); the 1,500-step CLIP of the demo 0.47 and 0.42; the random,
+  # centred tower 0.75 and 0.89.
+  assert cos.max() < 0.8, dict(zip(new, cos.max(1)))
 
 
 def _random_demo_checkpoint(config, workdir):

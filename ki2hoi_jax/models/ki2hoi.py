@@ -21,8 +21,9 @@ The interaction text embeddings are computed once by the train loop with the
 CLIP text tower and passed in; any C works, so the classes can be swapped at
 inference. The verb extraction decoder's class queries come from the same
 embeddings unless `verb_query_text_embeddings` [C_q, E] is given (evaluation
-keeps the training classes' queries, `config.model.verb_queries`). `object_text_embeddings` [K, E] only initialise the object
-classifier (pass them to `init`).
+keeps the training classes' queries, `config.model.verb_queries`).
+`object_text_embeddings` [K, E] only initialise the object classifier (pass
+them to `init`).
 
 Names a DETR-R50 converter maps onto (PyTorch key -> Flax path):
   backbone.0.body.<torchvision path>  -> params/backbone/<conv>/kernel (HWIO),
