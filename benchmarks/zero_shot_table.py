@@ -23,8 +23,10 @@ With `--verb_queries both` (default) each trained model is also evaluated with
 queries (the training classes differ from the scored ones: UV in the verb
 space), and the table prints both rows (issue 15, item 5).
 
-Spread is half the range over the seeds (max - min) / 2. Results also go to
-`<root>/table.json`.
+`--tag NAME --overrides=--config.x=y ...` trains a variant (workdirs
+`<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same benchmark. The
+printed table and `<root>/table.json` hold every finished run under `--root`.
+Spread is half the range over the seeds, (max - min) / 2.
 """
 
 import argparse
@@ -86,10 +88,11 @@ def queries_differ(split: str) -> bool:
 
 
 def train_and_evaluate(root: str, split: str, clip: str, seed: int,
-                       clip_checkpoint: str, epochs: int,
-                       verb_queries: str) -> List[Dict]:
+                       clip_checkpoint: str, epochs: int, verb_queries: str,
+                       tag: str = "", overrides: Sequence[str] = ()
+                       ) -> List[Dict]:
   """One trained model, evaluated with each requested verb-query mode."""
-  name = f"{split or 'full'}_{clip}_seed{seed}"
+  name = f"{split or 'full'}_{clip}{'_' + tag if tag else ''}_seed{seed}"
   workdir = os.path.join(root, name)
   log = workdir + ".log"
   overrides = [
@@ -99,7 +102,7 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       f"{clip_checkpoint if clip == 'synthetic' else ''}",
       f"--config.optimizer.num_epochs={epochs}",
       f"--config.optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
-      "--config.eval_at_start=False"]
+      "--config.eval_at_start=False", *overrides]
   modes = ["training_classes", "all_classes"] if verb_queries == "both" else [
       verb_queries]
   if not queries_differ(split):
@@ -119,7 +122,7 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       _run(overrides + ["--config.mode=eval",
                         f"--config.model.verb_queries={mode}"], log)
     rows.append(dict(_final_metrics(workdir), split=split, clip=clip,
-                     seed=seed, verb_queries=mode,
+                     variant=tag, seed=seed, verb_queries=mode,
                      train_seconds=train_seconds))
   with open(done, "w") as f:
     json.dump(rows, f, indent=1)
@@ -136,21 +139,19 @@ def _cell(values: List[float]) -> str:
 
 def format_table(rows: List[Dict]) -> str:
   """Markdown rows: split, CLIP, verb queries, mAP mean ± spread."""
-  lines = ["| setting | CLIP | verb queries | Full | Seen | Unseen | seeds |",
-           "|---|---|---|---|---|---|---|"]
-  keys = []
-  for r in rows:
-    key = (r["split"], r["clip"], r["verb_queries"])
-    if key not in keys:
-      keys.append(key)
-  keys.sort(key=lambda k: (SPLITS.index(k[0]), CLIPS.index(k[1]), k[2]))
-  for split, clip, mode in keys:
-    group = [r for r in rows if (r["split"], r["clip"], r["verb_queries"])
-             == (split, clip, mode)]
+  lines = ["| setting | CLIP | variant | verb queries | Full | Seen | Unseen "
+           "| seeds |", "|---|---|---|---|---|---|---|---|"]
+  def key(r):
+    return (r["split"], r["clip"], r.get("variant", ""), r["verb_queries"])
+  keys = sorted({key(r) for r in rows}, key=lambda k: (
+      SPLITS.index(k[0]), CLIPS.index(k[1]), k[2], k[3]))
+  for k in keys:
+    group = [r for r in rows if key(r) == k]
     cells = [_cell([r[c] for r in group if c in r]) for c in _COLUMNS]
     seeds = ",".join(str(r["seed"]) for r in group)
-    lines.append(f"| {_SPLIT_NAMES[split]} | {clip} | {mode} | "
-                 + " | ".join(cells) + f" | {seeds} |")
+    split, clip, variant, mode = k
+    lines.append(f"| {_SPLIT_NAMES[split]} | {clip} | {variant or 'default'} "
+                 f"| {mode} | " + " | ".join(cells) + f" | {seeds} |")
   return "\n".join(lines)
 
 
@@ -189,6 +190,12 @@ def main(argv=None) -> None:
                       help="pretraining steps when --clip_checkpoint is empty")
   parser.add_argument("--verb_queries", default="both",
                       choices=("both", "training_classes", "all_classes"))
+  parser.add_argument("--tag", default="",
+                      help="variant name of --overrides (workdir suffix, "
+                      "table column)")
+  parser.add_argument("--overrides", nargs="*", default=[],
+                      help="extra --config.x=y flags of every run, e.g. "
+                      "--overrides=--config.loss.reconstruction=none")
   args = parser.parse_args(argv)
   splits = ["" if s == "full" else s for s in args.splits]
   os.makedirs(args.root, exist_ok=True)
@@ -199,13 +206,22 @@ def main(argv=None) -> None:
       for seed in args.seeds:
         t0 = time.perf_counter()
         new = train_and_evaluate(args.root, split, clip_kind, seed, clip,
-                                 args.epochs, args.verb_queries)
+                                 args.epochs, args.verb_queries, args.tag,
+                                 args.overrides)
         rows += new
-        print(f"{_SPLIT_NAMES[split]:>16} {clip_kind:9} seed {seed}: "
+        print(f"{_SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} seed "
+              f"{seed}: "
               + "; ".join(f"{r['verb_queries']} full {r['full']:.2f} seen "
                           f"{r.get('seen', float('nan')):.2f} unseen "
                           f"{r.get('unseen', float('nan')):.2f}" for r in new)
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+  # Every finished run under --root, this invocation's and earlier ones'.
+  rows = []
+  for name in sorted(os.listdir(args.root)):
+    done = os.path.join(args.root, name, "table_rows.json")
+    if os.path.exists(done):
+      with open(done) as f:
+        rows += json.load(f)
   with open(os.path.join(args.root, "table.json"), "w") as f:
     json.dump({"epochs": args.epochs, "clip_checkpoint": clip, "rows": rows},
               f, indent=1)
