@@ -347,3 +347,22 @@ def test_verb_query_prompts_keep_the_training_classes():
   cfg.model.verb_queries = "seen"
   with pytest.raises(vocabulary.VocabularyError, match="verb_queries"):
     vocabulary.verb_query_prompts(cfg, prompts)
+
+
+def test_verb_query_embeddings_reuse_rows_or_embed():
+  cfg = base.get_config()
+  cfg.dataset.zero_shot_split = "uv"
+  cfg.model.interaction_space = "verb"
+  prompts = vocabulary.closed_vocabulary(cfg).prompts
+  emb = np.arange(len(prompts) * 2, dtype=np.float32).reshape(-1, 2)
+
+  def never(_):
+    raise AssertionError("embedded although every query had a row")
+
+  seen = vocabulary.interaction_class_indices(cfg)
+  np.testing.assert_array_equal(
+      vocabulary.verb_query_embeddings(cfg, prompts, emb, never), emb[seen])
+  # An open vocabulary without the training classes: the queries are embedded.
+  got = vocabulary.verb_query_embeddings(
+      cfg, prompts[:3], emb[:3], lambda q: np.full((len(q), 2), 7.0))
+  np.testing.assert_array_equal(got, np.full((len(seen), 2), 7.0))

@@ -31,7 +31,7 @@ open vocabularies are refused.
 """
 
 import dataclasses
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -188,6 +188,32 @@ def verb_query_prompts(config, prompts: Sequence[str]) -> Tuple[str, ...]:
                           f"{VERB_QUERIES}, got {mode!r}")
   closed = closed_vocabulary(config).prompts
   return tuple(closed[i] for i in interaction_class_indices(config, "train"))
+
+
+def verb_query_embeddings(config, prompts: Sequence[str],
+                          embeddings: np.ndarray,
+                          embed: Callable[[Sequence[str]], np.ndarray]
+                          ) -> np.ndarray:
+  """Text embeddings of `verb_query_prompts(config, prompts)`.
+
+  Rows of `embeddings` (those of `prompts`) are reused when every query
+  prompt is among `prompts` (the closed vocabulary); otherwise (an open
+  vocabulary without the training classes) `embed` computes them.
+
+  Args:
+    config: the run config (`model.verb_queries`).
+    prompts: [C] the prompts the classifier scores.
+    embeddings: [C, E] their text embeddings.
+    embed: prompts -> [N, E] text embeddings (the CLIP text tower).
+
+  Returns:
+    [C_q, E] float array.
+  """
+  queries = verb_query_prompts(config, prompts)
+  column = {p: i for i, p in enumerate(prompts)}
+  if all(q in column for q in queries):
+    return np.asarray(embeddings)[[column[q] for q in queries]]
+  return np.asarray(embed(queries))
 
 
 def evaluation_vocabulary(config) -> Vocabulary:

@@ -379,9 +379,9 @@ def prepare_classes(vocabulary: vocabulary_lib.Vocabulary,
           f"{vocabulary.num_classes} classes; use the evaluation vocabulary "
           "or a model.classifier='clip_text' model")
   inter = clip_text.class_embeddings(clip_params, config, vocabulary.prompts)
-  queries = clip_text.class_embeddings(
-      clip_params, config,
-      vocabulary_lib.verb_query_prompts(config, vocabulary.prompts))
+  queries = vocabulary_lib.verb_query_embeddings(
+      config, vocabulary.prompts, inter,
+      lambda q: clip_text.class_embeddings(clip_params, config, q))
   num_trained = object_classifier_params(params)["kernel"].shape[1] - 1
   if num_trained != vocabulary.num_training_objects:
     raise vocabulary_lib.VocabularyError(

@@ -191,9 +191,9 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
                                         object_prompts(config))
   train_classes = vocabulary_lib.interaction_class_indices(config, "train")
   train_text = eval_text[train_classes]
-  column = {p: i for i, p in enumerate(prompts)}
-  verb_query_text = eval_text[[
-      column[p] for p in vocabulary_lib.verb_query_prompts(config, prompts)]]
+  verb_query_text = vocabulary_lib.verb_query_embeddings(
+      config, prompts, eval_text,
+      lambda q: clip_text.class_embeddings(clip_params, config, q))
   if config.model.classifier == "linear":  # Its head scores these only.
     eval_text = train_text
   logging.info("Interaction classifier: %d training classes, %d at "
