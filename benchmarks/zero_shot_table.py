@@ -23,6 +23,10 @@ With `--verb_queries both` (default) each trained model is also evaluated with
 queries (the training classes differ from the scored ones: UV in the verb
 space), and the table prints both rows (issue 15, item 5).
 
+With the demo's `inference.clip_pair_fusion` above 0 each model of a
+zero-shot split is also evaluated with it at 0 (the detector's own scores),
+and the table prints both (models/clip_pair_scores.py).
+
 `--tag NAME --overrides=--config.x=y ...` trains a variant (workdirs
 `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same benchmark. The
 printed table and `<root>/table.json` hold every finished run under `--root`.
@@ -100,6 +104,9 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       f"--config.dataset.zero_shot_split={split}",
       f"--config.init.clip_checkpoint="
       f"{clip_checkpoint if clip == 'synthetic' else ''}",
+      # The demo config pretrains a synthetic CLIP when no checkpoint is
+      # given: the random row must not.
+      "--config.init.synthetic_clip_steps=0",
       f"--config.optimizer.num_epochs={epochs}",
       f"--config.optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
       "--config.eval_at_start=False", *overrides]
@@ -107,6 +114,12 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       verb_queries]
   if not queries_differ(split):
     modes = modes[:1]
+  # (verb queries, inference.clip_pair_fusion) of each evaluation; the first
+  # is the training run's own. With the demo's fusion on, each model is also
+  # evaluated without it (the detector's own scores, the paper's pipeline).
+  fusion = float(demo.get_config().inference.clip_pair_fusion)
+  evaluations = [(m, fusion) for m in modes] + (
+      [(modes[0], 0.0)] if fusion > 0 and split else [])
   rows = []
   done = os.path.join(workdir, "table_rows.json")
   if os.path.exists(done):
@@ -116,14 +129,15 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
   _run(overrides + ["--config.mode=train",
                     f"--config.model.verb_queries={modes[0]}"], log)
   train_seconds = time.perf_counter() - start
-  for i, mode in enumerate(modes):
+  for i, (mode, w) in enumerate(evaluations):
     if i:
       # The best checkpoint: the only evaluated one, the last step's.
       _run(overrides + ["--config.mode=eval",
-                        f"--config.model.verb_queries={mode}"], log)
+                        f"--config.model.verb_queries={mode}",
+                        f"--config.inference.clip_pair_fusion={w}"], log)
     rows.append(dict(_final_metrics(workdir), split=split, clip=clip,
                      variant=tag, seed=seed, verb_queries=mode,
-                     train_seconds=train_seconds))
+                     clip_pair_fusion=w, train_seconds=train_seconds))
   with open(done, "w") as f:
     json.dump(rows, f, indent=1)
   return rows
@@ -139,19 +153,21 @@ def _cell(values: List[float]) -> str:
 
 def format_table(rows: List[Dict]) -> str:
   """Markdown rows: split, CLIP, verb queries, mAP mean ± spread."""
-  lines = ["| setting | CLIP | variant | verb queries | Full | Seen | Unseen "
-           "| seeds |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| setting | CLIP | variant | verb queries | CLIP crop fusion "
+           "| Full | Seen | Unseen | seeds |",
+           "|---|---|---|---|---|---|---|---|---|"]
   def key(r):
-    return (r["split"], r["clip"], r.get("variant", ""), r["verb_queries"])
+    return (r["split"], r["clip"], r.get("variant", ""), r["verb_queries"],
+            r.get("clip_pair_fusion", 0.0))
   keys = sorted({key(r) for r in rows}, key=lambda k: (
-      SPLITS.index(k[0]), CLIPS.index(k[1]), k[2], k[3]))
+      SPLITS.index(k[0]), CLIPS.index(k[1]), k[2], k[3], -k[4]))
   for k in keys:
     group = [r for r in rows if key(r) == k]
     cells = [_cell([r[c] for r in group if c in r]) for c in _COLUMNS]
     seeds = ",".join(str(r["seed"]) for r in group)
-    split, clip, variant, mode = k
+    split, clip, variant, mode, w = k
     lines.append(f"| {_SPLIT_NAMES[split]} | {clip} | {variant or 'default'} "
-                 f"| {mode} | " + " | ".join(cells) + f" | {seeds} |")
+                 f"| {mode} | {w:g} | " + " | ".join(cells) + f" | {seeds} |")
   return "\n".join(lines)
 
 
@@ -211,7 +227,9 @@ def main(argv=None) -> None:
         rows += new
         print(f"{_SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} seed "
               f"{seed}: "
-              + "; ".join(f"{r['verb_queries']} full {r['full']:.2f} seen "
+              + "; ".join(f"{r['verb_queries']} fusion "
+                          f"{r['clip_pair_fusion']:g} full {r['full']:.2f} "
+                          f"seen "
                           f"{r.get('seen', float('nan')):.2f} unseen "
                           f"{r.get('unseen', float('nan')):.2f}" for r in new)
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -145,6 +145,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.inference = ml_collections.ConfigDict()
   config.inference.score_fusion = "sum"  # 'sum' (paper) | 'genvlkt' | 'product'.
   config.inference.top_k = 100  # Candidates kept per image before NMS.
+  # Weight of CLIP's own score of a pair's crop in the probability of the
+  # classes outside the training classifier (models/clip_pair_scores.py);
+  # 0: off, the paper's pipeline. Costs one CLIP image pass per query.
+  config.inference.clip_pair_fusion = 0.0
   config.inference.nms = True  # Per-HOI-class triplet NMS.
   config.inference.nms_threshold = 0.7  # Drop when IoU_h^alpha * IoU_o^beta exceeds this.
   config.inference.nms_alpha = 1.0  # Exponent of the human IoU in triplet NMS.

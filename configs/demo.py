@@ -21,6 +21,9 @@ def get_config():
   # into <workdir>/clip/ (a given --config.init.clip_checkpoint wins): the
   # unseen verbs of 'uv' are found through its text-image alignment.
   config.init.synthetic_clip_steps = 1500
+  # At inference the unseen classes also get that CLIP's own score of each
+  # pair's crop (models/clip_pair_scores.py; w = 0.5, set before measuring).
+  config.inference.clip_pair_fusion = 0.5
   config.dataset.synthetic_num_train = 400
   config.dataset.synthetic_num_test = 100
   config.dataset.synthetic_image_size = 192

@@ -17,4 +17,5 @@ def get_config():
   config.dataset.zero_shot_split = ""  # V-COCO has no zero-shot splits.
   config.model.interaction_space = "verb"  # One prompt per verb class (29).
   config.init.synthetic_clip_steps = 0  # Not zero-shot: a random CLIP.
+  config.inference.clip_pair_fusion = 0.0  # Every class is a training class.
   return config

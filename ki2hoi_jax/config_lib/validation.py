@@ -67,7 +67,8 @@ _NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
 
 # Probabilities and thresholds.
 _UNIT_INTERVAL = ("model.dropout", "loss.focal_alpha",
-                  "inference.nms_threshold", "predict.score_threshold")
+                  "inference.nms_threshold", "inference.clip_pair_fusion",
+                  "predict.score_threshold")
 
 
 class ConfigError(ValueError):

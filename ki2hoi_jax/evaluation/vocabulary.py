@@ -190,6 +190,18 @@ def verb_query_prompts(config, prompts: Sequence[str]) -> Tuple[str, ...]:
   return tuple(closed[i] for i in interaction_class_indices(config, "train"))
 
 
+def trained_class_mask(config, prompts: Sequence[str]) -> np.ndarray:
+  """[C] bool: prompt c is one of the training classifier's prompts.
+
+  The classes outside it are those `inference.clip_pair_fusion` gives CLIP's
+  crop score (models/clip_pair_scores.py): the unseen classes of a zero-shot
+  split, and new prompts of an open vocabulary.
+  """
+  closed = closed_vocabulary(config).prompts
+  training = {closed[i] for i in interaction_class_indices(config, "train")}
+  return np.asarray([p in training for p in prompts], bool)
+
+
 def verb_query_embeddings(config, prompts: Sequence[str],
                           embeddings: np.ndarray,
                           embed: Callable[[Sequence[str]], np.ndarray]

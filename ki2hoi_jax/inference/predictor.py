@@ -96,10 +96,11 @@ _FORWARD_CACHE_SIZE = 8
 def _jitted_forward(config, num_object_classes: int,
                     table: postprocess.CandidateTable, score_fusion: str,
                     num_candidates: int):
-  """jit(variables, image, mask, clip_image, text, query_text) -> top-k."""
+  """jit(variables, image, mask, clip_image, text, query_text, trained)."""
   from ki2hoi_jax.models import ki2hoi  # pylint: disable=g-import-not-at-top
   key = (json.dumps(config.model.to_dict(), sort_keys=True, default=str),
          config.dataset.name, int(num_object_classes), score_fusion,
+         float(config.inference.clip_pair_fusion),
          int(num_candidates),
          *(np.asarray(getattr(table, f.name)).tobytes()
            if isinstance(getattr(table, f.name), np.ndarray)
@@ -109,9 +110,10 @@ def _jitted_forward(config, num_object_classes: int,
     return _FORWARD_CACHE[key]
   model = ki2hoi.build_model(config, num_object_classes=num_object_classes)
 
-  def forward(variables, image, mask, clip_image, text, query_text):
+  def forward(variables, image, mask, clip_image, text, query_text, trained):
     outputs = model.apply(variables, image, mask, clip_image, text,
-                          verb_query_text_embeddings=query_text, train=False)
+                          verb_query_text_embeddings=query_text,
+                          trained_classes=trained, train=False)
     out = postprocess.select_top_k(outputs, table, score_fusion,
                                    num_candidates, with_confidence=True)
     out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
@@ -159,6 +161,8 @@ class Predictor:
         vocabulary, variables["params"], clip_params, config)
     self._text = jax.device_put(prepared.interaction_embeddings)
     self._query_text = jax.device_put(prepared.verb_query_embeddings)
+    self._trained = jax.device_put(vocabulary_lib.trained_class_mask(
+        config, vocabulary.prompts))
     self._variables = jax.device_put(
         dict(variables, params=prepared.params))
     self._forward = _jitted_forward(
@@ -182,7 +186,7 @@ class Predictor:
     self._shapes.add(tuple(batch["image"].shape[1:3]))
     return jax.device_get(self._forward(
         self._variables, batch["image"], batch["mask"], batch["clip_image"],
-        self._text, self._query_text))
+        self._text, self._query_text, self._trained))
 
   def predict_batch(self, batch: Mapping[str, np.ndarray]
                     ) -> List[Dict[str, Any]]:

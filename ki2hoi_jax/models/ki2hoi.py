@@ -64,6 +64,7 @@ import numpy as np
 from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.models import backbone as backbone_lib
+from ki2hoi_jax.models import clip_pair_scores
 from ki2hoi_jax.models import ho_pair_encoder
 from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import interaction_decoder
@@ -133,6 +134,9 @@ class KI2HOI(nn.Module):
       per-pair V_verb retrieval (False: no `verb_decoder` params, no
       `verb_attn`, no `verb_projection`).
     logit_scale_init: initial logit scale of the cosine classifiers.
+    clip_pair_fusion: weight w of CLIP's own crop score in the probability
+      of the classes outside the training classifier at inference
+      (`clip_pair_scores`; 0: off, the paper's pipeline).
     axis_name: device axis for the synced encoder batch norm (None: no sync).
     dtype: compute dtype of the trainable parts.
     frozen_dtype: compute dtype of the backbone (and of `clip_visual`, set by
@@ -166,6 +170,7 @@ class KI2HOI(nn.Module):
   classifier: str = "clip_text"
   verb_decoder: bool = True
   logit_scale_init: float = 1 / 0.07
+  clip_pair_fusion: float = 0.0
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   frozen_dtype: Any = jnp.float32
@@ -242,6 +247,7 @@ class KI2HOI(nn.Module):
                interaction_text_embeddings: Optional[jnp.ndarray] = None,
                object_text_embeddings: Optional[jnp.ndarray] = None,
                verb_query_text_embeddings: Optional[jnp.ndarray] = None,
+               trained_classes: Optional[jnp.ndarray] = None,
                *, train: bool = False) -> Dict[str, Any]:
     """Detects HOIs.
 
@@ -259,6 +265,9 @@ class KI2HOI(nn.Module):
         extraction decoder's class queries (None: the interaction text
         embeddings; evaluation passes the training classes', see
         `vocabulary.verb_query_prompts`).
+      trained_classes: [C] bool, the classes of the training classifier;
+        with `clip_pair_fusion` > 0 the others get CLIP's crop score at
+        inference (None or `train`: the detector's logits alone).
       train: dropout and batch statistics.
 
     Returns:
@@ -314,9 +323,10 @@ class KI2HOI(nn.Module):
         name="interaction_decoder")(
             tgt, inst["pair_embed"][None].astype(dtype), clip_tokens, memory,
             memory_pos, memory_mask, verb_feats, train)
-    inter_logits, inter_feat = verb_predictor.VerbPredictor(
+    predictor = verb_predictor.VerbPredictor(
         self.embed_dim, self.logit_scale_init, dtype, self.classifier,
-        name="verb_predictor")(inter_hs, retrieved, text)
+        name="verb_predictor")
+    inter_logits, inter_feat = predictor(inter_hs, retrieved, text)
     clip_feature = jnp.mean(inter_feat, axis=2)  # [L, B, E], raw
 
     # Pair instance layer i with interaction layer i, aligned at the end when
@@ -341,7 +351,28 @@ class KI2HOI(nn.Module):
     out["interaction_clip_feature_unit"] = jnp.mean(
         instance_interactor.l2_normalize(inter_feat[-1]), axis=1)
     out["clip_image_embedding"] = clip_embedding.astype(jnp.float32)
+    if (self.clip_pair_fusion > 0 and trained_classes is not None
+        and not train and self.classifier == "clip_text"):
+      out["pred_interaction_logits"] = self._fuse_clip_pair_scores(
+          out, image, mask, clip_image.shape[1], text, trained_classes,
+          jnp.exp(predictor.variables["params"]["logit_scale"]))
     return out
+
+  def _fuse_clip_pair_scores(self, out, image, mask, size, text,
+                             trained_classes, logit_scale):
+    """`clip_pair_scores.fuse_untrained` on the final-layer logits."""
+    b, q = out["pred_sub_boxes"].shape[:2]
+    crops = clip_pair_scores.pair_crops(image, mask, out["pred_sub_boxes"],
+                                        out["pred_obj_boxes"], size)
+    _, emb = self.clip_visual(crops.reshape(b * q, size, size, 3).astype(
+        _dtype(self.frozen_dtype)))
+    emb = instance_interactor.l2_normalize(
+        emb.astype(jnp.float32)).reshape(b, q, -1)
+    cos = emb @ instance_interactor.l2_normalize(
+        jnp.asarray(text, jnp.float32)).T
+    return clip_pair_scores.fuse_untrained(
+        out["pred_interaction_logits"], logit_scale * cos, trained_classes,
+        self.clip_pair_fusion)
 
 
 # ------------------------------------------------------------------ factory
@@ -402,6 +433,7 @@ def build_model(config, axis_name: Optional[str] = None,
       classifier=str(m.classifier),
       verb_decoder=bool(m.verb_decoder),
       logit_scale_init=float(m.logit_scale_init),
+      clip_pair_fusion=float(config.inference.get("clip_pair_fusion", 0.0)),
       axis_name=axis_name,
       dtype=jnp.dtype(m.dtype),
       frozen_dtype=frozen_dtype,

@@ -99,13 +99,15 @@ def restore_items(state: TrainState, items: Mapping[str, Any]) -> TrainState:
 
 def _apply_model(flax_model, variables, batch, train: bool,
                  dropout_rng=None, text_embeddings=None,
-                 verb_query_text_embeddings=None):
+                 verb_query_text_embeddings=None, trained_classes=None):
   args = [batch[k] for k in _MODEL_INPUTS]
   kwargs = {"train": train}
   if text_embeddings is not None:
     args.append(text_embeddings)
   if verb_query_text_embeddings is not None:
     kwargs["verb_query_text_embeddings"] = verb_query_text_embeddings
+  if trained_classes is not None:
+    kwargs["trained_classes"] = trained_classes
   if dropout_rng is not None:
     kwargs["rngs"] = {"dropout": dropout_rng}
   return flax_model.apply(variables, *args, mutable=["batch_stats"],
@@ -174,7 +176,8 @@ def train_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
 
 def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
               text_embeddings: jnp.ndarray,
-              verb_query_text_embeddings: Optional[jnp.ndarray] = None, *,
+              verb_query_text_embeddings: Optional[jnp.ndarray] = None,
+              trained_classes: Optional[jnp.ndarray] = None, *,
               flax_model,
               table: Optional[postprocess.CandidateTable] = None,
               score_fusion: str = "sum", top_k: int = 100,
@@ -190,6 +193,9 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
     verb_query_text_embeddings: [C_q, E] text embeddings of the verb
       decoder's class queries (None: `text_embeddings`;
       `vocabulary.verb_query_prompts`).
+    trained_classes: [C_eval] bool, the evaluated classes the training
+      classifier had (the others may get CLIP's crop score,
+      `inference.clip_pair_fusion`); None: all.
     flax_model: the linen model.
     table: candidate table of post-processing; when given, the top-k
       selection runs here on the device (postprocess.select_top_k) and only
@@ -210,7 +216,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
   outputs, _ = _apply_model(flax_model, variables, batch, False,
                             text_embeddings=text_embeddings,
                             verb_query_text_embeddings=(
-                                verb_query_text_embeddings))
+                                verb_query_text_embeddings),
+                            trained_classes=trained_classes)
   out = {"pred_sub_boxes": outputs["pred_sub_boxes"],
          "pred_obj_boxes": outputs["pred_obj_boxes"]}
   if table is not None:
@@ -241,18 +248,22 @@ def make_p_eval_step(**kwargs) -> Callable:
   """`eval_step` pmapped over local devices.
 
   Call as `p_eval_step(replicated_state, batch [D, B, ...], text_embeddings,
-  verb_query_text_embeddings=None)`, the embeddings unreplicated (None
-  queries: the interaction text embeddings).
+  verb_query_text_embeddings=None, trained_classes=None)`, the embeddings
+  and the [C] mask unreplicated (None queries: the interaction text
+  embeddings; None mask: every class trained).
   """
   p_eval_step = jax.pmap(
       functools.partial(eval_step, axis_name=AXIS_NAME, **kwargs),
-      axis_name=AXIS_NAME, in_axes=(0, 0, None, None))
+      axis_name=AXIS_NAME, in_axes=(0, 0, None, None, None))
 
-  def call(state, batch, text_embeddings, verb_query_text_embeddings=None):
+  def call(state, batch, text_embeddings, verb_query_text_embeddings=None,
+           trained_classes=None):
     if verb_query_text_embeddings is None:
       verb_query_text_embeddings = text_embeddings
+    if trained_classes is None:
+      trained_classes = jnp.ones(text_embeddings.shape[0], bool)
     return p_eval_step(state, batch, text_embeddings,
-                       verb_query_text_embeddings)
+                       verb_query_text_embeddings, trained_classes)
 
   return call
 

@@ -164,6 +164,8 @@ class Setup:
       classes (all; the training classes with `model.classifier='linear'`).
     verb_query_text: [C_q, E] text embeddings of the verb decoder's class
       queries at evaluation (`vocabulary.verb_query_prompts`).
+    eval_trained: [C_eval] bool, the evaluated classes that are training
+      classes (`inference.clip_pair_fusion` scores the others).
     schedules: learning-rate schedules by parameter group.
     steps_per_epoch: train steps per epoch.
     total_steps: train steps of the run.
@@ -176,6 +178,7 @@ class Setup:
   train_classes: np.ndarray
   eval_text: np.ndarray
   verb_query_text: np.ndarray
+  eval_trained: np.ndarray
   schedules: Dict[str, Any]
   steps_per_epoch: int
   total_steps: int
@@ -194,8 +197,11 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   verb_query_text = vocabulary_lib.verb_query_embeddings(
       config, prompts, eval_text,
       lambda q: clip_text.class_embeddings(clip_params, config, q))
+  eval_trained = np.zeros(len(eval_text), bool)
+  eval_trained[train_classes] = True
   if config.model.classifier == "linear":  # Its head scores these only.
     eval_text = train_text
+    eval_trained = np.ones(len(eval_text), bool)
   logging.info("Interaction classifier: %d training classes, %d at "
                "evaluation (verb decoder queries at evaluation: %d, %s).",
                len(train_classes), len(eval_text), len(verb_query_text),
@@ -220,7 +226,7 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   logging.info("Parameters: %s", counts)
   return Setup(model=model, state=state, rng=rng, labels=labels, tx=tx,
                train_classes=train_classes, eval_text=eval_text,
-               verb_query_text=verb_query_text,
+               verb_query_text=verb_query_text, eval_trained=eval_trained,
                schedules=optimizer.learning_rate_schedules(config,
                                                            steps_per_epoch),
                steps_per_epoch=steps_per_epoch,
@@ -293,7 +299,8 @@ def summarize_eval(config, metrics: Mapping[str, Any]) -> Dict[str, float]:
 def run_evaluation(config, workdir: str, builder, p_eval_step, state,
                    eval_text: np.ndarray, verb_query_text: np.ndarray,
                    step: int,
-                   writer: Optional[metrics_writer.MetricsWriter] = None
+                   writer: Optional[metrics_writer.MetricsWriter] = None,
+                   trained_classes: Optional[np.ndarray] = None
                    ) -> Optional[Dict[str, Any]]:
   """The eval hook: predictions and mAP of the test split.
 
@@ -307,6 +314,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
     verb_query_text: [C_q, E] text embeddings of the verb decoder's queries.
     step: training step (folder name and TensorBoard step).
     writer: metrics writer (process 0) or None.
+    trained_classes: [C] bool, `Setup.eval_trained` (None: all trained).
 
   Returns:
     The evaluator's metrics dict on process 0 (None elsewhere), with the
@@ -318,6 +326,8 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   num_steps = input_pipeline.num_eval_steps(config, builder, "test")
   text = jnp.asarray(eval_text)
   query_text = jnp.asarray(verb_query_text)
+  trained = (None if trained_classes is None
+             else jnp.asarray(trained_classes, bool))
   predictions: List[Dict[str, Any]] = []
   table = eval_candidate_table(config)
   is_main = jax.process_index() == 0
@@ -327,7 +337,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   for batch in input_pipeline.create_eval_iterator(config, builder,
                                                    split="test"):
     out = p_eval_step(state, {k: batch[k] for k in _EVAL_KEYS}, text,
-                      query_text)
+                      query_text, trained)
     out = jax.device_get(out)
     out["image_index"] = batch["image_index"]
     out["orig_size"] = batch["orig_size"]
@@ -489,7 +499,7 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   def evaluate_now(step: int) -> Optional[Dict[str, Any]]:
     metrics = run_evaluation(config, workdir, builder, p_eval_step, state,
                              setup.eval_text, setup.verb_query_text, step,
-                             writer)
+                             writer, setup.eval_trained)
     value = _broadcast_value(
         metrics["summary"]["eval/mAP"] if metrics else None)
     if np.isfinite(value):
@@ -502,7 +512,8 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     # The untrained model's numbers: the baseline the run should beat.
     untrained_metrics = run_evaluation(config, workdir, builder, p_eval_step,
                                        state, setup.eval_text,
-                                       setup.verb_query_text, 0, writer)
+                                       setup.verb_query_text, 0, writer,
+                                       setup.eval_trained)
   train_iter = (input_pipeline.create_train_iterator(
       config, builder, start_step=start_step, batch_size=micro_batch)
                 if start_step < total else iter(()))
@@ -626,7 +637,8 @@ def _evaluate(config, workdir: str, which: str) -> Optional[Dict]:
   writer = metrics_writer.MetricsWriter(workdir)
   metrics = run_evaluation(config, workdir, builder, p_eval_step,
                            ts.replicate(setup.state), setup.eval_text,
-                           setup.verb_query_text, step, writer)
+                           setup.verb_query_text, step, writer,
+                           setup.eval_trained)
   writer.close()
   checkpointer.close()
   if metrics is not None:
