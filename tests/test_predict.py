@@ -42,6 +42,7 @@ TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score",
 def _tiny_config(space="hoi"):
   config = demo.get_config()
   config.mode = "predict"
+  config.inference.clip_pair_fusion = 0.0  # Random CLIP (demo_utils).
   m = config.model
   m.interaction_space = space
   m.backbone_width = 8

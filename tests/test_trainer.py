@@ -49,6 +49,7 @@ _TINY = {
     "dataset.max_pairs": 4,
     "log_every_steps": 1,
     "progress_bar": False,
+    "inference.clip_pair_fusion": 0.0,  # Random CLIP (demo_utils).
 }
 
 _SCRIPT = textwrap.dedent("""

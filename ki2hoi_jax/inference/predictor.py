@@ -161,8 +161,9 @@ class Predictor:
         vocabulary, variables["params"], clip_params, config)
     self._text = jax.device_put(prepared.interaction_embeddings)
     self._query_text = jax.device_put(prepared.verb_query_embeddings)
-    self._trained = jax.device_put(vocabulary_lib.trained_class_mask(
-        config, vocabulary.prompts))
+    trained = vocabulary_lib.trained_class_mask(config, vocabulary.prompts)
+    # Every class trained: None, and no CLIP crop pass.
+    self._trained = None if trained.all() else jax.device_put(trained)
     self._variables = jax.device_put(
         dict(variables, params=prepared.params))
     self._forward = _jitted_forward(

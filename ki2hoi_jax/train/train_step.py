@@ -260,8 +260,6 @@ def make_p_eval_step(**kwargs) -> Callable:
            trained_classes=None):
     if verb_query_text_embeddings is None:
       verb_query_text_embeddings = text_embeddings
-    if trained_classes is None:
-      trained_classes = jnp.ones(text_embeddings.shape[0], bool)
     return p_eval_step(state, batch, text_embeddings,
                        verb_query_text_embeddings, trained_classes)
 

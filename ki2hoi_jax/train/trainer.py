@@ -326,7 +326,8 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   num_steps = input_pipeline.num_eval_steps(config, builder, "test")
   text = jnp.asarray(eval_text)
   query_text = jnp.asarray(verb_query_text)
-  trained = (None if trained_classes is None
+  # Every class trained (no zero-shot split): no CLIP crop pass at all.
+  trained = (None if trained_classes is None or np.all(trained_classes)
              else jnp.asarray(trained_classes, bool))
   predictions: List[Dict[str, Any]] = []
   table = eval_candidate_table(config)
