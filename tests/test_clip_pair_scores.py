@@ -124,3 +124,6 @@ def test_trained_class_mask_is_false_exactly_on_unseen_verbs():
       config, [prompts[int(np.flatnonzero(mask)[0])],
                "a photo of a person juggling"])
   np.testing.assert_array_equal(new, [True, False])
+  # Fully supervised: every class trained, no mask (no crop pass).
+  config.dataset.zero_shot_split = ""
+  assert vocabulary.trained_class_mask(config, prompts) is None

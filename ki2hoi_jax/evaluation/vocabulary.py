@@ -31,7 +31,7 @@ open vocabularies are refused.
 """
 
 import dataclasses
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -190,16 +190,19 @@ def verb_query_prompts(config, prompts: Sequence[str]) -> Tuple[str, ...]:
   return tuple(closed[i] for i in interaction_class_indices(config, "train"))
 
 
-def trained_class_mask(config, prompts: Sequence[str]) -> np.ndarray:
+def trained_class_mask(config, prompts: Sequence[str]
+                       ) -> Optional[np.ndarray]:
   """[C] bool: prompt c is one of the training classifier's prompts.
 
   The classes outside it are those `inference.clip_pair_fusion` gives CLIP's
   crop score (models/clip_pair_scores.py): the unseen classes of a zero-shot
-  split, and new prompts of an open vocabulary.
+  split, and new prompts of an open vocabulary. None when every prompt is a
+  training class: the model then runs no crop pass at all.
   """
   closed = closed_vocabulary(config).prompts
   training = {closed[i] for i in interaction_class_indices(config, "train")}
-  return np.asarray([p in training for p in prompts], bool)
+  mask = np.asarray([p in training for p in prompts], bool)
+  return None if mask.all() else mask
 
 
 def verb_query_embeddings(config, prompts: Sequence[str],

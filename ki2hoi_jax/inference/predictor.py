@@ -162,8 +162,7 @@ class Predictor:
     self._text = jax.device_put(prepared.interaction_embeddings)
     self._query_text = jax.device_put(prepared.verb_query_embeddings)
     trained = vocabulary_lib.trained_class_mask(config, vocabulary.prompts)
-    # Every class trained: None, and no CLIP crop pass.
-    self._trained = None if trained.all() else jax.device_put(trained)
+    self._trained = None if trained is None else jax.device_put(trained)
     self._variables = jax.device_put(
         dict(variables, params=prepared.params))
     self._forward = _jitted_forward(

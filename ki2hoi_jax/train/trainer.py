@@ -165,7 +165,8 @@ class Setup:
     verb_query_text: [C_q, E] text embeddings of the verb decoder's class
       queries at evaluation (`vocabulary.verb_query_prompts`).
     eval_trained: [C_eval] bool, the evaluated classes that are training
-      classes (`inference.clip_pair_fusion` scores the others).
+      classes (`inference.clip_pair_fusion` scores the others); None when
+      all are (`vocabulary.trained_class_mask`).
     schedules: learning-rate schedules by parameter group.
     steps_per_epoch: train steps per epoch.
     total_steps: train steps of the run.
@@ -178,7 +179,7 @@ class Setup:
   train_classes: np.ndarray
   eval_text: np.ndarray
   verb_query_text: np.ndarray
-  eval_trained: np.ndarray
+  eval_trained: Optional[np.ndarray]
   schedules: Dict[str, Any]
   steps_per_epoch: int
   total_steps: int
@@ -197,11 +198,10 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   verb_query_text = vocabulary_lib.verb_query_embeddings(
       config, prompts, eval_text,
       lambda q: clip_text.class_embeddings(clip_params, config, q))
-  eval_trained = np.zeros(len(eval_text), bool)
-  eval_trained[train_classes] = True
+  eval_trained = vocabulary_lib.trained_class_mask(config, prompts)
   if config.model.classifier == "linear":  # Its head scores these only.
     eval_text = train_text
-    eval_trained = np.ones(len(eval_text), bool)
+    eval_trained = None
   logging.info("Interaction classifier: %d training classes, %d at "
                "evaluation (verb decoder queries at evaluation: %d, %s).",
                len(train_classes), len(eval_text), len(verb_query_text),
@@ -326,8 +326,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   num_steps = input_pipeline.num_eval_steps(config, builder, "test")
   text = jnp.asarray(eval_text)
   query_text = jnp.asarray(verb_query_text)
-  # Every class trained (no zero-shot split): no CLIP crop pass at all.
-  trained = (None if trained_classes is None or np.all(trained_classes)
+  trained = (None if trained_classes is None
              else jnp.asarray(trained_classes, bool))
   predictions: List[Dict[str, Any]] = []
   table = eval_candidate_table(config)
