@@ -18,4 +18,5 @@ def get_config():
   config.model.interaction_space = "verb"  # One prompt per verb class (29).
   config.init.synthetic_clip_steps = 0  # Not zero-shot: a random CLIP.
   config.inference.clip_pair_fusion = 0.0  # Every class is a training class.
+  config.inference.score_fusion = "sum"  # The paper's; the demo's product serves unseen classes.
   return config

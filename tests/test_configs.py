@@ -134,6 +134,17 @@ def test_paper_defaults():
   assert config.model.prompt_style == "gerund"  # GEN-VLKT/HOICLIP prompts.
 
 
+def test_only_the_zero_shot_demo_ranks_by_the_product():
+  # The paper's sum (eq. 18) everywhere but configs/demo.py, whose unseen
+  # classes are scored by the crop fusion (README, Synthetic Table I).
+  assert _load("base").inference.score_fusion == "sum"
+  assert _load("uv").inference.score_fusion == "sum"
+  assert _load("vcoco_demo").inference.score_fusion == "sum"
+  demo = _load("demo")
+  assert demo.inference.score_fusion == "product"
+  assert demo.inference.clip_pair_fusion == 0.5
+
+
 def test_config_saved_before_prompt_style_reads_bare():
   """A run saved before `model.prompt_style` embedded bare-verb prompts."""
   saved = _load("demo").to_dict()
