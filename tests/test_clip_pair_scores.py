@@ -127,3 +127,158 @@ def test_trained_class_mask_is_false_exactly_on_unseen_verbs():
   # Fully supervised: every class trained, no mask (no crop pass).
   config.dataset.zero_shot_split = ""
   assert vocabulary.trained_class_mask(config, prompts) is None
+
+
+def test_object_fusion_keeps_trained_objects_and_gives_the_others_clip():
+  """Untrained k: (1 - p_no_object)^(1-w) q_k^w, then renormalised."""
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 3, 5)).astype(np.float32) * 3  # K = 4.
+  crop = rng.normal(size=(2, 3, 4)).astype(np.float32) * 3
+  trained = np.array([True, False, True, False])
+  for w in (0.0, 0.5, 1.0):
+    fused = np.asarray(clip_pair_scores.fuse_untrained_objects(
+        jnp.asarray(logits), jnp.asarray(crop), trained, w))
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    q = np.exp(crop) / np.exp(crop).sum(-1, keepdims=True)
+    want = p.copy()
+    want[..., :4][..., ~trained] = ((1 - p[..., 4:]) ** (1 - w)
+                                    * q ** w)[..., ~trained]
+    want /= want.sum(-1, keepdims=True)
+    got = np.exp(fused) / np.exp(fused).sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  # Trained objects keep their ratios to each other and to no-object.
+  np.testing.assert_allclose(got[..., 0] / got[..., 4],
+                             p[..., 0] / p[..., 4], rtol=1e-5)
+
+
+def test_model_fuses_only_untrained_objects_at_inference():
+  model, variables, _ = tk._built(3)
+  fusing = dataclasses.replace(model, clip_pair_fusion=0.5)
+  rng = np.random.default_rng(5)
+  image, mask, clip_image = tk._inputs(rng)
+  text = tk._text(rng, tk.C)
+  k = model.num_object_classes
+  obj_text = tk._text(rng, k)
+  trained = jnp.arange(k) % 2 == 0
+  plain = tk._apply(model, variables, image, mask, clip_image, text)
+  fused = tk._apply(fusing, variables, image, mask, clip_image, text,
+                    object_text_embeddings=obj_text, trained_objects=trained)
+  a, b = (np.asarray(jax.nn.softmax(o["pred_obj_logits"], -1))
+          for o in (plain, fused))
+  even = np.flatnonzero(np.asarray(trained))
+  odd = np.flatnonzero(~np.asarray(trained))
+  # Renormalised: trained objects and no-object keep their ratios.
+  np.testing.assert_allclose(b[..., even] / b[..., -1:],
+                             a[..., even] / a[..., -1:], rtol=1e-4)
+  assert np.abs(b[..., odd] - a[..., odd]).min() > 1e-5
+  np.testing.assert_allclose(np.asarray(fused["pred_interaction_logits"]),
+                             np.asarray(plain["pred_interaction_logits"]),
+                             rtol=1e-6)
+  train_fused = tk._apply(fusing, variables, image, mask, clip_image, text,
+                          object_text_embeddings=obj_text,
+                          trained_objects=trained, train=True)
+  train_plain = tk._apply(model, variables, image, mask, clip_image, text,
+                          train=True)
+  np.testing.assert_allclose(np.asarray(train_fused["pred_obj_logits"]),
+                             np.asarray(train_plain["pred_obj_logits"]),
+                             rtol=1e-6)
+
+
+def test_trained_object_mask_is_false_exactly_on_unseen_objects():
+  from configs import demo
+  from ki2hoi_jax.data import metadata
+  from ki2hoi_jax.evaluation import vocabulary
+  config = demo.get_config()
+  objects = vocabulary.training_objects("hico")
+  for split in ("", "uv", "rf_uc", "nf_uc", "uc"):  # Every object seen.
+    config.dataset.zero_shot_split = split
+    assert vocabulary.trained_object_mask(config, objects) is None, split
+  config.dataset.zero_shot_split = "uo"
+  mask = vocabulary.trained_object_mask(config, objects)
+  meta = metadata.hico()
+  unseen = {meta.hois[h][1] for h in meta.unseen_hois("uo")}
+  assert len(unseen) == 12  # GEN-VLKT's UO: 12 of the 80 objects.
+  np.testing.assert_array_equal(np.flatnonzero(~mask), sorted(unseen))
+  # An open vocabulary's new object is untrained, a training one is not.
+  np.testing.assert_array_equal(
+      vocabulary.trained_object_mask(config, ["bicycle", "skateboard",
+                                              "unicycle"]),
+      [True, False, False])
+
+
+def test_model_fuses_only_untrained_candidates_at_inference():
+  """'verb' space: pred_candidate_logits are the candidates' columns, CLIP
+  fused where `trained_candidates` is False, absent in training."""
+  model, variables, _ = tk._built(3)
+  fusing = dataclasses.replace(model, clip_pair_fusion=0.5)
+  rng = np.random.default_rng(6)
+  image, mask, clip_image = tk._inputs(rng)
+  text = tk._text(rng, tk.C)
+  columns = jnp.asarray([0, 0, 1, 2, 4, 4], jnp.int32)  # H = 6.
+  trained = jnp.asarray([True, False, True, True, False, True])
+  kwargs = dict(candidate_text_embeddings=tk._text(rng, 6),
+                candidate_columns=columns, trained_candidates=trained)
+  plain = tk._apply(model, variables, image, mask, clip_image, text)
+  fused = tk._apply(fusing, variables, image, mask, clip_image, text,
+                    **kwargs)
+  a = np.asarray(plain["pred_interaction_logits"])[..., np.asarray(columns)]
+  b = np.asarray(fused["pred_candidate_logits"])
+  assert b.shape == a.shape == (2, model.num_queries, 6)
+  keep = np.asarray(trained)
+  np.testing.assert_allclose(b[..., keep], a[..., keep], rtol=1e-6)
+  assert np.abs(b[..., ~keep] - a[..., ~keep]).min() > 1e-4
+  # The interaction logits themselves are unchanged (no untrained column).
+  np.testing.assert_allclose(np.asarray(fused["pred_interaction_logits"]),
+                             np.asarray(plain["pred_interaction_logits"]),
+                             rtol=1e-6)
+  assert "pred_candidate_logits" not in tk._apply(
+      fusing, variables, image, mask, clip_image, text, train=True, **kwargs)
+
+
+def test_trained_candidate_mask_is_false_on_unseen_pairs_of_trained_verbs():
+  from configs import demo
+  from ki2hoi_jax.data import metadata
+  from ki2hoi_jax.evaluation import vocabulary
+  config = demo.get_config()  # Verb space.
+  meta = metadata.hico()
+  for split in ("rf_uc", "nf_uc", "uc", "uo"):
+    config.dataset.zero_shot_split = split
+    vocab = vocabulary.closed_vocabulary(config)
+    mask = vocabulary.trained_candidate_mask(config, vocab)
+    assert mask.shape == (600,)
+    seen_verbs = {meta.hois[h][0] for h in meta.seen_hois(split)}
+    want = {h for h in meta.unseen_hois(split) if meta.hois[h][0] in seen_verbs}
+    assert set(vocab.table.hoi_index[~mask].tolist()) == want, split
+    assert want, split
+    prompts = vocabulary.candidate_prompts(config, vocab)
+    h = int(np.flatnonzero(~mask)[0])
+    v, o = meta.hois[int(vocab.table.hoi_index[h])]
+    assert prompts[h] == metadata.hoi_prompt(meta.verbs[v], meta.objects[o])
+  # 'uv': the unseen HOIs are those of untrained verbs (the verb-level
+  # fusion's); no split, or the 'hoi' space: nothing to fuse.
+  for split, space in (("uv", "verb"), ("", "verb"), ("rf_uc", "hoi")):
+    config.dataset.zero_shot_split = split
+    config.model.interaction_space = space
+    assert vocabulary.trained_candidate_mask(
+        config, vocabulary.closed_vocabulary(config)) is None, (split, space)
+
+
+def test_clip_fusion_inputs_name_what_the_model_fuses():
+  from configs import demo
+  from ki2hoi_jax.evaluation import vocabulary
+  config = demo.get_config()
+  config.dataset.zero_shot_split = "uo"
+  vocab = vocabulary.closed_vocabulary(config)
+  objects = np.ones((80, 4), np.float32)
+  calls = []
+  def embed(prompts):
+    calls.append(len(prompts))
+    return np.zeros((len(prompts), 4), np.float32)
+  inputs = vocabulary.clip_fusion_inputs(config, vocab, objects, embed)
+  # UO: untrained objects, pairs, and verbs seen with unseen objects only.
+  assert set(inputs) == {"trained_classes", "trained_objects",
+                         "object_text_embeddings", "trained_candidates",
+                         "candidate_columns", "candidate_text_embeddings"}
+  assert calls == [600] and inputs["candidate_columns"].shape == (600,)
+  config.inference.clip_pair_fusion = 0.0
+  assert vocabulary.clip_fusion_inputs(config, vocab, objects, embed) == {}

@@ -153,6 +153,26 @@ def test_verb_space_scores_use_the_verb_logit():
     assert got[1, 2, c] == pytest.approx(want, rel=1e-5)
 
 
+def test_candidate_logits_replace_the_columns_when_given():
+  """pred_candidate_logits (CLIP-fused candidates) score as given."""
+  rng = np.random.default_rng(7)
+  out = random_outputs(rng, c=117)
+  table = pp.candidate_table("verb")
+  cand = rng.normal(size=(2, 3, 600)).astype(np.float32)
+  got = np.asarray(pp.candidate_scores(
+      out["pred_interaction_logits"], out["pred_obj_logits"],
+      out["pred_human_logits"], table, "product", cand))
+  for c in (0, 250, 599):
+    o = META.hois[c][1]
+    want = (softmax(out["pred_human_logits"][0, 1])[0]
+            * softmax(out["pred_obj_logits"][0, 1])[o] * sigmoid(cand[0, 1, c]))
+    assert got[0, 1, c] == pytest.approx(want, rel=1e-5)
+  top = pp.select_top_k(dict(out, pred_candidate_logits=cand), table,
+                        "product", 5)
+  np.testing.assert_allclose(np.asarray(top["scores"][0]),
+                             np.sort(got[0].ravel())[::-1][:5], rtol=1e-6)
+
+
 def test_top_k_matches_stable_argsort_and_breaks_ties_by_index():
   rng = np.random.default_rng(2)
   out = random_outputs(rng, b=2, q=4)

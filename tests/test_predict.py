@@ -600,6 +600,37 @@ def test_open_vocabulary_end_to_end(trained, inputs, tmp_path):
   assert prepared.num_object_classes == 81
   assert ov.object_classifier_params(prepared.params)["kernel"].shape == (
       32, 82)
+  assert prepared.object_embeddings.shape == (81, 32)
+  np.testing.assert_allclose(
+      prepared.object_embeddings[-1], clip_text.class_embeddings(
+          clip, config, [metadata.object_prompt("unicorn")])[0], atol=1e-6)
+
+
+def test_new_objects_get_clip_crop_scores_with_fusion(trained, inputs):
+  """clip_pair_fusion > 0: the new object's column changes, a trained one's
+  ratio to no-object does not (models/clip_pair_scores.py)."""
+  config, workdir, clip = trained
+  restored = restore.restore_checkpoint(workdir)
+  _, px = images.load_image(inputs["jpeg"])
+  probs = []
+  for w in (0.0, 0.5):
+    cfg = config.copy_and_resolve_references()
+    cfg.inference.clip_pair_fusion = w
+    p = predictor_lib.build_predictor(cfg, restored, clip_params=clip,
+                                      objects="frisbee,unicorn")
+    fusion = p._clip_fusion  # pylint: disable=protected-access
+    if w:
+      assert not np.asarray(fusion["trained_objects"])[-1]
+      assert np.asarray(fusion["trained_objects"])[:-1].all()
+    else:
+      assert fusion == {}
+    probs.append(np.asarray(jax.nn.softmax(p.outputs(images.preprocess(
+        px, cfg))["pred_obj_logits"][0], axis=-1)))
+  plain, fused = probs
+  frisbee = metadata.hico().objects.index("frisbee")
+  np.testing.assert_allclose(fused[:, frisbee] / fused[:, -1],
+                             plain[:, frisbee] / plain[:, -1], rtol=1e-4)
+  assert np.abs(fused[:, 80] - plain[:, 80]).min() > 1e-6
 
 
 def test_saved_config_round_trip(trained):

@@ -37,9 +37,8 @@ class _TinyHOI(nn.Module):
 
   @nn.compact
   def __call__(self, image, mask, clip_image, text=None, *, train=False,
-               verb_query_text_embeddings=None, trained_classes=None):
+               verb_query_text_embeddings=None):
     del verb_query_text_embeddings  # No verb decoder.
-    del trained_classes  # No CLIP crop scores.
     if text is None:
       text = self.get_variable("constants", "interaction_text_embeddings")
     shift = self.variable("frozen_bn", "shift", jnp.zeros, (4,)).value

@@ -190,7 +190,9 @@ def candidate_scores(interaction_logits: jnp.ndarray,
                      obj_logits: jnp.ndarray,
                      human_logits: Optional[jnp.ndarray],
                      table: CandidateTable,
-                     score_fusion: str) -> jnp.ndarray:
+                     score_fusion: str,
+                     candidate_logits: Optional[jnp.ndarray] = None
+                     ) -> jnp.ndarray:
   """Fused score of every (query, candidate HOI).
 
   Args:
@@ -200,13 +202,19 @@ def candidate_scores(interaction_logits: jnp.ndarray,
       None for 'genvlkt'.
     table: candidate table with H columns.
     score_fusion: 'genvlkt' | 'sum' | 'product' (module docstring).
+    candidate_logits: [B, Q, H] `pred_candidate_logits` (the model's
+      interaction logit of each candidate, CLIP-fused on the untrained
+      ones): used instead of the columns of `interaction_logits` when given.
 
   Returns:
     [B, Q, H] float32 scores.
   """
-  interaction_logits = jnp.asarray(interaction_logits, jnp.float32)
   obj_logits = jnp.asarray(obj_logits, jnp.float32)
-  s_verb = jax.nn.sigmoid(interaction_logits)[..., table.interaction_column]
+  if candidate_logits is None:
+    s_verb = jax.nn.sigmoid(jnp.asarray(interaction_logits, jnp.float32))[
+        ..., table.interaction_column]
+  else:
+    s_verb = jax.nn.sigmoid(jnp.asarray(candidate_logits, jnp.float32))
   if score_fusion == "genvlkt":
     s_obj = jax.nn.sigmoid(obj_logits)[..., table.object_index]
     return s_verb + s_obj * s_obj
@@ -233,8 +241,9 @@ def select_top_k(outputs: Mapping[str, Any], table: CandidateTable,
 
   Args:
     outputs: model outputs with `pred_interaction_logits` [B, Q, C],
-      `pred_obj_logits` [B, Q, K+1] and (for 'sum'/'product')
-      `pred_human_logits` [B, Q, 2].
+      `pred_obj_logits` [B, Q, K+1], (for 'sum'/'product')
+      `pred_human_logits` [B, Q, 2] and optionally `pred_candidate_logits`
+      [B, Q, H] (`candidate_scores`).
     table: candidate table (H candidates).
     score_fusion: 'genvlkt' | 'sum' | 'product'.
     top_k: candidates kept per image (clipped to Q * H).
@@ -247,10 +256,12 @@ def select_top_k(outputs: Mapping[str, Any], table: CandidateTable,
     (float32 `S_h * S_o * S_verb` of each selected candidate, the 'product'
     fusion; needs `pred_human_logits`).
   """
-  fused = functools.partial(candidate_scores,
-                            outputs["pred_interaction_logits"],
-                            outputs["pred_obj_logits"],
-                            outputs.get("pred_human_logits"), table)
+  def fused(fusion):
+    return candidate_scores(
+        outputs["pred_interaction_logits"], outputs["pred_obj_logits"],
+        outputs.get("pred_human_logits"), table, fusion,
+        outputs.get("pred_candidate_logits"))
+
   scores = fused(score_fusion)
   b, q, h = scores.shape
   k = min(int(top_k), q * h)

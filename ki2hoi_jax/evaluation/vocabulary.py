@@ -31,7 +31,7 @@ open vocabularies are refused.
 """
 
 import dataclasses
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,6 +80,10 @@ class Vocabulary:
   def new_object_prompts(self) -> List[str]:
     """CLIP prompts of the new objects, 'a photo of a/an [object]'."""
     return [metadata.object_prompt(o) for o in self.new_objects]
+
+  def object_prompts(self) -> List[str]:
+    """CLIP prompts of every object, training ones first."""
+    return [metadata.object_prompt(o) for o in self.objects]
 
 
 def training_objects(dataset: str) -> Tuple[str, ...]:
@@ -205,6 +209,83 @@ def trained_class_mask(config, prompts: Sequence[str]
   return None if mask.all() else mask
 
 
+def trained_object_mask(config, objects: Sequence[str]
+                        ) -> Optional[np.ndarray]:
+  """[K'] bool: object k had training labels (an object of a seen HOI).
+
+  The objects outside it are those `inference.clip_pair_fusion` gives CLIP's
+  object-crop score (models/clip_pair_scores.py): the unseen objects of a
+  zero-shot split ('uo') and the new objects of an open vocabulary. None
+  when every object is trained: the model then runs no object-crop pass.
+
+  Args:
+    config: the run config (`dataset.name`, `dataset.zero_shot_split`).
+    objects: the object classes of the (possibly extended) classifier,
+      `Vocabulary.objects`.
+  """
+  trained = set(training_objects(config.dataset.name))
+  split = config.dataset.zero_shot_split
+  if config.dataset.name != "vcoco" and split:
+    meta = metadata.hico()
+    trained = {meta.objects[meta.hois[h][1]] for h in meta.seen_hois(split)}
+  mask = np.asarray([o in trained for o in objects], bool)
+  return None if mask.all() else mask
+
+
+def candidate_prompts(config, vocabulary: Vocabulary) -> List[str]:
+  """[H] HOI prompt of each candidate of `vocabulary.table`, in its order.
+
+  'a photo of a person riding a bicycle' (`metadata.hoi_prompt`, style
+  `config.model.prompt_style`): what CLIP scores a pair crop against for
+  the untrained candidates of `trained_candidate_mask`.
+  """
+  table = vocabulary.table
+  return [metadata.hoi_prompt(vocabulary.verbs[v], vocabulary.objects[o],
+                              config.model.prompt_style)
+          for v, o in zip(table.verb_index.tolist(),
+                          table.object_index.tolist())]
+
+
+def trained_candidate_mask(config, vocabulary: Vocabulary
+                           ) -> Optional[np.ndarray]:
+  """[H] bool: False for the untrained combinations of trained verbs.
+
+  In the 'verb' interaction space a candidate (verb, object) is scored by
+  its verb's logit column, which `trained_class_mask` calls trained as soon
+  as the verb had any training HOI. The unseen HOIs of 'rf_uc', 'nf_uc',
+  'uc' and 'uo' are such combinations: trained verb, (verb, object) never
+  labelled. `inference.clip_pair_fusion` gives exactly those CLIP's crop
+  score against their HOI prompt (models/clip_pair_scores.py); a candidate
+  of an untrained verb keeps the verb-level fusion.
+
+  Args:
+    config: the run config (`dataset.name`, `dataset.zero_shot_split`,
+      `model.interaction_space`).
+    vocabulary: the scored classes.
+
+  Returns:
+    The mask, or None where there are no such candidates (the 'hoi' space,
+    where every candidate is a column of its own; V-COCO; a closed
+    vocabulary without a zero-shot split).
+  """
+  if vocabulary.interaction_space != "verb" or config.dataset.name == "vcoco":
+    return None
+  meta = metadata.hico()
+  split = config.dataset.zero_shot_split
+  seen = meta.seen_hois(split) if split else range(meta.num_hois)
+  pairs = {(meta.verbs[meta.hois[h][0]], meta.objects[meta.hois[h][1]])
+           for h in seen}
+  verbs = trained_class_mask(config, vocabulary.prompts)
+  table = vocabulary.table
+  mask = np.asarray(
+      [(vocabulary.verbs[v], vocabulary.objects[o]) in pairs
+       or (verbs is not None and not verbs[c])
+       for v, o, c in zip(table.verb_index.tolist(),
+                          table.object_index.tolist(),
+                          table.interaction_column.tolist())], bool)
+  return None if mask.all() else mask
+
+
 def verb_query_embeddings(config, prompts: Sequence[str],
                           embeddings: np.ndarray,
                           embed: Callable[[Sequence[str]], np.ndarray]
@@ -257,3 +338,51 @@ def evaluation_vocabulary(config) -> Vocabulary:
   return dataclasses.replace(
       vocab, prompts=tuple(vocab.prompts[int(c)] for c in classes),
       table=table)
+
+
+def clip_fusion_inputs(config, vocabulary: Vocabulary,
+                       object_embeddings: np.ndarray,
+                       embed: Callable[[Sequence[str]], np.ndarray]
+                       ) -> Dict[str, np.ndarray]:
+  """The model's keyword arguments of `inference.clip_pair_fusion`.
+
+  What CLIP scores at inference (models/clip_pair_scores.py): the
+  untrained interaction columns (`trained_classes`), the untrained objects
+  (`trained_objects`, `object_text_embeddings`) and, in the 'verb' space,
+  the untrained combinations of trained verbs (`trained_candidates`,
+  `candidate_text_embeddings`, `candidate_columns`). A mask that would be
+  all True is left out, and with it its crop pass.
+
+  Args:
+    config: the run config (`inference.clip_pair_fusion`,
+      `model.classifier`, and what the masks read).
+    vocabulary: the scored classes (`evaluation_vocabulary`, or an open
+      one).
+    object_embeddings: [K', E] text embeddings of `vocabulary.objects`.
+    embed: prompts -> [N, E] text embeddings (the CLIP text tower); called
+      only for the candidates' HOI prompts, when some are untrained.
+
+  Returns:
+    {} with the fusion off (w = 0) or a linear classifier, else the
+    arguments above as NumPy arrays.
+  """
+  if (float(config.inference.clip_pair_fusion) <= 0
+      or config.model.classifier != "clip_text"):
+    return {}
+  out = {}
+  trained = trained_class_mask(config, vocabulary.prompts)
+  if trained is not None:
+    out["trained_classes"] = trained
+  objects = trained_object_mask(config, vocabulary.objects)
+  if objects is not None:
+    out["trained_objects"] = objects
+    out["object_text_embeddings"] = np.asarray(object_embeddings)
+  candidates = trained_candidate_mask(config, vocabulary)
+  if candidates is not None:
+    out["trained_candidates"] = candidates
+    out["candidate_columns"] = vocabulary.table.interaction_column.astype(
+        np.int32)
+    out["candidate_text_embeddings"] = np.asarray(
+        embed(candidate_prompts(config, vocabulary)))
+  return out
+

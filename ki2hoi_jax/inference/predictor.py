@@ -96,7 +96,8 @@ _FORWARD_CACHE_SIZE = 8
 def _jitted_forward(config, num_object_classes: int,
                     table: postprocess.CandidateTable, score_fusion: str,
                     num_candidates: int):
-  """jit(variables, image, mask, clip_image, text, query_text, trained)."""
+  """jit(variables, image, mask, clip_image, text, query_text,
+  clip_fusion_inputs)."""
   from ki2hoi_jax.models import ki2hoi  # pylint: disable=g-import-not-at-top
   key = (json.dumps(config.model.to_dict(), sort_keys=True, default=str),
          config.dataset.name, int(num_object_classes), score_fusion,
@@ -110,10 +111,11 @@ def _jitted_forward(config, num_object_classes: int,
     return _FORWARD_CACHE[key]
   model = ki2hoi.build_model(config, num_object_classes=num_object_classes)
 
-  def forward(variables, image, mask, clip_image, text, query_text, trained):
+  def forward(variables, image, mask, clip_image, text, query_text,
+              clip_fusion_inputs):
     outputs = model.apply(variables, image, mask, clip_image, text,
                           verb_query_text_embeddings=query_text,
-                          trained_classes=trained, train=False)
+                          train=False, **clip_fusion_inputs)
     out = postprocess.select_top_k(outputs, table, score_fusion,
                                    num_candidates, with_confidence=True)
     out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
@@ -161,8 +163,10 @@ class Predictor:
         vocabulary, variables["params"], clip_params, config)
     self._text = jax.device_put(prepared.interaction_embeddings)
     self._query_text = jax.device_put(prepared.verb_query_embeddings)
-    trained = vocabulary_lib.trained_class_mask(config, vocabulary.prompts)
-    self._trained = None if trained is None else jax.device_put(trained)
+    self._clip_fusion = jax.device_put(vocabulary_lib.clip_fusion_inputs(
+        config, vocabulary, prepared.object_embeddings,
+        lambda texts: clip_text.class_embeddings(clip_params, config,
+                                                 texts)))
     self._variables = jax.device_put(
         dict(variables, params=prepared.params))
     self._forward = _jitted_forward(
@@ -186,7 +190,7 @@ class Predictor:
     self._shapes.add(tuple(batch["image"].shape[1:3]))
     return jax.device_get(self._forward(
         self._variables, batch["image"], batch["mask"], batch["clip_image"],
-        self._text, self._query_text, self._trained))
+        self._text, self._query_text, self._clip_fusion))
 
   def predict_batch(self, batch: Mapping[str, np.ndarray]
                     ) -> List[Dict[str, Any]]:

@@ -17,8 +17,32 @@ where the crop is a square around the union of the pair's predicted boxes
 in clip/pretrain.py), t_c the same L2-normalised text embeddings the cosine
 classifier scores and s that classifier's learned logit scale. The result is
 returned as a logit, so post-processing and score fusion are unchanged.
+
+Object classes outside the training split (the unseen objects of 'uo', new
+objects of an open vocabulary) are the same problem on the object side: the
+detector was trained to call them background, so its object classifier
+gives them almost nothing. They get CLIP's score of the object box's crop
+(`fuse_untrained_objects`), with the same w:
+
+  q   = softmax_k(s_o * cos(CLIP(crop of the object box), t_k))  over objects
+  p_k = (1 - p_no_object)^(1 - w) * q_k^w                         untrained k
+  p_k = softmax(object logits)_k                                  otherwise
+
+renormalised over the K + 1 outputs: the detector says whether an object is
+there, CLIP which untrained object it is. s_o is the object classifier's
+learned logit scale, t_k the object prompts' text embeddings.
+
+In the 'verb' interaction space a third case: a (verb, object) candidate
+that never had a training label although its verb did (the unseen HOIs of
+'rf_uc', 'nf_uc', 'uc', 'uo'; `vocabulary.trained_candidate_mask`) is scored
+by its trained verb's column. Such candidates get the first formula on
+their own, with c running over the candidates' HOI prompts ("a photo of a
+person standing on a chair") instead of the verb prompts; the model returns
+those scores as `pred_candidate_logits` [B, Q, H], which post-processing
+reads in place of the verb columns.
+
 Training never runs this (no gradient, no cost); evaluation pays one CLIP
-image-tower pass per query.
+image-tower pass per query and side.
 """
 
 import jax
@@ -102,3 +126,30 @@ def fuse_untrained(logits: jnp.ndarray, crop_logits: jnp.ndarray,
   log_p = jnp.minimum(log_p, -1e-6)  # A probability below 1: finite logit.
   fused = log_p - jnp.log(-jnp.expm1(log_p))
   return jnp.where(jnp.asarray(trained, bool), logits, fused)
+
+
+def fuse_untrained_objects(obj_logits: jnp.ndarray, crop_logits: jnp.ndarray,
+                           trained: jnp.ndarray, weight: float
+                           ) -> jnp.ndarray:
+  """Object logits with CLIP's crop evidence on the untrained objects.
+
+  Args:
+    obj_logits: [B, Q, K + 1] object logits of the detector (last:
+      no-object).
+    crop_logits: [B, Q, K] s_o * cos(object-crop embedding, object text
+      embedding).
+    trained: [K] bool, True for the objects of the training split (kept
+      before the renormalisation).
+    weight: w in [0, 1] (module docstring).
+
+  Returns:
+    [B, Q, K + 1] logits: log-probabilities whose softmax is the fused,
+    renormalised distribution.
+  """
+  log_p = jax.nn.log_softmax(obj_logits, axis=-1)
+  log_fg = jnp.log(-jnp.expm1(jnp.minimum(log_p[..., -1:], -1e-6)))
+  log_q = jax.nn.log_softmax(crop_logits, axis=-1)
+  fused = (1.0 - weight) * log_fg + weight * log_q  # [B, Q, K]
+  keep = jnp.concatenate([jnp.asarray(trained, bool), jnp.ones((1,), bool)])
+  log_p = jnp.where(keep, log_p, jnp.pad(fused, ((0, 0), (0, 0), (0, 1))))
+  return jax.nn.log_softmax(log_p, axis=-1)

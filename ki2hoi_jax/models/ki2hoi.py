@@ -135,8 +135,10 @@ class KI2HOI(nn.Module):
       `verb_attn`, no `verb_projection`).
     logit_scale_init: initial logit scale of the cosine classifiers.
     clip_pair_fusion: weight w of CLIP's own crop score in the probability
-      of the classes outside the training classifier at inference
-      (`clip_pair_scores`; 0: off, the paper's pipeline).
+      of what the detector never trained, at inference: interaction classes
+      outside the training classifier, untrained objects and untrained
+      (verb, object) candidates (`clip_pair_scores`; 0: off, the paper's
+      pipeline).
     axis_name: device axis for the synced encoder batch norm (None: no sync).
     dtype: compute dtype of the trainable parts.
     frozen_dtype: compute dtype of the backbone (and of `clip_visual`, set by
@@ -248,6 +250,10 @@ class KI2HOI(nn.Module):
                object_text_embeddings: Optional[jnp.ndarray] = None,
                verb_query_text_embeddings: Optional[jnp.ndarray] = None,
                trained_classes: Optional[jnp.ndarray] = None,
+               trained_objects: Optional[jnp.ndarray] = None,
+               candidate_text_embeddings: Optional[jnp.ndarray] = None,
+               candidate_columns: Optional[jnp.ndarray] = None,
+               trained_candidates: Optional[jnp.ndarray] = None,
                *, train: bool = False) -> Dict[str, Any]:
     """Detects HOIs.
 
@@ -258,9 +264,10 @@ class KI2HOI(nn.Module):
       interaction_text_embeddings: [C, E] CLIP text embeddings of the
         interaction prompts (None: `variables['constants']`); with
         `classifier='linear'` only C is read (it must be the C of `init`).
-      object_text_embeddings: [K, E] object-prompt embeddings; only used to
+      object_text_embeddings: [K, E] object-prompt embeddings: they
         initialise the object classifier (ignored with
-        `classifier='linear'`).
+        `classifier='linear'`) and, with `trained_objects`, are what CLIP
+        scores the object crops against at inference.
       verb_query_text_embeddings: [C_q, E] text embeddings of the verb
         extraction decoder's class queries (None: the interaction text
         embeddings; evaluation passes the training classes', see
@@ -268,6 +275,19 @@ class KI2HOI(nn.Module):
       trained_classes: [C] bool, the classes of the training classifier;
         with `clip_pair_fusion` > 0 the others get CLIP's crop score at
         inference (None or `train`: the detector's logits alone).
+      trained_objects: [K] bool, the objects of the training split; with
+        `clip_pair_fusion` > 0 (and `object_text_embeddings`) the others get
+        CLIP's object-crop score at inference (None: all trained).
+      candidate_text_embeddings: [H, E] text embeddings of the HOI prompt
+        of each post-processing candidate ('verb' space, read with
+        `trained_candidates` only).
+      candidate_columns: [H] int, the interaction-logit column of each
+        candidate (`CandidateTable.interaction_column`).
+      trained_candidates: [H] bool, False for the candidates to fuse: the
+        untrained (verb, object) combinations of trained verbs; with
+        `clip_pair_fusion` > 0 they get CLIP's crop score against their HOI
+        prompt at inference, in `pred_candidate_logits` (None: no such
+        output).
       train: dropout and batch statistics.
 
     Returns:
@@ -280,7 +300,9 @@ class KI2HOI(nn.Module):
       layers first), interaction_clip_feature_unit [B, E] (last layer: the
       mean over queries of the L2-normalised projected features) and
       clip_image_embedding [B, E] (the raw CLIP image embedding, not
-      normalised). All float32.
+      normalised); at inference with `trained_candidates`, also
+      pred_candidate_logits [B, N, H] (the interaction logit of each
+      candidate, fused with CLIP's for the untrained ones). All float32.
     """
     dtype = _dtype(self.dtype)
     text = self._interaction_text(interaction_text_embeddings)
@@ -351,28 +373,54 @@ class KI2HOI(nn.Module):
     out["interaction_clip_feature_unit"] = jnp.mean(
         instance_interactor.l2_normalize(inter_feat[-1]), axis=1)
     out["clip_image_embedding"] = clip_embedding.astype(jnp.float32)
-    if (self.clip_pair_fusion > 0 and trained_classes is not None
-        and not train and self.classifier == "clip_text"):
-      out["pred_interaction_logits"] = self._fuse_clip_pair_scores(
-          out, image, mask, clip_image.shape[1], text, trained_classes,
-          jnp.exp(predictor.variables["params"]["logit_scale"]))
+    if self.clip_pair_fusion > 0 and not train and (
+        self.classifier == "clip_text"):
+      size = clip_image.shape[1]
+      pair = None  # [B, N, E] unit CLIP embeddings of the pair crops.
+      scale = jnp.exp(predictor.variables["params"]["logit_scale"])
+      if trained_classes is not None or trained_candidates is not None:
+        pair = self._crop_embeddings(image, mask, out["pred_sub_boxes"],
+                                     out["pred_obj_boxes"], size)
+      if trained_classes is not None:
+        out["pred_interaction_logits"] = clip_pair_scores.fuse_untrained(
+            out["pred_interaction_logits"], scale * _cosines(pair, text), trained_classes,
+            self.clip_pair_fusion)
+      if trained_candidates is not None:
+        if candidate_text_embeddings is None or candidate_columns is None:
+          raise ValueError("trained_candidates needs "
+                           "candidate_text_embeddings and candidate_columns")
+        out["pred_candidate_logits"] = clip_pair_scores.fuse_untrained(
+            out["pred_interaction_logits"][..., candidate_columns],
+            scale * _cosines(pair, candidate_text_embeddings),
+            trained_candidates, self.clip_pair_fusion)
+      if trained_objects is not None:
+        if object_text_embeddings is None:
+          raise ValueError("trained_objects needs object_text_embeddings")
+        obj_scale = self.variables["params"]["instance_interactor"][
+            "obj_classifier"]["obj_logit_scale"]
+        out["pred_obj_logits"] = clip_pair_scores.fuse_untrained_objects(
+            out["pred_obj_logits"],
+            jnp.exp(obj_scale) * _cosines(self._crop_embeddings(
+                image, mask, out["pred_obj_boxes"], out["pred_obj_boxes"],
+                size), object_text_embeddings),
+            trained_objects, self.clip_pair_fusion)
     return out
 
-  def _fuse_clip_pair_scores(self, out, image, mask, size, text,
-                             trained_classes, logit_scale):
-    """`clip_pair_scores.fuse_untrained` on the final-layer logits."""
-    b, q = out["pred_sub_boxes"].shape[:2]
-    crops = clip_pair_scores.pair_crops(image, mask, out["pred_sub_boxes"],
-                                        out["pred_obj_boxes"], size)
+  def _crop_embeddings(self, image, mask, sub_boxes, obj_boxes, size):
+    """[B, Q, E] unit CLIP embedding of a crop around each pair's boxes."""
+    b, q = sub_boxes.shape[:2]
+    crops = clip_pair_scores.pair_crops(image, mask, sub_boxes, obj_boxes,
+                                        size)
     _, emb = self.clip_visual(crops.reshape(b * q, size, size, 3).astype(
         _dtype(self.frozen_dtype)))
-    emb = instance_interactor.l2_normalize(
+    return instance_interactor.l2_normalize(
         emb.astype(jnp.float32)).reshape(b, q, -1)
-    cos = emb @ instance_interactor.l2_normalize(
-        jnp.asarray(text, jnp.float32)).T
-    return clip_pair_scores.fuse_untrained(
-        out["pred_interaction_logits"], logit_scale * cos, trained_classes,
-        self.clip_pair_fusion)
+
+
+def _cosines(unit_embeddings: jnp.ndarray, text: jnp.ndarray) -> jnp.ndarray:
+  """[B, Q, C] cosines of [B, Q, E] unit embeddings with [C, E] text."""
+  return unit_embeddings @ instance_interactor.l2_normalize(
+      jnp.asarray(text, jnp.float32)).T
 
 
 # ------------------------------------------------------------------ factory

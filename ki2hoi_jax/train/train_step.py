@@ -99,15 +99,13 @@ def restore_items(state: TrainState, items: Mapping[str, Any]) -> TrainState:
 
 def _apply_model(flax_model, variables, batch, train: bool,
                  dropout_rng=None, text_embeddings=None,
-                 verb_query_text_embeddings=None, trained_classes=None):
+                 verb_query_text_embeddings=None, clip_fusion_inputs=None):
   args = [batch[k] for k in _MODEL_INPUTS]
-  kwargs = {"train": train}
+  kwargs = {"train": train, **(clip_fusion_inputs or {})}
   if text_embeddings is not None:
     args.append(text_embeddings)
   if verb_query_text_embeddings is not None:
     kwargs["verb_query_text_embeddings"] = verb_query_text_embeddings
-  if trained_classes is not None:
-    kwargs["trained_classes"] = trained_classes
   if dropout_rng is not None:
     kwargs["rngs"] = {"dropout": dropout_rng}
   return flax_model.apply(variables, *args, mutable=["batch_stats"],
@@ -177,7 +175,8 @@ def train_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
 def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
               text_embeddings: jnp.ndarray,
               verb_query_text_embeddings: Optional[jnp.ndarray] = None,
-              trained_classes: Optional[jnp.ndarray] = None, *,
+              clip_fusion_inputs: Optional[Mapping[str, jnp.ndarray]] = None,
+              *,
               flax_model,
               table: Optional[postprocess.CandidateTable] = None,
               score_fusion: str = "sum", top_k: int = 100,
@@ -193,9 +192,12 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
     verb_query_text_embeddings: [C_q, E] text embeddings of the verb
       decoder's class queries (None: `text_embeddings`;
       `vocabulary.verb_query_prompts`).
-    trained_classes: [C_eval] bool, the evaluated classes the training
-      classifier had (the others may get CLIP's crop score,
-      `inference.clip_pair_fusion`); None: all.
+    clip_fusion_inputs: keyword arguments of the model that select what
+      `inference.clip_pair_fusion` gives CLIP's crop score
+      (`trained_classes`, `trained_objects` with `object_text_embeddings`,
+      `trained_candidates` with `candidate_text_embeddings` and
+      `candidate_columns`; `vocabulary.clip_fusion_inputs`); None or {}:
+      the detector's scores alone.
     flax_model: the linen model.
     table: candidate table of post-processing; when given, the top-k
       selection runs here on the device (postprocess.select_top_k) and only
@@ -217,15 +219,16 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
                             text_embeddings=text_embeddings,
                             verb_query_text_embeddings=(
                                 verb_query_text_embeddings),
-                            trained_classes=trained_classes)
+                            clip_fusion_inputs=clip_fusion_inputs)
   out = {"pred_sub_boxes": outputs["pred_sub_boxes"],
          "pred_obj_boxes": outputs["pred_obj_boxes"]}
   if table is not None:
     out.update(postprocess.select_top_k(outputs, table, score_fusion, top_k))
   else:
     for key in ("pred_obj_logits", "pred_human_logits",
-                "pred_interaction_logits"):
-      out[key] = outputs[key]
+                "pred_interaction_logits", "pred_candidate_logits"):
+      if key in outputs:
+        out[key] = outputs[key]
   return out
 
 
@@ -248,20 +251,20 @@ def make_p_eval_step(**kwargs) -> Callable:
   """`eval_step` pmapped over local devices.
 
   Call as `p_eval_step(replicated_state, batch [D, B, ...], text_embeddings,
-  verb_query_text_embeddings=None, trained_classes=None)`, the embeddings
-  and the [C] mask unreplicated (None queries: the interaction text
-  embeddings; None mask: every class trained).
+  verb_query_text_embeddings=None, clip_fusion_inputs=None)`, the
+  embeddings and the fusion inputs unreplicated (None queries: the
+  interaction text embeddings; None fusion inputs: no CLIP crop scores).
   """
   p_eval_step = jax.pmap(
       functools.partial(eval_step, axis_name=AXIS_NAME, **kwargs),
       axis_name=AXIS_NAME, in_axes=(0, 0, None, None, None))
 
   def call(state, batch, text_embeddings, verb_query_text_embeddings=None,
-           trained_classes=None):
+           clip_fusion_inputs=None):
     if verb_query_text_embeddings is None:
       verb_query_text_embeddings = text_embeddings
     return p_eval_step(state, batch, text_embeddings,
-                       verb_query_text_embeddings, trained_classes)
+                       verb_query_text_embeddings, clip_fusion_inputs or {})
 
   return call
 

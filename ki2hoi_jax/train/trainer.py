@@ -164,9 +164,9 @@ class Setup:
       classes (all; the training classes with `model.classifier='linear'`).
     verb_query_text: [C_q, E] text embeddings of the verb decoder's class
       queries at evaluation (`vocabulary.verb_query_prompts`).
-    eval_trained: [C_eval] bool, the evaluated classes that are training
-      classes (`inference.clip_pair_fusion` scores the others); None when
-      all are (`vocabulary.trained_class_mask`).
+    eval_clip_fusion: the model's keyword arguments of
+      `inference.clip_pair_fusion` at evaluation
+      (`vocabulary.clip_fusion_inputs`; {}: off).
     schedules: learning-rate schedules by parameter group.
     steps_per_epoch: train steps per epoch.
     total_steps: train steps of the run.
@@ -179,7 +179,7 @@ class Setup:
   train_classes: np.ndarray
   eval_text: np.ndarray
   verb_query_text: np.ndarray
-  eval_trained: Optional[np.ndarray]
+  eval_clip_fusion: Dict[str, np.ndarray]
   schedules: Dict[str, Any]
   steps_per_epoch: int
   total_steps: int
@@ -191,17 +191,27 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   prompts = interaction_prompts(config)
   eval_text = np.asarray(clip_text.class_embeddings(clip_params, config,
                                                     prompts))
-  obj_text = clip_text.class_embeddings(clip_params, config,
-                                        object_prompts(config))
+  obj_text = np.asarray(clip_text.class_embeddings(clip_params, config,
+                                                   object_prompts(config)))
   train_classes = vocabulary_lib.interaction_class_indices(config, "train")
   train_text = eval_text[train_classes]
+  def embed(texts):
+    return clip_text.class_embeddings(clip_params, config, texts)
   verb_query_text = vocabulary_lib.verb_query_embeddings(
-      config, prompts, eval_text,
-      lambda q: clip_text.class_embeddings(clip_params, config, q))
-  eval_trained = vocabulary_lib.trained_class_mask(config, prompts)
+      config, prompts, eval_text, embed)
+  eval_clip_fusion = vocabulary_lib.clip_fusion_inputs(
+      config, vocabulary_lib.evaluation_vocabulary(config), obj_text, embed)
+  if eval_clip_fusion:
+    logging.info(
+        "CLIP crop fusion at evaluation (w = %g): %s untrained interaction "
+        "columns, %s untrained objects, %s untrained (verb, object) "
+        "candidates.", config.inference.clip_pair_fusion,
+        *(int((~np.asarray(eval_clip_fusion[k])).sum())
+          if k in eval_clip_fusion else 0
+          for k in ("trained_classes", "trained_objects",
+                    "trained_candidates")))
   if config.model.classifier == "linear":  # Its head scores these only.
     eval_text = train_text
-    eval_trained = None
   logging.info("Interaction classifier: %d training classes, %d at "
                "evaluation (verb decoder queries at evaluation: %d, %s).",
                len(train_classes), len(eval_text), len(verb_query_text),
@@ -226,7 +236,8 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   logging.info("Parameters: %s", counts)
   return Setup(model=model, state=state, rng=rng, labels=labels, tx=tx,
                train_classes=train_classes, eval_text=eval_text,
-               verb_query_text=verb_query_text, eval_trained=eval_trained,
+               verb_query_text=verb_query_text,
+               eval_clip_fusion=eval_clip_fusion,
                schedules=optimizer.learning_rate_schedules(config,
                                                            steps_per_epoch),
                steps_per_epoch=steps_per_epoch,
@@ -297,10 +308,8 @@ def summarize_eval(config, metrics: Mapping[str, Any]) -> Dict[str, float]:
 
 
 def run_evaluation(config, workdir: str, builder, p_eval_step, state,
-                   eval_text: np.ndarray, verb_query_text: np.ndarray,
-                   step: int,
-                   writer: Optional[metrics_writer.MetricsWriter] = None,
-                   trained_classes: Optional[np.ndarray] = None
+                   setup: Setup, step: int,
+                   writer: Optional[metrics_writer.MetricsWriter] = None
                    ) -> Optional[Dict[str, Any]]:
   """The eval hook: predictions and mAP of the test split.
 
@@ -310,11 +319,10 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
     builder: dataset builder.
     p_eval_step: `ts.make_p_eval_step(...)`.
     state: replicated TrainState.
-    eval_text: [C, E] text embeddings of the evaluated interaction classes.
-    verb_query_text: [C_q, E] text embeddings of the verb decoder's queries.
+    setup: the class inputs of the evaluated model: `eval_text`,
+      `verb_query_text`, `eval_clip_fusion`.
     step: training step (folder name and TensorBoard step).
     writer: metrics writer (process 0) or None.
-    trained_classes: [C] bool, `Setup.eval_trained` (None: all trained).
 
   Returns:
     The evaluator's metrics dict on process 0 (None elsewhere), with the
@@ -324,10 +332,10 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
   vcoco = config.dataset.name == "vcoco"
   info = splits.image_info(builder, "test")
   num_steps = input_pipeline.num_eval_steps(config, builder, "test")
-  text = jnp.asarray(eval_text)
-  query_text = jnp.asarray(verb_query_text)
-  trained = (None if trained_classes is None
-             else jnp.asarray(trained_classes, bool))
+  class_inputs = (jnp.asarray(setup.eval_text),
+                  jnp.asarray(setup.verb_query_text),
+                  {k: jnp.asarray(v) for k, v in
+                   setup.eval_clip_fusion.items()})
   predictions: List[Dict[str, Any]] = []
   table = eval_candidate_table(config)
   is_main = jax.process_index() == 0
@@ -336,8 +344,8 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
                   dynamic_ncols=True, leave=False)
   for batch in input_pipeline.create_eval_iterator(config, builder,
                                                    split="test"):
-    out = p_eval_step(state, {k: batch[k] for k in _EVAL_KEYS}, text,
-                      query_text, trained)
+    out = p_eval_step(state, {k: batch[k] for k in _EVAL_KEYS},
+                      *class_inputs)
     out = jax.device_get(out)
     out["image_index"] = batch["image_index"]
     out["orig_size"] = batch["orig_size"]
@@ -498,8 +506,7 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   def evaluate_now(step: int) -> Optional[Dict[str, Any]]:
     metrics = run_evaluation(config, workdir, builder, p_eval_step, state,
-                             setup.eval_text, setup.verb_query_text, step,
-                             writer, setup.eval_trained)
+                             setup, step, writer)
     value = _broadcast_value(
         metrics["summary"]["eval/mAP"] if metrics else None)
     if np.isfinite(value):
@@ -511,9 +518,7 @@ def _train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if cfg.eval_at_start and start_step == 0:
     # The untrained model's numbers: the baseline the run should beat.
     untrained_metrics = run_evaluation(config, workdir, builder, p_eval_step,
-                                       state, setup.eval_text,
-                                       setup.verb_query_text, 0, writer,
-                                       setup.eval_trained)
+                                       state, setup, 0, writer)
   train_iter = (input_pipeline.create_train_iterator(
       config, builder, start_step=start_step, batch_size=micro_batch)
                 if start_step < total else iter(()))
@@ -636,9 +641,7 @@ def _evaluate(config, workdir: str, which: str) -> Optional[Dict]:
       top_k=int(config.inference.top_k))
   writer = metrics_writer.MetricsWriter(workdir)
   metrics = run_evaluation(config, workdir, builder, p_eval_step,
-                           ts.replicate(setup.state), setup.eval_text,
-                           setup.verb_query_text, step, writer,
-                           setup.eval_trained)
+                           ts.replicate(setup.state), setup, step, writer)
   writer.close()
   checkpointer.close()
   if metrics is not None:
