@@ -84,12 +84,19 @@ def test_fusion_keeps_trained_classes_and_mixes_the_others():
                                want[..., ~trained], rtol=1e-4, atol=1e-6)
 
 
-def test_model_fuses_only_untrained_classes_at_inference():
+def _models_and_inputs(seed):
+  """(model, the same with w = 0.5, variables, rng, image, mask, clip_image,
+  interaction text) of the tiny test model."""
   model, variables, _ = tk._built(3)
-  fusing = dataclasses.replace(model, clip_pair_fusion=0.5)
-  rng = np.random.default_rng(4)
+  rng = np.random.default_rng(seed)
   image, mask, clip_image = tk._inputs(rng)
-  text = tk._text(rng, tk.C)
+  return (model, dataclasses.replace(model, clip_pair_fusion=0.5), variables,
+          rng, image, mask, clip_image, tk._text(rng, tk.C))
+
+
+def test_model_fuses_only_untrained_classes_at_inference():
+  (model, fusing, variables, _, image, mask, clip_image,
+   text) = _models_and_inputs(4)
   trained = jnp.asarray([True, True, False, True, False])
   plain = tk._apply(model, variables, image, mask, clip_image, text)
   fused = tk._apply(fusing, variables, image, mask, clip_image, text,
@@ -152,11 +159,8 @@ def test_object_fusion_keeps_trained_objects_and_gives_the_others_clip():
 
 
 def test_model_fuses_only_untrained_objects_at_inference():
-  model, variables, _ = tk._built(3)
-  fusing = dataclasses.replace(model, clip_pair_fusion=0.5)
-  rng = np.random.default_rng(5)
-  image, mask, clip_image = tk._inputs(rng)
-  text = tk._text(rng, tk.C)
+  (model, fusing, variables, rng, image, mask, clip_image,
+   text) = _models_and_inputs(5)
   k = model.num_object_classes
   obj_text = tk._text(rng, k)
   trained = jnp.arange(k) % 2 == 0
@@ -209,11 +213,8 @@ def test_trained_object_mask_is_false_exactly_on_unseen_objects():
 def test_model_fuses_only_untrained_candidates_at_inference():
   """'verb' space: pred_candidate_logits are the candidates' columns, CLIP
   fused where `trained_candidates` is False, absent in training."""
-  model, variables, _ = tk._built(3)
-  fusing = dataclasses.replace(model, clip_pair_fusion=0.5)
-  rng = np.random.default_rng(6)
-  image, mask, clip_image = tk._inputs(rng)
-  text = tk._text(rng, tk.C)
+  (model, fusing, variables, rng, image, mask, clip_image,
+   text) = _models_and_inputs(6)
   columns = jnp.asarray([0, 0, 1, 2, 4, 4], jnp.int32)  # H = 6.
   trained = jnp.asarray([True, False, True, True, False, True])
   kwargs = dict(candidate_text_embeddings=tk._text(rng, 6),
@@ -269,16 +270,18 @@ def test_clip_fusion_inputs_name_what_the_model_fuses():
   config = demo.get_config()
   config.dataset.zero_shot_split = "uo"
   vocab = vocabulary.closed_vocabulary(config)
-  objects = np.ones((80, 4), np.float32)
   calls = []
   def embed(prompts):
     calls.append(len(prompts))
     return np.zeros((len(prompts), 4), np.float32)
-  inputs = vocabulary.clip_fusion_inputs(config, vocab, objects, embed)
+  inputs = vocabulary.clip_fusion_inputs(config, vocab, embed)
   # UO: untrained objects, pairs, and verbs seen with unseen objects only.
   assert set(inputs) == {"trained_classes", "trained_objects",
                          "object_text_embeddings", "trained_candidates",
                          "candidate_columns", "candidate_text_embeddings"}
-  assert calls == [600] and inputs["candidate_columns"].shape == (600,)
+  # The text tower runs for what is fused only: 80 objects, 600 candidates.
+  assert calls == [80, 600] and inputs["candidate_columns"].shape == (600,)
+  assert inputs["object_text_embeddings"].shape == (80, 4)
   config.inference.clip_pair_fusion = 0.0
-  assert vocabulary.clip_fusion_inputs(config, vocab, objects, embed) == {}
+  assert vocabulary.clip_fusion_inputs(config, vocab, embed) == {}
+  assert calls == [80, 600]

@@ -600,10 +600,6 @@ def test_open_vocabulary_end_to_end(trained, inputs, tmp_path):
   assert prepared.num_object_classes == 81
   assert ov.object_classifier_params(prepared.params)["kernel"].shape == (
       32, 82)
-  assert prepared.object_embeddings.shape == (81, 32)
-  np.testing.assert_allclose(
-      prepared.object_embeddings[-1], clip_text.class_embeddings(
-          clip, config, [metadata.object_prompt("unicorn")])[0], atol=1e-6)
 
 
 def test_new_objects_get_clip_crop_scores_with_fusion(trained, inputs):
@@ -622,6 +618,10 @@ def test_new_objects_get_clip_crop_scores_with_fusion(trained, inputs):
     if w:
       assert not np.asarray(fusion["trained_objects"])[-1]
       assert np.asarray(fusion["trained_objects"])[:-1].all()
+      objects = np.asarray(fusion["object_text_embeddings"])
+      assert objects.shape == (81, 32)
+      np.testing.assert_allclose(objects[-1], clip_text.class_embeddings(
+          clip, cfg, [metadata.object_prompt("unicorn")])[0], atol=1e-6)
     else:
       assert fusion == {}
     probs.append(np.asarray(jax.nn.softmax(p.outputs(images.preprocess(

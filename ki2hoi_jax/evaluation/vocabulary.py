@@ -341,7 +341,6 @@ def evaluation_vocabulary(config) -> Vocabulary:
 
 
 def clip_fusion_inputs(config, vocabulary: Vocabulary,
-                       object_embeddings: np.ndarray,
                        embed: Callable[[Sequence[str]], np.ndarray]
                        ) -> Dict[str, np.ndarray]:
   """The model's keyword arguments of `inference.clip_pair_fusion`.
@@ -358,9 +357,10 @@ def clip_fusion_inputs(config, vocabulary: Vocabulary,
       `model.classifier`, and what the masks read).
     vocabulary: the scored classes (`evaluation_vocabulary`, or an open
       one).
-    object_embeddings: [K', E] text embeddings of `vocabulary.objects`.
     embed: prompts -> [N, E] text embeddings (the CLIP text tower); called
-      only for the candidates' HOI prompts, when some are untrained.
+      only for what is fused: the object prompts (`object_prompts`) when
+      an object is untrained, the candidates' HOI prompts when a candidate
+      is.
 
   Returns:
     {} with the fusion off (w = 0) or a linear classifier, else the
@@ -376,7 +376,8 @@ def clip_fusion_inputs(config, vocabulary: Vocabulary,
   objects = trained_object_mask(config, vocabulary.objects)
   if objects is not None:
     out["trained_objects"] = objects
-    out["object_text_embeddings"] = np.asarray(object_embeddings)
+    out["object_text_embeddings"] = np.asarray(
+        embed(vocabulary.object_prompts()))
   candidates = trained_candidate_mask(config, vocabulary)
   if candidates is not None:
     out["trained_candidates"] = candidates

@@ -339,8 +339,6 @@ class PreparedClasses:
     verb_query_embeddings: [C_q, E] text embeddings of the verb decoder's
       class queries (`vocabulary.verb_query_prompts`: the training classes'
       by default, whatever the scored vocabulary).
-    object_embeddings: [K, E] text embeddings of `vocabulary.objects`
-      (what CLIP scores the crops of untrained objects against).
     params: model params, with the object classifier extended when the
       vocabulary has new objects.
     num_object_classes: K of the model to build (training K + new objects).
@@ -348,7 +346,6 @@ class PreparedClasses:
   vocabulary: vocabulary_lib.Vocabulary
   interaction_embeddings: np.ndarray
   verb_query_embeddings: np.ndarray
-  object_embeddings: np.ndarray
   params: Dict[str, Any]
   num_object_classes: int
 
@@ -390,11 +387,10 @@ def prepare_classes(vocabulary: vocabulary_lib.Vocabulary,
     raise vocabulary_lib.VocabularyError(
         f"the checkpoint's object classifier has {num_trained} classes, the "
         f"{config.dataset.name} vocabulary {vocabulary.num_training_objects}")
-  objects = np.asarray(clip_text.class_embeddings(
-      clip_params, config, vocabulary.object_prompts()))
   new_params = flax.core.unfreeze(params)
   if vocabulary.new_objects:
     new_params = extend_object_classifier(
-        params, objects[vocabulary.num_training_objects:])
-  return PreparedClasses(vocabulary, inter, queries, objects, new_params,
+        params, clip_text.class_embeddings(clip_params, config,
+                                vocabulary.new_object_prompts()))
+  return PreparedClasses(vocabulary, inter, queries, new_params,
                          len(vocabulary.objects))

@@ -164,7 +164,7 @@ class Predictor:
     self._text = jax.device_put(prepared.interaction_embeddings)
     self._query_text = jax.device_put(prepared.verb_query_embeddings)
     self._clip_fusion = jax.device_put(vocabulary_lib.clip_fusion_inputs(
-        config, vocabulary, prepared.object_embeddings,
+        config, vocabulary,
         lambda texts: clip_text.class_embeddings(clip_params, config,
                                                  texts)))
     self._variables = jax.device_put(

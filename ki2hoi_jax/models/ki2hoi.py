@@ -383,8 +383,8 @@ class KI2HOI(nn.Module):
                                      out["pred_obj_boxes"], size)
       if trained_classes is not None:
         out["pred_interaction_logits"] = clip_pair_scores.fuse_untrained(
-            out["pred_interaction_logits"], scale * _cosines(pair, text), trained_classes,
-            self.clip_pair_fusion)
+            out["pred_interaction_logits"], scale * _cosines(pair, text),
+            trained_classes, self.clip_pair_fusion)
       if trained_candidates is not None:
         if candidate_text_embeddings is None or candidate_columns is None:
           raise ValueError("trained_candidates needs "

@@ -191,8 +191,8 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   prompts = interaction_prompts(config)
   eval_text = np.asarray(clip_text.class_embeddings(clip_params, config,
                                                     prompts))
-  obj_text = np.asarray(clip_text.class_embeddings(clip_params, config,
-                                                   object_prompts(config)))
+  obj_text = clip_text.class_embeddings(clip_params, config,
+                                        object_prompts(config))
   train_classes = vocabulary_lib.interaction_class_indices(config, "train")
   train_text = eval_text[train_classes]
   def embed(texts):
@@ -200,7 +200,7 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   verb_query_text = vocabulary_lib.verb_query_embeddings(
       config, prompts, eval_text, embed)
   eval_clip_fusion = vocabulary_lib.clip_fusion_inputs(
-      config, vocabulary_lib.evaluation_vocabulary(config), obj_text, embed)
+      config, vocabulary_lib.evaluation_vocabulary(config), embed)
   if eval_clip_fusion:
     logging.info(
         "CLIP crop fusion at evaluation (w = %g): %s untrained interaction "
