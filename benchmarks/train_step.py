@@ -40,6 +40,12 @@ what XLA fuses across part boundaries) is the `rest` line: the whole step
 minus the sum of the parts. All times are medians over `--num_steps` calls
 after `--warmup` untimed ones.
 
+Like the entry points, the benchmark re-executes itself once with
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (ki2hoi_jax/host_memory.py: huge
+pages for XLA:CPU's buffers); the PyTorch floor runs in the same process and
+gets them too. `--breakdown` prints the minor page faults per call of each;
+prefix `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` to measure without.
+
   python benchmarks/train_step.py                       # demo and paper
   python benchmarks/train_step.py --config demo --num_steps 10
   python benchmarks/train_step.py --config paper --num_steps 2 \
@@ -61,6 +67,7 @@ import argparse
 import dataclasses
 import functools
 import os
+import resource
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -76,6 +83,7 @@ import optax
 
 from configs import base
 from configs import demo
+from ki2hoi_jax import host_memory
 from ki2hoi_jax.data import splits
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary
@@ -462,6 +470,11 @@ def optimizer_function(setup: Setup):
   return call
 
 
+def _minor_faults() -> int:
+  """Minor page faults of this process so far (getrusage)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _median_ms(times) -> float:
   return 1e3 * float(np.median(times))
 
@@ -475,18 +488,27 @@ def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
   # Step and floor alternate, one call each per round, so that a change of
   # the machine's load hits both alike.
   times, floor_times, match_s, calls = [], [], 0.0, 0
+  faults, floor_faults = [], []  # Minor page faults per call.
   _, _, _, _, compile_s = time_step(setup, 0, warmup)
   for _ in range(num_steps):
+    f0 = _minor_faults()
     t, m, c, _, _ = time_step(setup, 1, 0)
+    faults.append(_minor_faults() - f0)
     times += t
     match_s += m
     calls = c
+    f0 = _minor_faults()
     floor_times += torch_resnet50_times(image_hw, per_device, 1)
+    floor_faults.append(_minor_faults() - f0)
   match = match_s / num_steps
   step_ms = _median_ms(times)
   print(f"{tag} whole train step: {step_ms:.0f} ms (compile + warm-up "
         f"{compile_s:.0f} s); PyTorch ResNet-50 fwd+bwd (floor, alternating "
-        f"with the step): {_median_ms(floor_times):.0f} ms", flush=True)
+        f"with the step): {_median_ms(floor_times):.0f} ms; minor page "
+        f"faults per call: step {np.median(faults):.0f}, floor "
+        f"{np.median(floor_faults):.0f} (GLIBC_TUNABLES="
+        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; ki2hoi_jax/"
+        "host_memory.py)", flush=True)
   batch = {k: v[0] for k, v in setup.batch.items()}  # Device 0's shard.
   rng = jax.random.PRNGKey(5)
   calls_by_part, outputs = record_part_calls(setup, batch, rng)
@@ -604,4 +626,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_huge_pages()  # Before anything else.
   sys.exit(main())

@@ -25,10 +25,13 @@ space), and the table prints both rows (issue 15, item 5).
 
 With the demo's `inference.clip_pair_fusion` above 0 each model of a
 zero-shot split is also evaluated with it at 0 (the detector's own scores),
-and the table prints both (models/clip_pair_scores.py).
+and the table prints both (models/clip_pair_scores.py); `--fusions W ...`
+picks the values instead (`--fusions 0.5`: the training run's evaluation
+only).
 
-`--tag NAME --overrides=--config.x=y ...` trains a variant (workdirs
-`<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same benchmark. The
+`--tag NAME --overrides=--config.x=y [--overrides=...]` trains a variant
+(workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
+benchmark. The
 printed table and `<root>/table.json` hold every finished run under `--root`.
 Spread is half the range over the seeds, (max - min) / 2.
 """
@@ -39,7 +42,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
@@ -91,11 +94,43 @@ def queries_differ(split: str) -> bool:
   return len(vocabulary.verb_query_prompts(config, prompts)) != len(prompts)
 
 
+def evaluation_plan(split: str, verb_queries: str,
+                    fusions: Optional[Sequence[float]], distinct_queries: bool,
+                    demo_fusion: float) -> List[Tuple[str, float]]:
+  """(model.verb_queries, inference.clip_pair_fusion) of each evaluation.
+
+  The first is the training run's own. Each verb-query mode asked for
+  (`verb_queries` 'both': training_classes then all_classes; one mode when
+  `distinct_queries` is False, i.e. the two modes give the same queries) is
+  evaluated at the first fusion, then the first mode at each further
+  fusion. `fusions` None: the demo's and, when
+  that is above 0, also 0 (the detector's own scores, the paper's
+  pipeline). The fully supervised setting (`split` '') has no unseen
+  classes to fuse: its first fusion only.
+  """
+  modes = ["training_classes", "all_classes"] if verb_queries == "both" else [
+      verb_queries]
+  if not distinct_queries:
+    modes = modes[:1]
+  if fusions is None:
+    fusions = [demo_fusion, 0.0] if demo_fusion > 0 else [demo_fusion]
+  if not split:
+    fusions = fusions[:1]
+  return [(m, fusions[0]) for m in modes] + [
+      (modes[0], w) for w in fusions[1:]]
+
+
 def train_and_evaluate(root: str, split: str, clip: str, seed: int,
                        clip_checkpoint: str, epochs: int, verb_queries: str,
-                       tag: str = "", overrides: Sequence[str] = ()
+                       tag: str = "", overrides: Sequence[str] = (),
+                       fusions: Optional[Sequence[float]] = None
                        ) -> List[Dict]:
-  """One trained model, evaluated with each requested verb-query mode."""
+  """One trained model, evaluated with each requested verb-query mode.
+
+  `fusions`: the `inference.clip_pair_fusion` values it is evaluated with in
+  a zero-shot split (the first is the training run's own); default the
+  demo's and, when that is above 0, also 0.
+  """
   name = f"{split or 'full'}_{clip}{'_' + tag if tag else ''}_seed{seed}"
   workdir = os.path.join(root, name)
   log = workdir + ".log"
@@ -110,24 +145,20 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       f"--config.optimizer.num_epochs={epochs}",
       f"--config.optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
       "--config.eval_at_start=False", *overrides]
-  modes = ["training_classes", "all_classes"] if verb_queries == "both" else [
-      verb_queries]
-  if not queries_differ(split):
-    modes = modes[:1]
-  # (verb queries, inference.clip_pair_fusion) of each evaluation; the first
-  # is the training run's own. With the demo's fusion on, each model is also
-  # evaluated without it (the detector's own scores, the paper's pipeline).
-  fusion = float(demo.get_config().inference.clip_pair_fusion)
-  evaluations = [(m, fusion) for m in modes] + (
-      [(modes[0], 0.0)] if fusion > 0 and split else [])
+  evaluations = evaluation_plan(
+      split, verb_queries, fusions, queries_differ(split),
+      float(demo.get_config().inference.clip_pair_fusion))
   rows = []
   done = os.path.join(workdir, "table_rows.json")
   if os.path.exists(done):
     with open(done) as f:
       return json.load(f)
   start = time.perf_counter()
+  own_queries, own_fusion = evaluations[0]
   _run(overrides + ["--config.mode=train",
-                    f"--config.model.verb_queries={modes[0]}"], log)
+                    f"--config.model.verb_queries={own_queries}",
+                    f"--config.inference.clip_pair_fusion={own_fusion}"],
+       log)
   train_seconds = time.perf_counter() - start
   for i, (mode, w) in enumerate(evaluations):
     if i:
@@ -209,9 +240,14 @@ def main(argv=None) -> None:
   parser.add_argument("--tag", default="",
                       help="variant name of --overrides (workdir suffix, "
                       "table column)")
-  parser.add_argument("--overrides", nargs="*", default=[],
-                      help="extra --config.x=y flags of every run, e.g. "
-                      "--overrides=--config.loss.reconstruction=none")
+  parser.add_argument("--overrides", action="append", default=[],
+                      help="an extra --config.x=y flag of every run, e.g. "
+                      "--overrides=--config.loss.reconstruction=none "
+                      "(repeat for more)")
+  parser.add_argument("--fusions", nargs="+", type=float, default=None,
+                      help="inference.clip_pair_fusion values each model of "
+                      "a zero-shot split is evaluated with (default: the "
+                      "demo's and 0)")
   args = parser.parse_args(argv)
   splits = ["" if s == "full" else s for s in args.splits]
   os.makedirs(args.root, exist_ok=True)
@@ -223,7 +259,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         new = train_and_evaluate(args.root, split, clip_kind, seed, clip,
                                  args.epochs, args.verb_queries, args.tag,
-                                 args.overrides)
+                                 args.overrides, args.fusions)
         rows += new
         print(f"{_SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} seed "
               f"{seed}: "

@@ -25,6 +25,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from ki2hoi_jax import host_memory
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).",
     lock_config=True)
@@ -210,5 +212,6 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
+  host_memory.reexec_with_huge_pages()  # Before anything else.
   logging.set_verbosity(logging.INFO)
   app.run(main, flags_parser=_parse_flags)
