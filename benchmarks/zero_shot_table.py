@@ -31,8 +31,8 @@ only).
 
 `--tag NAME --overrides=--config.x=y [--overrides=...]` trains a variant
 (workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
-benchmark. The
-printed table and `<root>/table.json` hold every finished run under `--root`.
+benchmark. The printed table and `<root>/table.json` hold every finished run
+under `--root`.
 Spread is half the range over the seeds, (max - min) / 2.
 """
 
@@ -103,10 +103,9 @@ def evaluation_plan(split: str, verb_queries: str,
   (`verb_queries` 'both': training_classes then all_classes; one mode when
   `distinct_queries` is False, i.e. the two modes give the same queries) is
   evaluated at the first fusion, then the first mode at each further
-  fusion. `fusions` None: the demo's and, when
-  that is above 0, also 0 (the detector's own scores, the paper's
-  pipeline). The fully supervised setting (`split` '') has no unseen
-  classes to fuse: its first fusion only.
+  fusion. `fusions` None: the demo's and, when that is above 0, also 0 (the
+  detector's own scores, the paper's pipeline). The fully supervised setting
+  (`split` '') has no unseen classes to fuse: its first fusion only.
   """
   modes = ["training_classes", "all_classes"] if verb_queries == "both" else [
       verb_queries]
