@@ -55,7 +55,7 @@ prefix `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` to measure without.
       --pairs_per_image 4
   python benchmarks/train_step.py --inference           # 640x640
 
-The paper config (configs/base.py: ResNet-50, ViT-B/32 CLIP, 64 queries,
+The paper config (ki2hoi_jax/config_lib/base.py: ResNet-50, ViT-B/32 CLIP, 64 queries,
 600 classes) is slow on a CPU; its default image size in the default mode is
 512x512 (pass `--image_hw` for the real multi-scale sizes, up to 800x1333).
 Speed targets (issue 18, CPU): the paper step <= 1.4x the floor (aim 1.1x),
@@ -81,7 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from configs import demo
 from ki2hoi_jax import host_memory
 from ki2hoi_jax.data import splits

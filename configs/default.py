@@ -4,7 +4,7 @@ r"""Fully supervised HICO-DET (all 600 HOIs seen).
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 
 
 def get_config():

@@ -8,7 +8,7 @@ minutes; clip/pretrain.py), trains on the 'uv' zero-shot split, evaluates
   python -m ki2hoi_jax.main --config=configs/demo.py --workdir=/tmp/demo
 """
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 
 
 def get_config():

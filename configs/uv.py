@@ -4,7 +4,7 @@ r"""Zero-shot HICO-DET: Unseen verbs (20 verbs and their 84 HOIs unseen).
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 
 
 def get_config():

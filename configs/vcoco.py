@@ -4,7 +4,7 @@ r"""V-COCO with verb-space interaction classes (29 verb classes).
       --config.dataset.root=/data/v-coco
 """
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 
 
 def get_config():

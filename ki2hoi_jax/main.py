@@ -207,7 +207,7 @@ def _parse_flags(argv):
     message = message.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
     print(f"error: {message}\nRun `python -m ki2hoi_jax.main --help` for the "
           "flags; every config field is listed with a comment in "
-          "configs/base.py.", file=sys.stderr)
+          "ki2hoi_jax/config_lib/base.py.", file=sys.stderr)
     sys.exit(2)
 
 

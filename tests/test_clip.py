@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from configs import demo
 from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.clip import text_embeddings

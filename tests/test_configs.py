@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import metadata
@@ -24,16 +25,18 @@ ABLATION_NAMES = sorted(
 
 
 def _load(name):
+  if name == "base":
+    return base.get_config()
   return importlib.import_module(f"configs.{name}").get_config()
 
 
 def test_expected_config_files_exist():
-  expected = {"base", "default", "rf_uc", "nf_uc", "uc", "uo", "uv", "vcoco",
+  expected = {"default", "rf_uc", "nf_uc", "uc", "uo", "uv", "vcoco",
               "demo"}
   assert expected <= set(CONFIG_NAMES)
 
 
-@pytest.mark.parametrize("name", CONFIG_NAMES)
+@pytest.mark.parametrize("name", ["base"] + CONFIG_NAMES)
 def test_config_loads_and_validates(name):
   config = _load(name)
   validation.validate(config)

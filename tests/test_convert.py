@@ -299,7 +299,7 @@ def _vitb32_shapes(vision_layers=12, text_layers=12):
 
 
 def test_full_size_vitb32_layout(tmp_path):
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import base  # pylint: disable=g-import-not-at-top
   shapes = _vitb32_shapes()
   assert len(shapes) == 14 + 2 * 12 * 12
   rng = np.random.default_rng(0)
@@ -370,7 +370,7 @@ def test_real_openai_clip(tmp_path):
                     reason="KI2HOI_DETR_PTH (detr-r50-e632da11.pth) not set")
 @pytest.mark.slow
 def test_real_detr(tmp_path):
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import base  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.weights import convert_detr  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "detr.msgpack")
   meta = convert_detr.convert(os.environ["KI2HOI_DETR_PTH"], out,

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.data import annotations
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import splits

@@ -1,7 +1,7 @@
 """Tests of the HICO-DET evaluator (ki2hoi_jax.evaluation.hico, boxes).
 
 Hand-built cases with closed-form AP, and a plain loop-based reference that
-follows hico.md section 6 literally, compared with the vectorised evaluator
+follows docs/datasets.md section 6 literally, compared with the vectorised evaluator
 on random cases (exact equality of every AP).
 """
 
@@ -359,7 +359,7 @@ def test_recall_thresholds_are_the_reference_floats():
 
 # ------------------------------------------------- loop-based reference
 def ref_iou(a, b):
-  """+1 IoU written out as in hico.md section 6."""
+  """+1 IoU written out as in docs/datasets.md section 6."""
   s1 = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
   s2 = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
   sum_area = s1 + s2

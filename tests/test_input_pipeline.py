@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.data import batching
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata

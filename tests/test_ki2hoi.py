@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from configs import demo
 from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import ki2hoi

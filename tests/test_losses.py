@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import vocabulary
 from ki2hoi_jax.train import losses

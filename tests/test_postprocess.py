@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from configs import base as base_config
+from ki2hoi_jax.config_lib import base as base_config
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import boxes as box_lib
 from ki2hoi_jax.evaluation import hico

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import optimizer

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.train import metrics_writer
 from ki2hoi_jax.train import trainer

@@ -3,7 +3,7 @@
 Hand-built GEN-VLKT-style V-COCO records (`category_id` of a pair is the
 0-based verb class 0..28, `object_id` -1 = the role has no object) through
 `annotations.parse_record` / `read_split`, the TFDS builder and the input
-pipeline's targets (docs/hico.md section 7, docs/contracts.md).
+pipeline's targets (docs/datasets.md section 7, docs/contracts.md).
 """
 
 import json
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.data import annotations
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata

@@ -25,7 +25,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from configs import base
+from ki2hoi_jax.config_lib import base
 from configs import demo
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.checkpoints import workdir_lock

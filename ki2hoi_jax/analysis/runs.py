@@ -54,7 +54,7 @@ def dataset_root(config, workdir: str) -> str:
 
 
 def annotations_path(config, workdir: str, split: str) -> str:
-  """Annotation JSON of 'train' or 'test' (hico.md section 2 layout)."""
+  """Annotation JSON of 'train' or 'test' (docs/datasets.md section 2 layout)."""
   path, _ = annotations.split_paths(dataset_root(config, workdir), split,
                                     config.dataset.name)
   return path
@@ -79,7 +79,7 @@ def read_predictions(path: str) -> List[Dict[str, Any]]:
 
 
 def load_config(workdir: str):
-  """The run's config from `<workdir>/config.json` (over configs/base.py).
+  """The run's config from `<workdir>/config.json` (over ki2hoi_jax/config_lib/base.py).
 
   Raises:
     FileNotFoundError: the workdir has no config.json.

@@ -1,10 +1,11 @@
 """Run configs saved with checkpoints: rebuild them, compare them to a given one."""
 
-import json
 from typing import Any, Dict, List, Mapping, Optional
 
 from absl import logging
 import ml_collections
+
+from ki2hoi_jax.config_lib import base
 
 
 def _as_tuples(value: Any) -> Any:
@@ -41,19 +42,12 @@ def _fill_fields_saved_before(config: ml_collections.ConfigDict,
 
 
 def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A run config from the JSON saved with a checkpoint (over configs/base).
+  """A run config from the JSON saved with a checkpoint (over `base`).
 
   A field the saved config predates takes the value that run used
   (`_VALUES_BEFORE_FIELD`), not today's default.
   """
-  try:
-    from configs import base  # pylint: disable=g-import-not-at-top
-    config = base.get_config()
-  except ImportError:  # Installed package without the configs folder.
-    config = ml_collections.ConfigDict(
-        json.loads(json.dumps(saved)), type_safe=False)
-    _fill_fields_saved_before(config, saved)
-    return config
+  config = base.get_config()
   _merge(config, saved)
   _fill_fields_saved_before(config, saved)
   return config

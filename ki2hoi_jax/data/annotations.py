@@ -1,6 +1,6 @@
 """Reader and validator of GEN-VLKT/PPDM annotation files (HICO-DET, V-COCO).
 
-The on-disk layout and record format are those of hico.md section 2:
+The on-disk layout and record format are those of docs/datasets.md section 2:
 
   <root>/images/train2015/*.jpg, <root>/images/test2015/*.jpg
   <root>/annotations/trainval_hico.json, <root>/annotations/test_hico.json
@@ -36,9 +36,9 @@ the field; `AnnotationError` is a `DatasetError`, a `ValueError`):
   HOIs, error.
 * Subject/object index outside `annotations` (V-COCO: object -1 is allowed):
   training split -> the whole image is dropped and counted
-  (`index_out_of_range`), as in hico.md section 3 step 2; test split -> error,
+  (`index_out_of_range`), as in docs/datasets.md section 3 step 2; test split -> error,
   because the evaluator must see the published ground truth unchanged.
-* Training images without any pair are dropped (`no_pairs`, hico.md section 3
+* Training images without any pair are dropped (`no_pairs`, docs/datasets.md section 3
   step 3); test images without pairs are kept (the evaluator uses every
   record).
 * Boxes (checked against the image size once the image has been read):
@@ -46,7 +46,7 @@ the field; `AnnotationError` is a `DatasetError`, a `ValueError`):
   y2 <= y1) or a box reaching outside [0, width] x [0, height]:
   `on_bad_box='reject'` -> error; `'clip'` -> clipped to the image and counted
   (`boxes_clipped`, `boxes_degenerate`; degenerate boxes stay in the record and
-  the input pipeline drops them together with their pairs, hico.md section 3);
+  the input pipeline drops them together with their pairs, docs/datasets.md section 3);
   `'keep'` -> left untouched (for reading evaluation ground truth).
 * Images: a missing file or one that does not decode: `on_bad_image='skip'`
   -> the record is dropped and counted (`image_missing`, `image_corrupt`);

@@ -22,7 +22,7 @@ largest image is rounded up to one of `dataset.size_buckets` lengths
 image of the global batch (all devices and hosts, as pmap needs) is padded
 to it.
 
-Targets (numpy, per example, hico.md section 3): boxes are clipped to the
+Targets (numpy, per example, docs/datasets.md section 3): boxes are clipped to the
 image, flipped/scaled/cropped with the pixels, and boxes with zero width or
 height (degenerate, or cropped away) are removed together with every pair
 that uses them. In training, only pairs whose boxes are both among the

@@ -7,7 +7,7 @@ the builder metadata and cached), its evaluation views (`image_info`,
 Training examples are selected in numpy from that metadata
 (`select_training`): `dataset.train_fraction` keeps a fixed random subset
 of the training images (seeded by `config.seed`), then zero-shot filtering
-(hico.md section 3): every (subject, object) pair with at least one label in
+(docs/datasets.md section 3): every (subject, object) pair with at least one label in
 the split's unseen HOIs loses all its labels, and images left without
 labels are dropped. The test split is never filtered.
 """
@@ -146,7 +146,7 @@ class TrainSelection:
 def select_training(data: SplitData, dataset: str, zero_shot_split: str = "",
                     train_fraction: float = 1.0, seed: int = 0
                     ) -> TrainSelection:
-  """Applies `train_fraction` and zero-shot filtering (hico.md section 3).
+  """Applies `train_fraction` and zero-shot filtering (docs/datasets.md section 3).
 
   Args:
     data: the training split.

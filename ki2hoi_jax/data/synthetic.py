@@ -1,7 +1,7 @@
 r"""Synthetic HICO-DET / V-COCO-format datasets with a small, learnable grammar.
 
 Writes real JPEG images and annotation files in the on-disk layout of the real
-datasets (docs: hico.md sections 2 and 7), so that every part of the pipeline
+datasets (docs: docs/datasets.md sections 2 and 7), so that every part of the pipeline
 (TFDS builder, training, evaluation, prediction files) runs unchanged on them:
 
   python -m ki2hoi_jax.data.synthetic --out /tmp/synth --num_train 400 \

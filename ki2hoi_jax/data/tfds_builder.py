@@ -1,6 +1,6 @@
 r"""TFDS builders of HICO-DET and V-COCO from the GEN-VLKT folder layout.
 
-The "manual download" folder is the user's dataset root (hico.md section 2:
+The "manual download" folder is the user's dataset root (docs/datasets.md section 2:
 `images/` and `annotations/`). Build from Python with `build(...)` or from the
 command line (no `tfds build` needed):
 
@@ -9,7 +9,7 @@ command line (no `tfds build` needed):
       [--on_bad_image=skip]
 
 Each split ('train', 'test') holds the records that pass
-`annotations.iter_split` (validation, hico.md section 3 steps 2-3 for
+`annotations.iter_split` (validation, docs/datasets.md section 3 steps 2-3 for
 training), in annotation-file order (shuffling at build time is disabled, so
 position i of a split is its i-th kept record). Features per example:
 
@@ -58,7 +58,7 @@ FINGERPRINT_VERSION = 1  # Layout of builder.info.metadata['fingerprint'].
 _INSTRUCTIONS = """\
 Pass the dataset folder as the manual download dir. It must contain
 annotations/trainval_hico.json, annotations/test_hico.json,
-images/train2015/ and images/test2015/ for HICO-DET (hico.md section 2), or
+images/train2015/ and images/test2015/ for HICO-DET (docs/datasets.md section 2), or
 annotations/trainval_vcoco.json, annotations/test_vcoco.json,
 images/train2014/ and images/val2014/ for V-COCO.
 """

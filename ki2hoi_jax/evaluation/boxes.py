@@ -4,7 +4,7 @@ All functions are NumPy, float64 unless stated, and use absolute pixel
 `[x1, y1, x2, y2]` boxes except `cxcywh_to_xyxy`.
 
 IoU follows the "+1 pixel" convention of the GEN-VLKT/HOICLIP python evaluator
-and the official HICO-DET MATLAB code (docs: hico.md section 6):
+and the official HICO-DET MATLAB code (docs: docs/datasets.md section 6):
 
   area         = (x2 - x1 + 1) * (y2 - y1 + 1)
   intersection = (min(x2) - max(x1) + 1) * (min(y2) - max(y1) + 1)

@@ -11,7 +11,7 @@ entries, or on the arrays of `hico_ap`), the means, the rare split, reading
 the JSON files, the table and the CLI; reading records into arrays (with the
 input checks) lives in `hico_inputs`, matching and per-class AP in `hico_ap`.
 
-Semantics (docs: hico.md section 6; README "Evaluation"), identical to the
+Semantics (docs: docs/datasets.md section 6; README "Evaluation"), identical to the
 GEN-VLKT python evaluator after its Aug-2023 averaging fix:
 
 * Ground truth, predictions, matching and the per-class 11-point AP: see

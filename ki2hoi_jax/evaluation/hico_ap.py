@@ -3,7 +3,7 @@
 The array core of the evaluator `hico` (which adds the means, the rare split,
 the JSON files and the CLI): the flat arrays of test records and prediction
 entries (filled and checked by `hico_inputs`), the matching of detections to
-GT pairs, and the 11-point AP of every class. Semantics (docs: hico.md section 6), identical to the GEN-VLKT python
+GT pairs, and the 11-point AP of every class. Semantics (docs: docs/datasets.md section 6), identical to the GEN-VLKT python
 evaluator:
 
 * Ground truth: every pair of every record of the test JSON becomes (human
@@ -114,7 +114,7 @@ def class_major_order(hoi: np.ndarray, by_score: np.ndarray,
 def match_detections(gt: GroundTruth, det: Detections,
                      num_classes: int = 600,
                      by_score: Optional[np.ndarray] = None) -> np.ndarray:
-  """True-positive flag of every detection (hico.md section 6 matching).
+  """True-positive flag of every detection (docs/datasets.md section 6 matching).
 
   Args:
     gt: ground truth.

@@ -1,6 +1,6 @@
 """Inference post-processing: model outputs -> per-image HOI triplets.
 
-Follows GEN-VLKT/HOICLIP (docs: hico.md section 5) with the score fusion
+Follows GEN-VLKT/HOICLIP (docs: docs/datasets.md section 5) with the score fusion
 selectable by `config.inference.score_fusion`:
 
 1. Boxes: predicted normalised `cxcywh` (relative to the valid image region)
@@ -8,7 +8,7 @@ selectable by `config.inference.score_fusion`:
    `orig_size`; no clipping).
 2. Score of query q for candidate HOI class c with verb v(c), object o(c):
    * 'genvlkt': `sigmoid(inter[q, col(c)]) + sigmoid(obj_logit[q, o(c)])**2`
-     (literally hico.md section 5 step 2 and GEN-VLKT's code: a *sigmoid* of
+     (literally docs/datasets.md section 5 step 2 and GEN-VLKT's code: a *sigmoid* of
      the object logit, not a softmax, squared and added).
    * 'sum' (paper eq. 18): `S_h + S_o + S_verb` with `S_h = softmax(human
      logits)[person]`, `S_o = softmax(object logits over K+1)[o(c)]`,
@@ -28,7 +28,7 @@ selectable by `config.inference.score_fusion`:
 4. Triplet NMS per HOI class: greedily keep the best and drop every other
    candidate of the class with `IoU_h**alpha * IoU_o**beta > threshold`
    (+1-pixel IoU, touching boxes 0; see `boxes.py`). NOTE: GEN-VLKT's own NMS
-   uses `max(0, w + 1)` and so gives touching boxes a 1-pixel overlap; hico.md
+   uses `max(0, w + 1)` and so gives touching boxes a 1-pixel overlap; docs/datasets.md
    asks for the evaluator's convention, which only differs for boxes that
    touch or are degenerate.
 
@@ -296,7 +296,7 @@ def to_original_xyxy(boxes: np.ndarray, orig_size: np.ndarray) -> np.ndarray:
 def triplet_nms(sub_boxes: np.ndarray, obj_boxes: np.ndarray,
                 scores: np.ndarray, labels: np.ndarray, threshold: float,
                 alpha: float = 1.0, beta: float = 0.5) -> np.ndarray:
-  """Greedy per-class triplet NMS (hico.md section 5 step 4).
+  """Greedy per-class triplet NMS (docs/datasets.md section 5 step 4).
 
   Args:
     sub_boxes: [N, 4] human boxes, pixels xyxy.

@@ -1,7 +1,7 @@
 """V-COCO role AP (scenario 1 and 2), after the official V-COCO evaluation.
 
 This re-implements `_do_role_eval` of the official evaluation code
-(s-gupta/v-coco, `vsrl_eval.py`; docs/hico.md section 7) on the GEN-VLKT-style
+(s-gupta/v-coco, `vsrl_eval.py`; docs/datasets.md section 7) on the GEN-VLKT-style
 annotation file `annotations/test_vcoco.json`, so that no COCO API or
 `vcocodb` is needed. This module owns the (action, role) classes, the box
 overlap and VOC AP, the ground-truth and detection arrays of an image, the
@@ -33,7 +33,7 @@ conversion and the CLI are in `vcoco`.
   official code would assert) and are left out of the mean.
 * IoU: the official `get_overlap`, +1 pixel convention with
   `max(min(x2) - max(x1) + 1, 0)` as intersection width, so boxes that only
-  touch overlap a little (unlike the HICO-DET evaluator of hico.md section 6).
+  touch overlap a little (unlike the HICO-DET evaluator of docs/datasets.md section 6).
 
 Known differences from the official code, all due to the JSON ground truth:
 the converted annotation files store `x2 = x1 + w` (official: `x1 + w - 1`,

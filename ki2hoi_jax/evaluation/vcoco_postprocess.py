@@ -1,7 +1,7 @@
 """V-COCO inference post-processing: model outputs -> role detection records.
 
 Shares the score fusion, box conversion and triplet NMS of
-`ki2hoi_jax.evaluation.postprocess` (HICO-DET); per image (docs/hico.md
+`ki2hoi_jax.evaluation.postprocess` (HICO-DET); per image (docs/datasets.md
 sections 5 and 7; docs/contracts.md):
 
 1. Boxes: predicted normalised cxcywh -> absolute corners in the original image
@@ -22,7 +22,7 @@ sections 5 and 7; docs/contracts.md):
 4. Triplet NMS: group by (subject class, object class, verb class) (the
    subject is always a person); keep the best and drop others with
    IoU_h**alpha * IoU_o**beta > threshold (`postprocess.triplet_nms`, +1
-   IoU of hico.md section 6). The predicted object box is used also for
+   IoU of docs/datasets.md section 6). The predicted object box is used also for
    no_object candidates.
 5. One record per query with a surviving candidate, in the predictions-file
    format of `ki2hoi_jax.evaluation.vcoco`: 'person_box', and for each kept

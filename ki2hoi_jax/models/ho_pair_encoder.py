@@ -1,6 +1,6 @@
 """Ho-Pair Encoder: local encoders + global context formers (eqs. 1-3).
 
-Replaces DETR's transformer encoder (design.md component 2). Each layer is
+Replaces DETR's transformer encoder (docs/architecture.md component 2). Each layer is
 
 * local encoder (eq. 1):  x + PW2(GELU(PW1(Norm(DWConv3x3(x)))));
 * global context former: a second local block (eq. 2), then SwiftFormer's
@@ -26,7 +26,7 @@ running statistics. A final LayerNorm (`norm`) closes the encoder.
 Reference for the attention: Shaker et al., SwiftFormer (ICCV'23),
 `EfficientAdditiveAttnetion` in Amshaker/SwiftFormer `models/swiftformer.py`
 (which L2-normalises q and k and normalises alpha; we use the softmax written
-in design.md).
+in docs/architecture.md).
 """
 
 import functools

@@ -1,4 +1,4 @@
-"""Interaction representation decoder, design.md component 5 (eqs. 7-11).
+"""Interaction representation decoder, docs/architecture.md component 5 (eqs. 7-11).
 
 Each layer updates the pair queries Q_inter:
   1. self-attention (MHSA) + Add & LayerNorm (`norm1`);

@@ -1,4 +1,4 @@
-"""KI2HOI: the full detector (design.md components 1-6) and its factory.
+"""KI2HOI: the full detector (docs/architecture.md components 1-6) and its factory.
 
 Variables of an initialised model:
 

@@ -1,4 +1,4 @@
-"""Verb extraction decoder (Query2Label-style), design.md component 4.
+"""Verb extraction decoder (Query2Label-style), docs/architecture.md component 4.
 
 One query per interaction class attends to the encoder memory V_G and gives
 the class's visual verb feature V_verb.

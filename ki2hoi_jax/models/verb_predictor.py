@@ -1,4 +1,4 @@
-"""Verb predictor / ISR, design.md component 6 (eqs. 12-15).
+"""Verb predictor / ISR, docs/architecture.md component 6 (eqs. 12-15).
 
 D = MLP(Proj(Q_inter)) and C = MLP(Proj(V_retrieved)) are mapped to the CLIP
 embedding size E (Proj: Dense d -> E; MLP: residual two-layer ReLU MLP in E).

@@ -1,4 +1,4 @@
-"""Training losses of KI2HOI (design.md "Training recipe"), GEN-VLKT style.
+"""Training losses of KI2HOI (docs/architecture.md "Training recipe"), GEN-VLKT style.
 
 Pure functions that return `(loss, metrics)`. Terms (weights in config.loss):
 
@@ -29,7 +29,7 @@ L_re form (`loss.reconstruction_form`):
   raw CLIP image embedding; `loss_re` for the final layer and `loss_re_aux_{i}`
   for the auxiliary ones (when `loss.aux_loss`), each weighted by
   `reconstruction_loss_coef`.
-* 'unit_last_layer' (design.md eq. 16 as first read): the final layer's
+* 'unit_last_layer' (docs/architecture.md eq. 16 as first read): the final layer's
   `interaction_clip_feature_unit` (mean over queries of the L2-normalised
   projected features) against the L2-normalised CLIP image embedding;
   `loss_re` only.

@@ -2,7 +2,7 @@
 
 Written by process 0 only (other processes get a writer that does nothing).
 Uses TensorBoard's own event-file writer and protos, so neither TensorFlow nor
-CLU is imported (style.md section 8: CLU pulls TensorFlow onto the GPUs).
+CLU is imported (docs/contributing.md section 8: CLU pulls TensorFlow onto the GPUs).
 `metrics.jsonl` holds one `{"step": s, name: value, ...}` object per call,
 which tests and notebooks read without TensorBoard. A resumed run replays the
 steps after its checkpoint; `drop_after` removes their old rows first, so the

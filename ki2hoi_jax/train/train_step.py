@@ -12,7 +12,7 @@ axis inside the model (`build_model(config, axis_name='batch')`), so the
 Per-step randomness: the dropout key of step s on device d is
 `fold_in(fold_in(rng, s), d)`, so a resumed run draws the same keys.
 
-The pmap wrappers are the only place that knows about devices (style.md
+The pmap wrappers are the only place that knows about devices (docs/contributing.md
 section 8): a shard_map version over a ('batch',) mesh would replace
 `make_p_train_step` / `make_p_eval_step` and nothing else.
 """

@@ -430,7 +430,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains (resuming from `workdir`), evaluates and checkpoints.
 
   Args:
-    config: the experiment config (configs/base.py).
+    config: the experiment config (ki2hoi_jax/config_lib/base.py).
     workdir: run folder: checkpoints, TensorBoard, eval results (and the
       synthetic dataset when `dataset.root` is '').
 

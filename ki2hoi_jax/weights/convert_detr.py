@@ -338,14 +338,14 @@ def main(argv=None) -> None:
   parser.add_argument("--out", required=True, help="Output .msgpack path.")
   parser.add_argument("--config", default="",
                       help="Config file of the target model (default: "
-                      "configs/base.py, the paper model).")
+                      "ki2hoi_jax/config_lib/base.py, the paper model).")
   parser.add_argument("--no_interaction_decoder", action="store_true",
                       help="Initialise only the instance interactor.")
   args = parser.parse_args(argv)
   if args.config:
     config = load_config(args.config)
   else:
-    from configs import base  # pylint: disable=g-import-not-at-top
+    from ki2hoi_jax.config_lib import base  # pylint: disable=g-import-not-at-top
     config = base.get_config()
   meta = convert(args.source, args.out, config,
                  interaction_decoder=not args.no_interaction_decoder)

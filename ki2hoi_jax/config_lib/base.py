@@ -1,4 +1,4 @@
-r"""Paper defaults of KI2HOI on HICO-DET (design.md "Training recipe").
+r"""Paper defaults of KI2HOI on HICO-DET (docs/architecture.md "Training recipe").
 
 Every field the code reads is defined here, with a one-line comment. Experiment
 files import this module and override only what differs.
