@@ -34,7 +34,6 @@ import time
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
-from ki2hoi_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 COLUMNS = ("config", "dtype", "batch", "image", "train_img_s", "infer_img_s",
            "step_ms", "train_compile_s", "infer_compile_s", "peak_gib")
@@ -234,5 +233,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  host_memory.reexec_with_huge_pages()  # Before anything else.
   sys.exit(main())

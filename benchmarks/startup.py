@@ -29,7 +29,6 @@ import time
 _START = time.perf_counter()
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
-from ki2hoi_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 _DEFAULT_HW = {"demo": (256, 256), "paper": (640, 640)}
 
 
@@ -131,5 +130,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  host_memory.reexec_with_huge_pages()  # Before anything else.
   sys.exit(main())

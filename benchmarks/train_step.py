@@ -40,11 +40,9 @@ what XLA fuses across part boundaries) is the `rest` line: the whole step
 minus the sum of the parts. All times are medians over `--num_steps` calls
 after `--warmup` untimed ones.
 
-Like the entry points, the benchmark re-executes itself once with
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (ki2hoi_jax/host_memory.py: huge
-pages for XLA:CPU's buffers); the PyTorch floor runs in the same process and
-gets them too. `--breakdown` prints the minor page faults per call of each;
-prefix `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` to measure without.
+`--breakdown` prints the minor page faults per call of the step and of the
+PyTorch floor (both run in one process, so glibc malloc tunables set in
+`GLIBC_TUNABLES` apply to both; benchmarks/README.md).
 
   python benchmarks/train_step.py                       # demo and paper
   python benchmarks/train_step.py --config demo --num_steps 10
@@ -83,7 +81,6 @@ import optax
 
 from ki2hoi_jax.config_lib import base
 from configs import demo
-from ki2hoi_jax import host_memory
 from ki2hoi_jax.data import splits
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary
@@ -507,8 +504,7 @@ def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
         f"with the step): {_median_ms(floor_times):.0f} ms; minor page "
         f"faults per call: step {np.median(faults):.0f}, floor "
         f"{np.median(floor_faults):.0f} (GLIBC_TUNABLES="
-        f"{os.environ.get('GLIBC_TUNABLES', '')!r}; ki2hoi_jax/"
-        "host_memory.py)", flush=True)
+        f"{os.environ.get('GLIBC_TUNABLES', '')!r})", flush=True)
   batch = {k: v[0] for k, v in setup.batch.items()}  # Device 0's shard.
   rng = jax.random.PRNGKey(5)
   calls_by_part, outputs = record_part_calls(setup, batch, rng)
@@ -626,5 +622,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  host_memory.reexec_with_huge_pages()  # Before anything else.
   sys.exit(main())

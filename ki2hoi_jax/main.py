@@ -25,7 +25,6 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from ki2hoi_jax import host_memory
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).",
@@ -45,12 +44,6 @@ class _QuietLibraries(std_logging.Filter):
     if record.levelno >= std_logging.WARNING:
       return True
     return not any(p in record.pathname for p in self._PATHS)
-
-
-def _hide_accelerators_from_tensorflow() -> None:
-  """tf.data runs on the host; TensorFlow must not grab GPU memory."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
 
 
 def _format_metrics(config, metrics) -> str:
@@ -153,7 +146,8 @@ def main(argv):
       std_logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                             "%H:%M:%S"))
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  _hide_accelerators_from_tensorflow()
+  from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.hide_accelerators_from_tensorflow()
   import jax  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config.distributed:
@@ -212,6 +206,5 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
-  host_memory.reexec_with_huge_pages()  # Before anything else.
   logging.set_verbosity(logging.INFO)
   app.run(main, flags_parser=_parse_flags)

@@ -60,7 +60,6 @@ import optax
 from PIL import Image
 import tqdm
 
-from ki2hoi_jax import host_memory
 from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.clip import tokenizer as clip_tokenizer
 from ki2hoi_jax.data import metadata
@@ -522,5 +521,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  host_memory.reexec_with_huge_pages()  # Before anything else.
   sys.exit(main())

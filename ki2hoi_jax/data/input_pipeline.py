@@ -56,10 +56,6 @@ from ki2hoi_jax.data import splits
 from ki2hoi_jax.data import tfds_builder
 from ki2hoi_jax.data import transforms
 
-try:  # The accelerators belong to JAX.
-  tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # pragma: no cover - already initialised.
-  pass
 
 Batch = Dict[str, np.ndarray]
 _TARGET_KEYS = ("sub_boxes", "obj_boxes", "obj_labels", "verb_labels",
@@ -68,6 +64,19 @@ _TARGET_KEYS = ("sub_boxes", "obj_boxes", "obj_labels", "verb_labels",
 
 # ----------------------------------------------------------- tf.data
 
+
+
+def hide_accelerators_from_tensorflow() -> None:
+  """Keeps TensorFlow (tf.data, on the host) off the GPUs, which belong to JAX.
+
+  Entry points that run the input pipeline on a machine with GPUs call it
+  once, before TensorFlow touches a device (main, predict); without it
+  TensorFlow reserves GPU memory that JAX then lacks.
+  """
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except (RuntimeError, ValueError):  # Already initialised: too late to hide.
+    pass
 
 def _signature(cfg, num_verbs: int, num_hois: int) -> Dict[str, tf.TensorSpec]:
   p = cfg.max_pairs

@@ -346,8 +346,8 @@ if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
 
   def _main(argv):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], "GPU")
+    from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+    input_pipeline.hide_accelerators_from_tensorflow()
     sys.exit(main(argv, _CONFIG, _FLAGS))
 
   app.run(_main)
