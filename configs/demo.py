@@ -40,7 +40,6 @@ def get_config():
   config.dataset.eval_short_side = 192
   config.dataset.size_buckets = 2
   config.dataset.clip_image_size = 64
-  config.dataset.shuffle_buffer = 200
 
   config.model.interaction_space = "verb"  # 117 verb prompts: a faster step than 600 HOI prompts.
   config.model.backbone_depth = 18

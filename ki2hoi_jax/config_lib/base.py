@@ -37,7 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.eval_short_side = 800  # Short side at evaluation.
   config.dataset.size_buckets = 4  # Number of padded (H, W) bucket sizes per side length.
   config.dataset.clip_image_size = 224  # CLIP branch input (bicubic resize + centre crop).
-  config.dataset.shuffle_buffer = 1000  # tf.data shuffle buffer (images).
   config.dataset.prefetch = 2  # Batches prefetched to the accelerator.
   config.dataset.synthetic_num_train = 400  # Synthetic dataset size when root is ''.
   config.dataset.synthetic_num_test = 100  # Synthetic test images when root is ''.

@@ -132,8 +132,6 @@ _TEMPLATES = (
     _Template("perch", "bicycle", ("sit_on",), (), 3, 0),
     _Template("sling", "backpack", ("carry", "hold"), (), 3, 0),
 )
-_STANDING_POSES = ("far", "hold", "carry", "catch", "throw", "face", "fly",
-                   "under", "wear", "sling", "stand_on", "smile")
 _MAY_LOSE_OBJECT = ("hold", "throw", "kick", "face")
 
 

@@ -305,11 +305,3 @@ def _first_replica(x: Any) -> np.ndarray:
 def unreplicate(tree: Any) -> Any:
   """Host numpy copy of the first replica of a replicated tree."""
   return jax.tree.map(_first_replica, tree)
-
-
-def shard_batch(batch: Mapping[str, Any], keys=None) -> Dict[str, Any]:
-  """Only the arrays the steps read (drops strings and host-only fields)."""
-  keys = keys or ("image", "mask", "clip_image", "sub_boxes", "obj_boxes",
-                  "obj_labels", "verb_labels", "hoi_labels", "pair_mask",
-                  "image_index", "orig_size", "size")
-  return {k: batch[k] for k in keys if k in batch}
