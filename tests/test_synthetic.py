@@ -11,6 +11,7 @@ import pytest
 
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.data import synthetic
+from ki2hoi_jax.data import synthetic_poses as poses
 from ki2hoi_jax.data import synthetic_scenes as scenes
 from ki2hoi_jax.data import synthetic_shapes as shapes
 
@@ -118,8 +119,8 @@ def test_hoi_subset_covers_seen_and_unseen_of_every_split():
 
 def _pair_layout(pose, obj, side):
   """(person extent, object extent, object drawn behind the person)."""
-  items = scenes._group_items(pose, obj, 80.0, side, 1, np.full(4, 0.5),
-                              np.zeros(3, int), 100.0, 150.0)
+  items = poses.group_items(pose, obj, 80.0, side, 1, np.full(4, 0.5),
+                            np.zeros(3, int), 100.0, 150.0)
   extents = []
   for who in ("p", "o"):
     b = np.array([shapes.bounds(q) for w, q in items if w == who])
@@ -286,8 +287,9 @@ def test_rejects_bad_arguments(tmp_path):
 
 def test_command_line(tmp_path, capsys):
   out = str(tmp_path / "cli")
-  synthetic.main(["--out", out, "--num_train", "2", "--num_test", "1",
-                  "--seed", "3", "--image_size", "96"])
+  assert synthetic.main(["synthetic", "--out", out, "--num_train", "2",
+                         "--num_test", "1", "--seed", "3",
+                         "--image_size", "96"]) == 0
   summary = json.loads(capsys.readouterr().out)
   assert summary["train_images"] == 2 and summary["test_images"] == 1
   assert len(_load(out, "trainval_hico.json")) == 2

@@ -161,106 +161,144 @@ def bike_points(x0, y0, w, h, f) -> Dict[str, Point]:
   }
 
 
+# One function per object class: (x0, y0, w, h) is the box the object fills,
+# f its facing (+-1), p the person height (line widths), c its colour.
+
+
+def _sports_ball(x0, y0, w, h, f, p, c) -> List[Prim]:
+  del f, p  # A ball looks the same either way.
+  x1, y1, cx, cy = x0 + w, y0 + h, x0 + w / 2, y0 + h / 2
+  seam = max(1.0, w / 14)
+  return [ellipse(cx, cy, w / 2, h / 2, c),
+          line([(x0 + 1, cy), (x1 - 1, cy)], BLACK, seam),
+          line([(cx, y0 + 1), (cx, y1 - 1)], BLACK, seam),
+          arc((x0 - 0.45 * w, y0 + 0.1 * h, cx - 0.05 * w, y1 - 0.1 * h),
+              -60, 60, BLACK, seam),
+          arc((cx + 0.05 * w, y0 + 0.1 * h, x1 + 0.45 * w, y1 - 0.1 * h),
+              120, 240, BLACK, seam)]
+
+
+def _bicycle(x0, y0, w, h, f, p, c) -> List[Prim]:
+  k = bike_points(x0, y0, w, h, f)
+  r = k["r"][0]
+  tyre = max(2.0, 0.3 * r)
+  frame = max(2.0, 0.05 * p)
+  prims = [ellipse(*k["rear"], r, r, None, BLACK, tyre),
+           ellipse(*k["front"], r, r, None, BLACK, tyre)]
+  prims.append(line([k["rear"], k["bb"], k["seat"], k["rear"]], c, frame))
+  prims.append(line([k["seat"], k["head"], k["bb"]], c, frame))
+  prims.append(line([k["front"], k["head"], k["bar"]], c, frame))
+  sx, sy = k["seat"]
+  prims.append(line([(sx - 0.07 * w, y0 + frame / 2),
+                     (sx + 0.07 * w, y0 + frame / 2)], BLACK, frame))
+  prims.append(line([(sx, y0 + frame / 2), (sx, sy)], c, frame))
+  bx, by = k["bar"]
+  prims.append(line([(bx - f * 0.06 * w, by), (bx + f * 0.02 * w, by)],
+                    BLACK, frame))
+  return prims
+
+
+def _skateboard(x0, y0, w, h, f, p, c) -> List[Prim]:
+  del f, p  # Symmetric; no lines.
+  x1, y1 = x0 + w, y0 + h
+  deck_top, deck_bottom = y0, y0 + 0.55 * h
+  wr = 0.25 * h
+  return [rect(x0, deck_top, x1, deck_bottom, c, radius=0.25 * h),
+          ellipse(x0 + 0.22 * w, y1 - wr, wr, wr, BLACK),
+          ellipse(x1 - 0.22 * w, y1 - wr, wr, wr, BLACK)]
+
+
+def _umbrella(x0, y0, w, h, f, p, c) -> List[Prim]:
+  x1, y1, cx = x0 + w, y0 + h, x0 + w / 2
+  thin = max(1.0, 0.03 * p)
+  ch = 0.45 * h
+  prims = [chord((x0, y0, x1, y0 + 2 * ch), 180, 360, c)]
+  for t in (-0.3, 0.0, 0.3):
+    prims.append(line([(cx, y0), (cx + t * w, y0 + ch)], WHITE, thin))
+  hook = max(2.0, 0.05 * p)
+  hw = max(2.0, 0.035 * p)
+  prims.append(line([(cx, y0 + ch - 1), (cx, y1 - hook)], BLACK, hw))
+  prims.append(arc((cx - f * 2 * hook - hook, y1 - 2 * hook,
+                    cx - f * 2 * hook + hook, y1), 0, 180, BLACK, hw))
+  return prims
+
+
+def _backpack(x0, y0, w, h, f, p, c) -> List[Prim]:
+  del f, p  # Seen from behind; no lines.
+  x1, y1, cx = x0 + w, y0 + h, x0 + w / 2
+  light = jitter(c, (60, 55, 45))
+  return [rect(x0, y0 + 0.12 * h, x1, y1, c, radius=0.2 * w),
+          arc((cx - 0.22 * w, y0, cx + 0.22 * w, y0 + 0.3 * h), 180, 360,
+              c, max(2.0, 0.08 * w)),
+          rect(x0 + 0.18 * w, y0 + 0.55 * h, x1 - 0.18 * w, y1 - 0.1 * h,
+               light, radius=0.1 * w)]
+
+
+def _chair(x0, y0, w, h, f, p, c) -> List[Prim]:
+  y1, cx = y0 + h, x0 + w / 2
+  t = max(2.0, 0.05 * p)
+  seat = y1 - 0.45 * h
+  back_x = cx - f * (w / 2 - t / 2)
+  front_x = cx + f * (w / 2 - t / 2)
+  return [line([(back_x, y0), (back_x, y1)], c, t),
+          rect(min(back_x, front_x) - t / 2, seat, max(back_x, front_x)
+               + t / 2, seat + t, c),
+          line([(front_x, seat), (front_x, y1)], c, t),
+          line([(back_x, y0 + 0.12 * h), (back_x + f * 0.22 * w,
+                                           y0 + 0.12 * h)], c, t)]
+
+
+def _cup(x0, y0, w, h, f, p, c) -> List[Prim]:
+  del p  # Line widths follow the cup's own size.
+  x1, y1, cy = x0 + w, y0 + h, y0 + h / 2
+  body_x1 = x1 - 0.28 * w if f > 0 else x1
+  body_x0 = x0 if f > 0 else x0 + 0.28 * w
+  bw = body_x1 - body_x0
+  hx = body_x1 if f > 0 else body_x0
+  ring = max(1.5, 0.09 * w)
+  return [ellipse(hx, cy, 0.28 * w, 0.24 * h, None, c, ring),
+          poly([(body_x0, y0), (body_x1, y0), (body_x1 - 0.15 * bw, y1),
+                (body_x0 + 0.15 * bw, y1)], c),
+          line([(body_x0 + 1, y0 + 1), (body_x1 - 1, y0 + 1)], WHITE,
+               max(1.0, 0.08 * h))]
+
+
+def _kite(x0, y0, w, h, f, p, c) -> List[Prim]:
+  del f  # Symmetric.
+  x1, y1, cx = x0 + w, y0 + h, x0 + w / 2
+  dh = 0.72 * h
+  top, left, bottom, right = ((cx, y0), (x0, y0 + 0.36 * dh),
+                              (cx, y0 + dh), (x1, y0 + 0.36 * dh))
+  mid = (cx, y0 + 0.36 * dh)
+  tail_w = max(1.0, 0.02 * p)
+  bow = max(2.0, 0.04 * p)
+  ty = [y0 + dh + (y1 - y0 - dh) * t for t in (0.33, 0.66, 1.0)]
+  prims = [poly([top, right, bottom, left], c),
+           poly([top, right, mid], WHITE),
+           poly([bottom, left, mid], WHITE),
+           line([top, bottom], BLACK, tail_w),
+           line([left, right], BLACK, tail_w),
+           line([bottom, (cx + 0.12 * w, ty[0]), (cx - 0.12 * w, ty[1]),
+                 (cx, ty[2])], BLACK, tail_w)]
+  for yy, xx in ((ty[0], cx + 0.12 * w), (ty[1], cx - 0.12 * w)):
+    prims.append(poly([(xx - bow, yy - bow / 2), (xx + bow, yy + bow / 2),
+                       (xx + bow, yy - bow / 2), (xx - bow, yy + bow / 2)],
+                      c))
+  return prims
+
+
+_OBJECTS = {"sports_ball": _sports_ball, "bicycle": _bicycle,
+            "skateboard": _skateboard, "umbrella": _umbrella,
+            "backpack": _backpack, "chair": _chair, "cup": _cup,
+            "kite": _kite}
+
+
 def draw_object(obj: str, x0: float, y0: float, w: float, h: float, f: int,
                 p: float, cj) -> List[Prim]:
   """Primitives of an object filling the box (x0, y0, w, h); f = facing."""
-  c = jitter(OBJECT_COLOURS[obj], cj)
-  x1, y1, cx, cy = x0 + w, y0 + h, x0 + w / 2, y0 + h / 2
-  thin = max(1.0, 0.03 * p)
-  if obj == "sports_ball":
-    seam = max(1.0, w / 14)
-    return [ellipse(cx, cy, w / 2, h / 2, c),
-            line([(x0 + 1, cy), (x1 - 1, cy)], BLACK, seam),
-            line([(cx, y0 + 1), (cx, y1 - 1)], BLACK, seam),
-            arc((x0 - 0.45 * w, y0 + 0.1 * h, cx - 0.05 * w, y1 - 0.1 * h),
-                -60, 60, BLACK, seam),
-            arc((cx + 0.05 * w, y0 + 0.1 * h, x1 + 0.45 * w, y1 - 0.1 * h),
-                120, 240, BLACK, seam)]
-  if obj == "bicycle":
-    k = bike_points(x0, y0, w, h, f)
-    r = k["r"][0]
-    tyre = max(2.0, 0.3 * r)
-    frame = max(2.0, 0.05 * p)
-    prims = [ellipse(*k["rear"], r, r, None, BLACK, tyre),
-             ellipse(*k["front"], r, r, None, BLACK, tyre)]
-    prims.append(line([k["rear"], k["bb"], k["seat"], k["rear"]], c, frame))
-    prims.append(line([k["seat"], k["head"], k["bb"]], c, frame))
-    prims.append(line([k["front"], k["head"], k["bar"]], c, frame))
-    sx, sy = k["seat"]
-    prims.append(line([(sx - 0.07 * w, y0 + frame / 2),
-                       (sx + 0.07 * w, y0 + frame / 2)], BLACK, frame))
-    prims.append(line([(sx, y0 + frame / 2), (sx, sy)], c, frame))
-    bx, by = k["bar"]
-    prims.append(line([(bx - f * 0.06 * w, by), (bx + f * 0.02 * w, by)],
-                      BLACK, frame))
-    return prims
-  if obj == "skateboard":
-    deck_top, deck_bottom = y0, y0 + 0.55 * h
-    wr = 0.25 * h
-    return [rect(x0, deck_top, x1, deck_bottom, c, radius=0.25 * h),
-            ellipse(x0 + 0.22 * w, y1 - wr, wr, wr, BLACK),
-            ellipse(x1 - 0.22 * w, y1 - wr, wr, wr, BLACK)]
-  if obj == "umbrella":
-    ch = 0.45 * h
-    prims = [chord((x0, y0, x1, y0 + 2 * ch), 180, 360, c)]
-    for t in (-0.3, 0.0, 0.3):
-      prims.append(line([(cx, y0), (cx + t * w, y0 + ch)], WHITE, thin))
-    hook = max(2.0, 0.05 * p)
-    hw = max(2.0, 0.035 * p)
-    prims.append(line([(cx, y0 + ch - 1), (cx, y1 - hook)], BLACK, hw))
-    prims.append(arc((cx - f * 2 * hook - hook, y1 - 2 * hook,
-                      cx - f * 2 * hook + hook, y1), 0, 180, BLACK, hw))
-    return prims
-  if obj == "backpack":
-    light = jitter(c, (60, 55, 45))
-    return [rect(x0, y0 + 0.12 * h, x1, y1, c, radius=0.2 * w),
-            arc((cx - 0.22 * w, y0, cx + 0.22 * w, y0 + 0.3 * h), 180, 360,
-                c, max(2.0, 0.08 * w)),
-            rect(x0 + 0.18 * w, y0 + 0.55 * h, x1 - 0.18 * w, y1 - 0.1 * h,
-                 light, radius=0.1 * w)]
-  if obj == "chair":
-    t = max(2.0, 0.05 * p)
-    seat = y1 - 0.45 * h
-    back_x = cx - f * (w / 2 - t / 2)
-    front_x = cx + f * (w / 2 - t / 2)
-    return [line([(back_x, y0), (back_x, y1)], c, t),
-            rect(min(back_x, front_x) - t / 2, seat, max(back_x, front_x)
-                 + t / 2, seat + t, c),
-            line([(front_x, seat), (front_x, y1)], c, t),
-            line([(back_x, y0 + 0.12 * h), (back_x + f * 0.22 * w,
-                                             y0 + 0.12 * h)], c, t)]
-  if obj == "cup":
-    body_x1 = x1 - 0.28 * w if f > 0 else x1
-    body_x0 = x0 if f > 0 else x0 + 0.28 * w
-    bw = body_x1 - body_x0
-    hx = body_x1 if f > 0 else body_x0
-    ring = max(1.5, 0.09 * w)
-    return [ellipse(hx, cy, 0.28 * w, 0.24 * h, None, c, ring),
-            poly([(body_x0, y0), (body_x1, y0), (body_x1 - 0.15 * bw, y1),
-                  (body_x0 + 0.15 * bw, y1)], c),
-            line([(body_x0 + 1, y0 + 1), (body_x1 - 1, y0 + 1)], WHITE,
-                 max(1.0, 0.08 * h))]
-  if obj == "kite":
-    dh = 0.72 * h
-    top, left, bottom, right = ((cx, y0), (x0, y0 + 0.36 * dh),
-                                (cx, y0 + dh), (x1, y0 + 0.36 * dh))
-    mid = (cx, y0 + 0.36 * dh)
-    tail_w = max(1.0, 0.02 * p)
-    bow = max(2.0, 0.04 * p)
-    ty = [y0 + dh + (y1 - y0 - dh) * t for t in (0.33, 0.66, 1.0)]
-    prims = [poly([top, right, bottom, left], c),
-             poly([top, right, mid], WHITE),
-             poly([bottom, left, mid], WHITE),
-             line([top, bottom], BLACK, tail_w),
-             line([left, right], BLACK, tail_w),
-             line([bottom, (cx + 0.12 * w, ty[0]), (cx - 0.12 * w, ty[1]),
-                   (cx, ty[2])], BLACK, tail_w)]
-    for yy, xx in ((ty[0], cx + 0.12 * w), (ty[1], cx - 0.12 * w)):
-      prims.append(poly([(xx - bow, yy - bow / 2), (xx + bow, yy + bow / 2),
-                         (xx + bow, yy - bow / 2), (xx - bow, yy + bow / 2)],
-                        c))
-    return prims
-  raise ValueError(obj)
+  if obj not in _OBJECTS:
+    raise ValueError(obj)
+  return _OBJECTS[obj](x0, y0, w, h, f, p, jitter(OBJECT_COLOURS[obj], cj))
 
 
 def figure(p: float, hip: Point, feet: Sequence[Point],
@@ -303,6 +341,7 @@ def figure(p: float, hip: Point, feet: Sequence[Point],
     pts = [shoulder] + ([elbows[i]] if elbows[i] else []) + [hands[i]]
     (front if i in front_arms else back).append(line(pts, SKIN, arm_w))
   return back, front
+
 
 def background(rng: np.random.Generator, width: int,
                height: int) -> np.ndarray:
