@@ -272,6 +272,150 @@ def _box_coordinates(all_boxes: List[Any], places: _Places) -> np.ndarray:
   return coords
 
 
+_HOI_KEYS = ("subject_id", "object_id", "category_id", "hoi_category_id",
+             "score")
+
+
+def _entries_by_image(predictions: Any, file_names: Sequence[str],
+                      source: str) -> Tuple[List[Any], np.ndarray, np.ndarray]:
+  """The prediction entries sorted by test image, each image at most once.
+
+  Returns:
+    (entries, [E] test image index of each, [E] position of each in
+    `predictions`).
+  """
+  check_entry_list(predictions, source, "per-image prediction entries")
+  index = {name: i for i, name in enumerate(file_names)}
+  entry_image = np.empty(len(predictions), np.int64)
+  for j, entry in enumerate(predictions):
+    try:
+      i = index.get(entry["file_name"])
+    except (KeyError, TypeError):  # Checked below.
+      i = None
+    if i is None:
+      name = _entry_name(entry, j, source, "entry")
+      raise EvaluationInputError(
+          f"{source}: entry {j} has predictions for {name!r}, which is not "
+          "an image of the annotation file")
+    entry_image[j] = i
+  order = np.argsort(entry_image, kind="stable")
+  entry_image = entry_image[order]
+  if entry_image.size > 1 and np.any(entry_image[1:] == entry_image[:-1]):
+    dup = entry_image[1:][entry_image[1:] == entry_image[:-1]][0]
+    raise EvaluationInputError(
+        f"{source}: several prediction entries for {file_names[dup]!r} "
+        f"(entries {sorted(order[entry_image == dup].tolist())})")
+  return [predictions[j] for j in order.tolist()], entry_image, order
+
+
+def _item_lists(entries: Sequence[Mapping[str, Any]], places: _Places
+                ) -> Tuple[List[Any], List[Any], np.ndarray, np.ndarray]:
+  """(all boxes, all hoi_predictions, [E] boxes and [E] HOIs per entry)."""
+  box_lists = [e.get("predictions") or () for e in entries]
+  hoi_lists = [e.get("hoi_prediction") or () for e in entries]
+  for key, lists in (("predictions", box_lists),
+                     ("hoi_prediction", hoi_lists)):
+    if not set(map(type, lists)) <= {list, tuple}:
+      e = next(e for e, x in enumerate(lists)
+               if not isinstance(x, (list, tuple)))
+      raise EvaluationInputError(f"{places.entry(e)}: {key} is not a list "
+                                 f"({type(lists[e]).__name__})")
+  n_box = np.fromiter(map(len, box_lists), np.int64, count=len(entries))
+  n_hoi = np.fromiter(map(len, hoi_lists), np.int64, count=len(entries))
+  places.set_counts(n_box, n_hoi)
+  return (list(itertools.chain.from_iterable(box_lists)),
+          list(itertools.chain.from_iterable(hoi_lists)), n_box, n_hoi)
+
+
+def _hoi_table(all_hois: List[Any], places: _Places
+               ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """[5, N] float64 `_HOI_KEYS` of every hoi_prediction, and `given`.
+
+  `given` is None when every prediction has an `hoi_category_id`, else the
+  [N] bool mask of those that have one (the others hold 1.0 there).
+  """
+  keys = _HOI_KEYS
+  try:  # The fast path: one pass over the dicts for all five values.
+    table = np.fromiter(
+        itertools.chain.from_iterable(map(operator.itemgetter(*keys),
+                                          all_hois)),
+        np.float64, count=len(keys) * len(all_hois)).reshape(
+            -1, len(keys)).T.copy()
+    return table, None
+  except (KeyError, TypeError, ValueError, OverflowError):
+    table = np.stack([_column(all_hois, key, places, "hoi_prediction",
+                              default=1.0 if key == keys[3] else None)
+                      for key in keys]).reshape(len(keys), -1)
+    given = np.fromiter(
+        map(operator.methodcaller("__contains__", "hoi_category_id"),
+            all_hois), bool, count=len(all_hois))
+    return table, given
+
+
+def _check_hoi_table(table: np.ndarray, limit: np.ndarray,
+                     all_hois: List[Any], places: _Places) -> None:
+  """Integral ids in range and finite scores; `limit`: [N] boxes per entry."""
+  meta = metadata.hico()
+  keys, ids = _HOI_KEYS, table[:4]
+
+  def check(bad, key, problem):
+    """Raises for the first True of the [len(key), N] `bad`."""
+    if np.any(bad):
+      for name, row in zip(key, bad):
+        places.fail(row, "hoi_prediction", lambda k, name=name: (
+            f"{name} {all_hois[k][name]!r} {problem(k)}"))
+
+  check(np.floor(ids) != ids, keys[:4], lambda k: "is not an integer")
+  check((ids[:2] < 0) | (ids[:2] >= limit), keys[:2], lambda k: (
+      f"refers to a box outside the image's {int(limit[k])} predictions"))
+  check((ids[2:3] < 1) | (ids[2:3] > meta.num_verbs), keys[2:3],
+        lambda k: f"(verb id) outside 1..{meta.num_verbs}")
+  check((ids[3:4] < 1) | (ids[3:4] > meta.num_hois), keys[3:4],
+        lambda k: f"outside 1..{meta.num_hois}")
+  check(~np.isfinite(table[4:]), keys[4:], lambda k: "is not a finite number")
+
+
+def _object_classes(category: np.ndarray, obj_box: np.ndarray,
+                    box_ids: np.ndarray, all_boxes: List[Any],
+                    places: _Places) -> np.ndarray:
+  """[N] object index of each prediction's object box, checked.
+
+  `category` [B] holds the boxes' COCO ids, `obj_box` [N] the flat index
+  of each prediction's object box and `box_ids` [N] its index in the entry.
+  """
+  _, coco_lut = _lookup_tables()
+  cat = np.take(category, obj_box)
+  with np.errstate(invalid="ignore"):  # NaN or huge: not an id, -1 below.
+    cat_id = cat.astype(np.int64)
+  obj = np.take(coco_lut, cat_id, mode="clip")  # Ends of coco_lut are -1.
+  places.fail((obj < 0) | (cat_id != cat), "hoi_prediction", lambda k: (
+      f"its object box predictions[{int(box_ids[k])}] has category_id "
+      f"{all_boxes[obj_box[k]]['category_id']!r}, not the COCO id of a "
+      "HICO-DET object"))
+  return obj
+
+
+def _resolve_hois(verb: np.ndarray, obj: np.ndarray, hoi: np.ndarray,
+                  given: Optional[np.ndarray], obj_box: np.ndarray,
+                  all_boxes: List[Any], places: _Places) -> np.ndarray:
+  """[N] HOI index of each prediction: the given one, checked against
+  (verb, object), or the derived one (-1 where none) where none is given."""
+  meta = metadata.hico()
+  hoi_lut, _ = _lookup_tables()
+  # -1 where (verb, object) is not an HOI.
+  derived = np.take(hoi_lut, verb * meta.num_objects + obj)
+
+  def mismatch(k):
+    v, o = meta.hois[hoi[k]]
+    return (f"hoi_category_id {hoi[k] + 1} ({meta.verbs[v]} "
+            f"{meta.objects[o]}) does not match category_id {verb[k] + 1} "
+            f"(verb {meta.verbs[verb[k]]}) with the object box's category_id "
+            f"{all_boxes[obj_box[k]]['category_id']} ({meta.objects[obj[k]]})")
+  places.fail(derived != hoi if given is None else given & (derived != hoi),
+              "hoi_prediction", mismatch)
+  return hoi if given is None else np.where(given, hoi, derived)
+
+
 def flatten_predictions(predictions: Sequence[Mapping[str, Any]],
                         file_names: Sequence[str],
                         source: str = "predictions") -> hico_ap.Detections:
@@ -305,125 +449,38 @@ def flatten_predictions(predictions: Sequence[Mapping[str, Any]],
     (x2 < x1 or y2 < y1), unknown verb, HOI or object category ids, an
     `hoi_category_id` that disagrees with (verb, object), non-finite scores.
   """
-  meta = metadata.hico()
-  hoi_lut, coco_lut = _lookup_tables()
-  check_entry_list(predictions, source, "per-image prediction entries")
-  index = {name: i for i, name in enumerate(file_names)}
-  entry_image = np.empty(len(predictions), np.int64)
-  for j, entry in enumerate(predictions):
-    try:
-      i = index.get(entry["file_name"])
-    except (KeyError, TypeError):  # Checked below.
-      i = None
-    if i is None:
-      name = _entry_name(entry, j, source, "entry")
-      raise EvaluationInputError(
-          f"{source}: entry {j} has predictions for {name!r}, which is not "
-          "an image of the annotation file")
-    entry_image[j] = i
-  order = np.argsort(entry_image, kind="stable")
-  entry_image = entry_image[order]
-  if entry_image.size > 1 and np.any(entry_image[1:] == entry_image[:-1]):
-    dup = entry_image[1:][entry_image[1:] == entry_image[:-1]][0]
-    raise EvaluationInputError(
-        f"{source}: several prediction entries for {file_names[dup]!r} "
-        f"(entries {sorted(order[entry_image == dup].tolist())})")
-  entries = [predictions[j] for j in order.tolist()]
-
-  box_lists = [e.get("predictions") or () for e in entries]
-  hoi_lists = [e.get("hoi_prediction") or () for e in entries]
+  entries, entry_image, order = _entries_by_image(predictions, file_names,
+                                                  source)
   places = _Places(source, entries, order)
-  for key, lists in (("predictions", box_lists),
-                     ("hoi_prediction", hoi_lists)):
-    if not set(map(type, lists)) <= {list, tuple}:
-      e = next(e for e, x in enumerate(lists)
-               if not isinstance(x, (list, tuple)))
-      raise EvaluationInputError(f"{places.entry(e)}: {key} is not a list "
-                                 f"({type(lists[e]).__name__})")
-  n_box = np.fromiter(map(len, box_lists), np.int64, count=len(entries))
-  n_hoi = np.fromiter(map(len, hoi_lists), np.int64, count=len(entries))
-  places.set_counts(n_box, n_hoi)
-  all_boxes = list(itertools.chain.from_iterable(box_lists))
+  all_boxes, all_hois, n_box, n_hoi = _item_lists(entries, places)
   coords = _box_coordinates(all_boxes, places)
   category = _column(all_boxes, "category_id", places, "predictions")
-  all_hois = list(itertools.chain.from_iterable(hoi_lists))
-  kind = "hoi_prediction"
-  keys = ("subject_id", "object_id", "category_id", "hoi_category_id",
-          "score")
-  try:  # The fast path: one pass over the dicts for all five values.
-    table = np.fromiter(
-        itertools.chain.from_iterable(map(operator.itemgetter(*keys),
-                                          all_hois)),
-        np.float64, count=len(keys) * len(all_hois)).reshape(
-            -1, len(keys)).T.copy()
-    given = None  # Every prediction has an hoi_category_id.
-  except (KeyError, TypeError, ValueError, OverflowError):
-    table = np.stack([_column(all_hois, key, places, kind,
-                              default=1.0 if key == keys[3] else None)
-                      for key in keys]).reshape(len(keys), -1)
-    given = np.fromiter(
-        map(operator.methodcaller("__contains__", "hoi_category_id"),
-            all_hois), bool, count=len(all_hois))
-  # [4, N] subject, object, verb and HOI ids; the scores are copied so that
-  # the detections do not keep the whole table.
-  ids, score = table[:4], table[4].copy()
-
-  def check(bad, key, problem):
-    """Raises for the first True of the [len(key), N] `bad`."""
-    if np.any(bad):
-      for name, row in zip(key, bad):
-        places.fail(row, kind, lambda k, name=name: (
-            f"{name} {all_hois[k][name]!r} {problem(k)}"))
-
-  check(np.floor(ids) != ids, keys[:4], lambda k: "is not an integer")
+  table, given = _hoi_table(all_hois, places)
   entry_of = np.repeat(np.arange(len(entries)), n_hoi)
-  limit = np.take(n_box.astype(np.float64), entry_of)
-  check((ids[:2] < 0) | (ids[:2] >= limit), keys[:2], lambda k: (
-      f"refers to a box outside the image's {int(limit[k])} predictions"))
-  check((ids[2:3] < 1) | (ids[2:3] > meta.num_verbs), keys[2:3],
-        lambda k: f"(verb id) outside 1..{meta.num_verbs}")
-  check((ids[3:4] < 1) | (ids[3:4] > meta.num_hois), keys[3:4],
-        lambda k: f"outside 1..{meta.num_hois}")
-  check(~np.isfinite(table[4:]), keys[4:], lambda k: "is not a finite number")
-
-  # Box indices of subject and object, verb and HOI index.
-  sub_box, obj_box, verb, hoi = ids.astype(np.int64)
+  _check_hoi_table(table, np.take(n_box.astype(np.float64), entry_of),
+                   all_hois, places)
+  # Flat box indices of subject and object, 0-based verb and HOI indices;
+  # the scores are copied so that the detections do not keep the table.
+  sub_box, obj_box, verb, hoi = table[:4].astype(np.int64)
+  score = table[4].copy()
   base = np.take(np.cumsum(n_box) - n_box, entry_of)
   sub_box += base
   obj_box += base
   verb -= 1
   hoi -= 1
-  cat = np.take(category, obj_box)
-  with np.errstate(invalid="ignore"):  # NaN or huge: not an id, -1 below.
-    cat_id = cat.astype(np.int64)
-  obj = np.take(coco_lut, cat_id, mode="clip")  # Ends of coco_lut are -1.
-  places.fail((obj < 0) | (cat_id != cat), kind, lambda k: (
-      f"its object box predictions[{int(ids[1, k])}] has category_id "
-      f"{all_boxes[obj_box[k]]['category_id']!r}, not the COCO id of a "
-      "HICO-DET object"))
-  # -1 where (verb, object) is not an HOI.
-  derived = np.take(hoi_lut, verb * meta.num_objects + obj)
-
-  def mismatch(k):
-    v, o = meta.hois[hoi[k]]
-    return (f"hoi_category_id {hoi[k] + 1} ({meta.verbs[v]} "
-            f"{meta.objects[o]}) does not match category_id {verb[k] + 1} "
-            f"(verb {meta.verbs[verb[k]]}) with the object box's category_id "
-            f"{all_boxes[obj_box[k]]['category_id']} ({meta.objects[obj[k]]})")
-  places.fail(derived != hoi if given is None else given & (derived != hoi),
-              kind, mismatch)
-  if given is not None:
-    hoi = np.where(given, hoi, derived)
+  obj = _object_classes(category, obj_box, table[1], all_boxes, places)
+  hoi = _resolve_hois(verb, obj, hoi, given, obj_box, all_boxes, places)
+  if given is not None and not np.all(hoi >= 0):
     keep = hoi >= 0
-    if not np.all(keep):
-      logging.warning(
-          "%s: skipped %d of %d hoi_predictions without hoi_category_id whose"
-          " (verb, object) is not a HICO-DET HOI (as GEN-VLKT's evaluator)",
-          source, int((~keep).sum()), int((~given).sum()))
-      entry_of, hoi, score = entry_of[keep], hoi[keep], score[keep]
-      sub_box, obj_box = sub_box[keep], obj_box[keep]
+    logging.warning(
+        "%s: skipped %d of %d hoi_predictions without hoi_category_id whose"
+        " (verb, object) is not a HICO-DET HOI (as GEN-VLKT's evaluator)",
+        source, int((~keep).sum()), int((~given).sum()))
+    entry_of, hoi, score = entry_of[keep], hoi[keep], score[keep]
+    sub_box, obj_box = sub_box[keep], obj_box[keep]
   # np.take: several times faster than fancy indexing of rows here.
   return hico_ap.Detections(image=np.take(entry_image, entry_of), hoi=hoi,
-                    score=score, sub_boxes=np.take(coords, sub_box, axis=0),
-                    obj_boxes=np.take(coords, obj_box, axis=0),
-                    num_entries=len(entries))
+                            score=score,
+                            sub_boxes=np.take(coords, sub_box, axis=0),
+                            obj_boxes=np.take(coords, obj_box, axis=0),
+                            num_entries=len(entries))
