@@ -184,9 +184,13 @@ def class_average_precision(hoi: np.ndarray, score: np.ndarray,
   return ap_class_sorted(hoi[order], tp[order], num_gt)
 
 
-def ap_class_sorted(cls: np.ndarray, tp: np.ndarray, num_gt: np.ndarray
+def ap_class_sorted(cls: np.ndarray, tp: np.ndarray, num_gt: np.ndarray,
+                    recall_thresholds: np.ndarray = RECALL_THRESHOLDS
                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """`class_average_precision` of detections sorted by (class, rank).
+
+  `recall_thresholds` are the 11 recall points of the AP (the python
+  protocol's by default; `hico_official` passes MATLAB's).
 
   Only the true positives are visited: within the suffix of a class's
   ranking where recall >= t, every false positive has at most the precision
@@ -213,7 +217,7 @@ def ap_class_sorted(cls: np.ndarray, tp: np.ndarray, num_gt: np.ndarray
   max_recall = np.zeros(num_classes)
   if seg.size:
     acc = np.zeros(seg.size)
-    for t in RECALL_THRESHOLDS:
+    for t in recall_thresholds:
       best = np.maximum.reduceat(np.where(rec >= t, prec, -1.0), seg)
       acc = acc + np.where(best < 0, 0.0, best) / 11.
     ap[has_tp] = acc
