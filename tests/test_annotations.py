@@ -1,4 +1,5 @@
-"""Tests of the annotation reader/validator (ki2hoi_jax/data/annotations.py)."""
+"""Tests of the annotation reader and validator (annotations.py and
+annotation_records.py in ki2hoi_jax/data)."""
 
 import json
 import os
