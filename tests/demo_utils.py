@@ -15,6 +15,11 @@ A module-scoped fixture can share one workdir between tests:
   def demo_workdir(tmp_path_factory):
     return demo_utils.make_demo_workdir(str(tmp_path_factory.mktemp("demo")))
 
+`TINY_MODEL` is the tests' tiny model: the fields of configs/demo.py it
+shrinks (one decoder layer of each kind, one CLIP layer per tower, 4 queries
+and 4 pairs). `tiny_config` is configs/demo.py with them (and a test's own
+overrides) applied in process; `tiny_flags` writes them as `--config.x=y`.
+
 `random_variables` fills a variables tree of ShapeDtypeStructs with small
 random weights (unit norm scales and variances), for checkpoints of an
 untrained model.
@@ -23,9 +28,10 @@ untrained model.
 import os
 import subprocess
 import sys
-from typing import List, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +50,36 @@ TINY_OVERRIDES = (
     # compile one more CLIP pass per eval); test_clip_pair_scores tests it.
     "--config.inference.clip_pair_fusion=0",
 )
+
+
+# The tests' tiny model: dotted fields of configs/demo.py and their values.
+TINY_MODEL = {
+    "model.instance_decoder_layers": 1,
+    "model.interaction_decoder_layers": 1,
+    "model.clip.vision_layers": 1,
+    "model.clip.text_layers": 1,
+    "model.num_queries": 4,
+    "dataset.max_pairs": 4,
+}
+
+
+def tiny_config(overrides: Optional[Mapping[str, Any]] = None
+                ) -> ml_collections.ConfigDict:
+  """configs/demo.py with `TINY_MODEL`, then `overrides` (dotted fields).
+
+  Raises:
+    KeyError: an override names a field configs/demo.py does not have.
+  """
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config().lock()  # A misspelt field is an error.
+  config.update_from_flattened_dict({**TINY_MODEL, **(overrides or {})})
+  return config.unlock()
+
+
+def tiny_flags(overrides: Optional[Mapping[str, Any]] = None) -> List[str]:
+  """`TINY_MODEL` and `overrides` as `--config.field=value` flags."""
+  return [f"--config.{k}={v}"
+          for k, v in {**TINY_MODEL, **(overrides or {})}.items()]
 
 
 def demo_command(workdir: str, mode: str = "train",
