@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from ki2hoi_jax.data import hico_mat
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico_ap
 from ki2hoi_jax.evaluation import hico_official
@@ -27,9 +28,9 @@ def _write(tmp_path, test, train=(), labels=True):
   """anno_bbox.mat (+ anno.mat) from records; returns the read truth."""
   train = list(train) or [{"file_name": "train_0.jpg",
                            "pairs": [(H_A, [1, 1, 5, 5], [2, 2, 6, 6])]}]
-  files.write_anno_bbox(str(tmp_path / "anno_bbox.mat"), train, test)
+  hico_mat.write_anno_bbox(str(tmp_path / "anno_bbox.mat"), train, test)
   if labels:
-    files.write_anno(str(tmp_path / "anno.mat"), train, test)
+    hico_mat.write_anno(str(tmp_path / "anno.mat"), train, test)
   return files.read_anno_bbox(str(tmp_path / "anno_bbox.mat"))
 
 
@@ -303,3 +304,33 @@ def test_bad_files_name_the_file_and_field(tmp_path):
                    {"anno_test": np.ones((600, 3)), "list_test": ["a.jpg"]})
   with pytest.raises(files.OfficialFileError, match=r"anno_test has shape"):
     files.read_image_labels(str(tmp_path / "anno2.mat"), truth.gt.file_names)
+
+
+def test_synthetic_writer_files_score_its_own_ground_truth(tmp_path):
+  from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.evaluation import hico_inputs  # pylint: disable=g-import-not-at-top
+  synthetic.generate(str(tmp_path), num_train=12, num_test=8, seed=5,
+                     image_size=128)
+  ann = tmp_path / "annotations"
+  truth = files.read_anno_bbox(str(ann / "anno_bbox.mat"))
+  labels = files.read_image_labels(str(ann / "anno.mat"), truth.gt.file_names)
+  import json  # pylint: disable=g-import-not-at-top
+  records = json.loads((ann / "test_hico.json").read_text())
+  assert [r["file_name"] for r in records] == list(truth.gt.file_names)
+  assert truth.gt.hoi.size == sum(len(r["hoi_annotation"]) for r in records)
+  preds = [{"file_name": r["file_name"],
+            "predictions": [{"bbox": a["bbox"], "category_id": a["category_id"]}
+                            for a in r["annotations"]],
+            "hoi_prediction": [{"subject_id": p["subject_id"],
+                                "object_id": p["object_id"],
+                                "category_id": p["category_id"], "score": 0.5}
+                               for p in r["hoi_annotation"]]}
+           for r in records]
+  det = hico_inputs.flatten_predictions(preds, truth.gt.file_names)
+  out = hico_official.evaluate(truth, det, labels, zero_shot_split="uv")
+  for setting in ("default", "known_object"):
+    means = out["classes_with_gt"][setting]
+    assert means["full"] == pytest.approx(100.0)
+  # Over all 600 classes, the classes without test GT count as AP 0.
+  has_gt = np.array(out["per_hoi"]["num_gt"]) > 0
+  assert out["default"]["full"] == pytest.approx(100.0 * has_gt.mean())

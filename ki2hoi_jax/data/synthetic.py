@@ -8,7 +8,8 @@ datasets (docs: docs/datasets.md sections 2 and 7), so that every part of the pi
       --num_test 100 --seed 0 [--image_size 256] [--dataset hico_det|vcoco]
 
 HICO-DET mode writes `images/{train2015,test2015}/HICO_*.jpg`,
-`annotations/{trainval_hico,test_hico}.json` and `annotations/corre_hico.npy`;
+`annotations/{trainval_hico,test_hico}.json`, `annotations/corre_hico.npy`
+and the official evaluation's `annotations/{anno_bbox,anno}.mat`;
 V-COCO mode writes `images/{train2014,val2014}/COCO_*.jpg`,
 `annotations/{trainval_vcoco,test_vcoco}.json` and
 `annotations/corre_vcoco.npy`.
@@ -25,14 +26,16 @@ Determinism: image i of a split is drawn from its own generator seeded with
 quality, so the same seed gives byte-identical files.
 """
 
-import argparse
 import json
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
+from ki2hoi_jax import cli
+from ki2hoi_jax.data import hico_mat
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.data import synthetic_scenes as scenes
 
@@ -125,6 +128,7 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
   summary = {"dataset": dataset, "root": out_dir}
   record_fn = _hico_record if dataset == "hico_det" else _vcoco_record
   next_id = 1
+  split_records = {}
   for split_id, (split, count) in enumerate((("train", num_train),
                                              ("test", num_test))):
     img_dir = os.path.join(out_dir, "images", layout["folders"][split_id])
@@ -149,11 +153,14 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
         class_counts[h[key]] = class_counts.get(h[key], 0) + 1
     with open(os.path.join(ann_dir, layout["files"][split_id]), "w") as fp:
       json.dump(records, fp)
+    split_records[split] = records
     summary[f"{split}_images"] = count
     summary[f"{split}_pairs"] = sum(len(r["hoi_annotation"]) for r in records)
     summary[f"{split}_boxes"] = num_boxes
     summary[f"{split}_class_counts"] = dict(sorted(class_counts.items()))
   if dataset == "hico_det":
+    hico_mat.write_official_files(ann_dir, split_records["train"],
+                                  split_records["test"])
     prior = metadata.hico().verb_object_matrix()
   else:
     prior = metadata.vcoco().verb_object_matrix()[:, :80]
@@ -161,22 +168,42 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
   return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="dataset root to write")
-  parser.add_argument("--num_train", type=int, default=400)
-  parser.add_argument("--num_test", type=int, default=100)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--image_size", type=int, default=256)
-  parser.add_argument("--dataset", choices=scenes.DATASETS, default="hico_det")
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("out", None, "Dataset root to write.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_train", 400, "Training images.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_test", 100, "Test images.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "Renderer seed.", flag_values=flag_values)
+  flags.DEFINE_integer("image_size", 256, "Longest image side (pixels).",
+                       flag_values=flag_values)
+  flags.DEFINE_enum("dataset", "hico_det", scenes.DATASETS,
+                    "Format and class vocabulary to write.",
+                    flag_values=flag_values)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name): prints a JSON summary.
+
+  Returns:
+    The exit status, 0.
+  """
+  args = cli.parse_flags(argv, define_flags, __doc__)
   summary = generate(args.out, args.num_train, args.num_test, args.seed,
                      args.image_size, args.dataset)
   short = {k: v for k, v in summary.items() if not k.endswith("class_counts")}
   short["train_classes"] = len(summary["train_class_counts"])
   short["test_classes"] = len(summary["test_class_counts"])
   print(json.dumps(short))
+  return 0
+
+
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.data.synthetic` and `ki2hoi-synthetic-data`."""
+  cli.run(main, user_errors=(OSError, ValueError))
 
 
 if __name__ == "__main__":
-  main()
+  entry_point()

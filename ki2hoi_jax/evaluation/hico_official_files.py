@@ -1,7 +1,8 @@
-"""The official HICO-DET MATLAB files: `anno_bbox.mat`, `anno.mat`, detections.
+"""Reading HICO-DET's official `.mat` files; writing `detections_XX.mat`.
 
-Reads and writes, with scipy.io, the files of the official evaluation
-(docs/datasets.md section 8):
+Reads, with scipy.io, the files of the official evaluation and writes the
+detection files the MATLAB code scores (docs/datasets.md section 8; the
+annotation files are written by `data.hico_mat`):
 
 * `anno_bbox.mat`: struct arrays `bbox_train` / `bbox_test`, one element per
   image with `filename` and `hoi`, a struct array of `id` (1-based HOI),
@@ -187,97 +188,6 @@ def read_image_labels(path: str, file_names: Sequence[str]) -> np.ndarray:
     raise OfficialFileError(f"{path}: list_test does not list the test "
                             "images of anno_bbox.mat in the same order")
   return labels == 1
-
-
-def _mat_boxes(boxes: np.ndarray) -> np.ndarray:
-  """A 1 x M struct array of x1 y1 x2 y2 (doubles)."""
-  out = np.empty((1, len(boxes)), dtype=[(c, object) for c in
-                                          ("x1", "y1", "x2", "y2")])
-  for k, b in enumerate(np.asarray(boxes, np.float64)):
-    out[0, k] = tuple(float(v) for v in b)
-  return out
-
-
-def _unique_rows(boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-  """(distinct rows in first-seen order, index of each input row)."""
-  distinct, index = [], []
-  for b in map(tuple, boxes):
-    if b not in distinct:
-      distinct.append(b)
-    index.append(distinct.index(b))
-  return np.asarray(distinct, np.float64).reshape(-1, 4), np.asarray(index)
-
-
-def _mat_images(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-  """1 x N struct array of images from `{"file_name", "pairs"}` records.
-
-  Each pair is (hoi index, human box, object box), 1-based pixel boxes;
-  pairs of one HOI form one `hoi` entry whose boxes are deduplicated, marked
-  invisible when the HOI is in the record's optional `invisible` set.
-  """
-  hoi_dtype = [("id", object), ("bboxhuman", object), ("bboxobject", object),
-               ("connection", object), ("invis", object)]
-  images = np.empty((1, len(records)), dtype=[("filename", object),
-                                              ("hoi", object)])
-  for i, rec in enumerate(records):
-    by_hoi: Dict[int, List[Tuple[np.ndarray, np.ndarray]]] = {}
-    for h, human, obj in rec["pairs"]:
-      by_hoi.setdefault(int(h), []).append((human, obj))
-    hois = np.empty((1, len(by_hoi)), dtype=hoi_dtype)
-    for j, (h, pairs) in enumerate(sorted(by_hoi.items())):
-      humans, hi = _unique_rows(np.asarray([p[0] for p in pairs]))
-      objects, oi = _unique_rows(np.asarray([p[1] for p in pairs]))
-      conn = np.stack([hi + 1, oi + 1], 1).astype(np.float64)
-      invis = float(h in rec.get("invisible", ()))
-      hois[0, j] = (float(h + 1), _mat_boxes(humans), _mat_boxes(objects),
-                    conn, invis)
-    images[0, i] = (rec["file_name"], hois)
-  return images
-
-
-def write_anno_bbox(path: str, train: Sequence[Mapping[str, Any]],
-                    test: Sequence[Mapping[str, Any]]) -> None:
-  """Writes `anno_bbox.mat` from `{"file_name", "pairs"}` records per split.
-
-  `pairs`: (hoi index 0..599, human box, object box), boxes 1-based
-  inclusive pixels (the official convention); `invisible` (optional): HOI
-  indices written with `invis` = 1.
-  """
-  scipy.io.savemat(path, {"bbox_train": _mat_images(train),
-                          "bbox_test": _mat_images(test)})
-
-
-def _cell(strings: Sequence[str]) -> np.ndarray:
-  out = np.empty((len(strings), 1), dtype=object)
-  for k, s in enumerate(strings):
-    out[k, 0] = s
-  return out
-
-
-def _image_level_labels(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-  """[600, N]: 1 for each HOI with a pair in the image, else -1."""
-  labels = -np.ones((metadata.hico().num_hois, len(records)))
-  for i, rec in enumerate(records):
-    for h, _, _ in rec["pairs"]:
-      labels[int(h), i] = 1.0
-  return labels
-
-
-def write_anno(path: str, train: Sequence[Mapping[str, Any]],
-               test: Sequence[Mapping[str, Any]]) -> None:
-  """Writes `anno.mat`: file lists, image-level labels and `list_action`."""
-  meta = metadata.hico()
-  actions = np.empty((len(meta.hois), 1), dtype=[("nname", object),
-                                                 ("vname", object)])
-  for h, (v, o) in enumerate(meta.hois):
-    actions[h, 0] = (meta.objects[o].replace(" ", "_"), meta.verbs[v])
-  scipy.io.savemat(path, {
-      "list_train": _cell([r["file_name"] for r in train]),
-      "list_test": _cell([r["file_name"] for r in test]),
-      "anno_train": _image_level_labels(train),
-      "anno_test": _image_level_labels(test),
-      "list_action": actions,
-  })
 
 
 def _object_hoi_ranges() -> List[Tuple[int, int]]:
