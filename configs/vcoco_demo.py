@@ -8,7 +8,12 @@ generates the synthetic V-COCO dataset (`trainval_vcoco.json`,
   python -m ki2hoi_jax.main --config=configs/vcoco_demo.py --workdir=/tmp/vd
 """
 
-from configs import demo
+import os
+
+from ki2hoi_jax.config_lib import files
+
+demo = files.load_module(
+    os.path.join(os.path.dirname(__file__), "demo.py"))
 
 
 def get_config():

@@ -1,7 +1,6 @@
 """Every config file loads, validates, and rejects bad overrides."""
 
 import glob
-import importlib
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import sys
 import pytest
 
 from ki2hoi_jax.config_lib import base
+from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import metadata
@@ -27,7 +27,12 @@ ABLATION_NAMES = sorted(
 def _load(name):
   if name == "base":
     return base.get_config()
-  return importlib.import_module(f"configs.{name}").get_config()
+  return files.load_config(os.path.join(ROOT, "configs", f"{name}.py"))
+
+
+def _ablation(name):
+  return files.load_module(
+      os.path.join(ROOT, "configs", "ablations", f"{name}.py"))
 
 
 def test_expected_config_files_exist():
@@ -57,7 +62,7 @@ def test_expected_ablation_files_exist():
 
 @pytest.mark.parametrize("name", ABLATION_NAMES)
 def test_ablation_config_loads_validates_and_names_its_table(name):
-  module = importlib.import_module(f"configs.ablations.{name}")
+  module = _ablation(name)
   config = module.get_config()
   validation.validate(config)
   assert set(_flatten(config)) == set(_flatten(_load("base")))
@@ -70,8 +75,7 @@ def test_ablation_config_loads_validates_and_names_its_table(name):
 
 def test_ablation_configs_change_what_their_rows_say():
   def diff(name, base):
-    a = _flatten(importlib.import_module(
-        f"configs.ablations.{name}").get_config())
+    a = _flatten(_ablation(name).get_config())
     b = _flatten(_load(base))
     return {k: v for k, v in a.items() if b[k] != v}
   for pct in (50, 25, 15):
@@ -331,3 +335,27 @@ def test_cli_missing_dataset_root_is_one_line(tmp_path):
   assert "Traceback" not in result.stderr
   assert (f"error: config.dataset.root='{missing}' does not exist"
           in result.stderr)
+
+
+def test_load_config_overrides_parse_as_on_the_command_line(tmp_path,
+                                                             monkeypatch):
+  monkeypatch.chdir(tmp_path)  # An ablation loads configs/uv.py by path.
+  path = os.path.join(ROOT, "configs", "ablations", "table5_none.py")
+  config = files.load_config(path, [
+      "model.d_model=32", "dataset.train_short_sides=(160, 192)",
+      "init.allow_random=false", "model.dtype=bfloat16", "loss.cost_bbox=2"])
+  assert config.model.d_model == 32 and isinstance(config.model.d_model, int)
+  assert config.dataset.train_short_sides == (160, 192)
+  assert config.init.allow_random is False
+  assert config.model.dtype == "bfloat16"
+  assert config.loss.cost_bbox == 2.0
+  assert isinstance(config.loss.cost_bbox, float)
+  assert config.dataset.zero_shot_split == "uv"  # From configs/uv.py.
+  assert config.is_locked
+  demo_path = os.path.join(ROOT, "configs", "demo.py")
+  with pytest.raises(ValueError, match="roi_size"):
+    files.load_config(demo_path, ["model.roi_sz=3"])
+  with pytest.raises(ValueError, match="d_model"):
+    files.load_config(demo_path, ["model.d_model=abc"])
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    files.load_config(os.path.join(ROOT, "configs", "nope.py"))

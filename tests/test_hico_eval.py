@@ -290,7 +290,7 @@ def test_rare_from_training_annotations(tmp_path):
     with open(paths[key], "wb") as f:
       f.write(orjson.dumps(data))
   out = str(tmp_path / "m.json")
-  assert hico.main(["--annotations", paths["gt"], "--predictions",
+  assert hico.main(["hico", "--annotations", paths["gt"], "--predictions",
                     paths["pred"], "--train_annotations", paths["train"],
                     "--output", out]) == 0
   with open(out, "rb") as f:
@@ -305,8 +305,8 @@ def test_cli_output_layout_and_help(tmp_path, capsys):
   for path, data in ((g, gts), (p, preds)):
     with open(path, "wb") as f:
       f.write(orjson.dumps(data))
-  assert hico.main(["--annotations", g, "--predictions", p, "--output", out,
-                    "--zero_shot_split", "uv"]) == 0
+  assert hico.main(["hico", "--annotations", g, "--predictions", p,
+                    "--output", out, "--zero_shot_split", "uv"]) == 0
   printed = capsys.readouterr().out
   assert "Known object" in printed and "MATLAB" in printed
   with open(out, "rb") as f:
@@ -321,7 +321,7 @@ def test_cli_output_layout_and_help(tmp_path, capsys):
   no_gt = next(h for h in range(600) if h not in _four_class_case()[2])
   assert m["per_hoi"]["ap"][no_gt] is None
   with pytest.raises(SystemExit):
-    hico.main(["--help"])
+    hico.main(["hico", "--help"])
   assert "official MATLAB" in capsys.readouterr().out
   assert "official MATLAB" in hico.__doc__
 
@@ -524,7 +524,8 @@ def _run_cli(tmp_path, preds, gts=None):
   g = _write(tmp_path, "gt.json",
              gts if gts is not None else [gt_record("a", [(H, O, C1)])])
   p = _write(tmp_path, "preds.json", preds)
-  return g, p, lambda: hico.main(["--annotations", g, "--predictions", p])
+  return g, p, lambda: hico.main(["hico", "--annotations", g,
+                                  "--predictions", p])
 
 
 def _where(source, image="a", entry=0, item=None):

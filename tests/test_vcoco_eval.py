@@ -561,12 +561,12 @@ def test_postprocess_end_to_end_perfect_score(tmp_path):
              key=lambda r: r["look_obj"][4])
   assert look["look_obj"][:4] == [None] * 4
   metrics_path = tmp_path / "metrics.json"
-  metrics = vcoco.main(["--annotations", str(_write(tmp_path, gt)),
-                        "--predictions", str(path),
-                        "--output", str(metrics_path)])
-  assert _ap(metrics, "ride_instr") == pytest.approx(100.0)
-  assert _ap(metrics, "look_obj") == pytest.approx(100.0)  # NaN box, S1 TP.
+  assert vcoco.main(["vcoco", "--annotations", str(_write(tmp_path, gt)),
+                     "--predictions", str(path),
+                     "--output", str(metrics_path)]) == 0
   written = json.loads(metrics_path.read_text())
+  assert _ap(written, "ride_instr") == pytest.approx(100.0)
+  assert _ap(written, "look_obj") == pytest.approx(100.0)  # NaN box, S1 TP.
   assert set(written) == {"scenario_1", "scenario_2", "per_action"}
   assert written["scenario_1"] == pytest.approx(100.0)
   assert set(written["per_action"]["ride_instr"]) == set(vcoco_ap.SCENARIOS)

@@ -11,7 +11,12 @@ configs/default.py). `dataset.train_fraction` keeps a fixed random subset
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import default
+import os
+
+from ki2hoi_jax.config_lib import files
+
+default = files.load_module(
+    os.path.join(os.path.dirname(__file__), "..", "default.py"))
 
 
 def get_config():

@@ -1,8 +1,8 @@
 r"""Table IV row (a): the baseline without CLIP knowledge.
 
 Paper Table IV adds the components one at a time. Split: unseen verbs
-(configs/uv.py; the import names the paper config the row modifies, change it
-for another split).
+(configs/uv.py; the `files.load_module` line names the paper config the row
+modifies, change it for another split).
 
 No CLIP anywhere the detector learns from: DETR's transformer encoder instead
 of the Ho-Pair Encoder, no V_sp cross-attention in the interaction decoder,
@@ -20,7 +20,12 @@ their AP, and mAP_unseen, are 0 by construction; compare mAP_seen.
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import uv
+import os
+
+from ki2hoi_jax.config_lib import files
+
+uv = files.load_module(
+    os.path.join(os.path.dirname(__file__), "..", "uv.py"))
 
 
 def get_config():

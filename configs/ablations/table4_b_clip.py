@@ -1,8 +1,8 @@
 r"""Table IV row (b): baseline + CLIP knowledge.
 
 Paper Table IV adds the components one at a time. Split: unseen verbs
-(configs/uv.py; the import names the paper config the row modifies, change it
-for another split).
+(configs/uv.py; the `files.load_module` line names the paper config the row
+modifies, change it for another split).
 
 Row (a) plus the CLIP parts: V_sp cross-attention in the interaction decoder,
 cosine classifiers against the CLIP text embeddings (object head
@@ -14,7 +14,12 @@ text-initialised) and L_re. Still DETR's encoder and no verb feature learning.
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import uv
+import os
+
+from ki2hoi_jax.config_lib import files
+
+uv = files.load_module(
+    os.path.join(os.path.dirname(__file__), "..", "uv.py"))
 
 
 def get_config():

@@ -1,8 +1,8 @@
 r"""Table IV row (c): + Ho-Pair Encoder.
 
 Paper Table IV adds the components one at a time. Split: unseen verbs
-(configs/uv.py; the import names the paper config the row modifies, change it
-for another split).
+(configs/uv.py; the `files.load_module` line names the paper config the row
+modifies, change it for another split).
 
 Row (b) with the Ho-Pair Encoder in place of DETR's encoder; no verb feature
 learning yet.
@@ -13,7 +13,12 @@ learning yet.
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import uv
+import os
+
+from ki2hoi_jax.config_lib import files
+
+uv = files.load_module(
+    os.path.join(os.path.dirname(__file__), "..", "uv.py"))
 
 
 def get_config():

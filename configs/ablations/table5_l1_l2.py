@@ -10,7 +10,12 @@ Split: unseen verbs (configs/uv.py).
       --config.dataset.root=/data/hico_20160224_det
 """
 
-from configs import uv
+import os
+
+from ki2hoi_jax.config_lib import files
+
+uv = files.load_module(
+    os.path.join(os.path.dirname(__file__), "..", "uv.py"))
 
 
 def get_config():

@@ -33,7 +33,6 @@ official MATLAB evaluation of HICO-DET; this python protocol is for monitoring
 and can differ slightly from them (GEN-VLKT issue #10, PPDM issue #5).
 """
 
-import argparse
 import contextlib
 import gc
 import logging
@@ -42,9 +41,11 @@ import time
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
+from absl import flags
 import numpy as np
 import orjson
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico_ap
 from ki2hoi_jax.evaluation import hico_inputs
@@ -319,35 +320,40 @@ def format_table(metrics: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog="python -m ki2hoi_jax.evaluation.hico",
-      description=("HICO-DET mAP (Default, Known-object and zero-shot "
-                   "settings) of a GEN-VLKT-format predictions file. "
-                   + _MATLAB_NOTE))
-  parser.add_argument("--annotations", required=True,
-                      help="test_hico.json (PPDM/GEN-VLKT format).")
-  parser.add_argument("--predictions", required=True,
-                      help="Predictions JSON: list of {file_name, predictions,"
-                      " hoi_prediction}.")
-  parser.add_argument("--zero_shot_split", default="",
-                      choices=("",) + ZERO_SHOT_CHOICES,
-                      help="Also report Full/Seen/Unseen for this split.")
-  parser.add_argument("--train_annotations", default="",
-                      help="trainval_hico.json: recompute the rare set (< 10 "
-                      "training pairs) from it instead of the packaged list.")
-  parser.add_argument("--output", default="",
-                      help="Write all metrics (incl. per-HOI AP) as JSON.")
-  parser.add_argument("--compat_averaging_bug", action="store_true",
-                      help="Reproduce the pre-2023 GEN-VLKT/HOICLIP averaging:"
-                      " classes without predictions drop out of the Rare/"
-                      "Non-rare (Unseen/Seen) means but count 0 in Full.")
-  return parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("annotations", None,
+                      "test_hico.json (PPDM/GEN-VLKT format).", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("predictions", None,
+                      "Predictions JSON: list of {file_name, predictions, "
+                      "hoi_prediction}.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_enum("zero_shot_split", "", ("",) + ZERO_SHOT_CHOICES,
+                    "Also report Full/Seen/Unseen for this split.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("train_annotations", "",
+                      "trainval_hico.json: recompute the rare set (< 10 "
+                      "training pairs) from it instead of the packaged list.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output", "",
+                      "Write all metrics (incl. per-HOI AP) as JSON.",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("compat_averaging_bug", False,
+                    "Reproduce the pre-2023 GEN-VLKT/HOICLIP averaging: "
+                    "classes without predictions drop out of the Rare/"
+                    "Non-rare (Unseen/Seen) means but count 0 in Full.",
+                    flag_values=flag_values)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """CLI entry point; returns the exit status."""
-  args = _parse_args(argv)
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status.
+
+  Raises:
+    hico_inputs.EvaluationInputError, OSError: a bad or missing input file
+      (`entry_point` prints them as one line).
+  """
+  args = cli.parse_flags(argv, define_flags, __doc__)
   t0, c0 = time.perf_counter(), time.process_time()
   gt_records = load_annotations(args.annotations)
   predictions = load_predictions(args.predictions)
@@ -375,9 +381,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0
 
 
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.evaluation.hico` and `ki2hoi-eval-hico`."""
+  cli.run(main, user_errors=(hico_inputs.EvaluationInputError, OSError))
+
+
 if __name__ == "__main__":
-  try:
-    sys.exit(main())
-  except (hico_inputs.EvaluationInputError, OSError) as e:  # The user's files.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  entry_point()

@@ -31,15 +31,15 @@ Command line:
       --predictions preds.json [--output metrics.json]
 """
 
-import argparse
 import json
 import math
 import re
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from absl import flags
 import numpy as np
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import vcoco_ap
 
@@ -192,29 +192,42 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  """Command-line entry point; returns the metrics dict."""
-  parser = argparse.ArgumentParser(
-      description="V-COCO role AP (scenario 1 and 2).")
-  parser.add_argument("--annotations", required=True,
-                      help="GEN-VLKT-style test_vcoco.json.")
-  parser.add_argument("--predictions", required=True,
-                      help="Predictions JSON (format in the module docstring).")
-  parser.add_argument("--output", default="",
-                      help="Where to write the metrics JSON.")
-  parser.add_argument("--iou_threshold", type=float, default=0.5)
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("annotations", None, "GEN-VLKT-style test_vcoco.json.",
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_string("predictions", None,
+                      "Predictions JSON (format in the module docstring).",
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_string("output", "", "Where to write the metrics JSON.",
+                      flag_values=flag_values)
+  flags.DEFINE_float("iou_threshold", 0.5,
+                     "IoU of a true positive (agent and role boxes).",
+                     flag_values=flag_values)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name): prints the role AP tables.
+
+  Returns:
+    The exit status, 0.
+  """
+  args = cli.parse_flags(argv, define_flags, __doc__)
   with open(args.annotations) as f:
     gt_records = json.load(f)
   result = vcoco_ap.role_ap(gt_records, load_predictions(args.predictions),
-                   args.iou_threshold)
+                            args.iou_threshold)
   print(format_table(result))
-  metrics = result.as_dict()
   if args.output:
     with open(args.output, "w") as f:
-      json.dump(_nan_to_none(metrics), f, indent=2)
-  return metrics
+      json.dump(_nan_to_none(result.as_dict()), f, indent=2)
+  return 0
+
+
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.evaluation.vcoco` and `ki2hoi-eval-vcoco`."""
+  cli.run(main, user_errors=(OSError, json.JSONDecodeError))
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  entry_point()
