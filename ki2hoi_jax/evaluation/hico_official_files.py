@@ -97,13 +97,10 @@ def _boxes(structs: Any, where: str) -> np.ndarray:
   return np.asarray(rows, np.float64).reshape(-1, 4)
 
 
-def _image_pairs(image: Any, where: str, num_hois: int
-                 ) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
-  """HOI index -> (human boxes, object boxes) of one image's visible HOIs.
-
-  A HOI id listed twice keeps its last entry, as the MATLAB code does.
-  """
-  out = {}
+def _checked_entries(image: Any, where: str, num_hois: int
+                     ) -> List[Tuple[int, np.ndarray, np.ndarray]]:
+  """`_visible_entries` with every field checked; errors name the field."""
+  out = []
   for j, hoi in enumerate(_elements(_field(image, "hoi", where))):
     w = f"{where}.hoi({j + 1})"
     if _number(_field(hoi, "invis", w), f"{w}.invis"):
@@ -119,8 +116,40 @@ def _image_pairs(image: Any, where: str, num_hois: int
                       conn[:, 1].max() >= len(objects)):
       raise OfficialFileError(f"{w}.connection: a row refers to a box that "
                               "is not in bboxhuman / bboxobject")
-    out[hoi_id - 1] = (humans[conn[:, 0]], objects[conn[:, 1]])
+    out.append((hoi_id - 1, humans[conn[:, 0]], objects[conn[:, 1]]))
   return out
+
+
+def _fast_boxes(structs: np.ndarray) -> np.ndarray:
+  return np.array([[b.x1.item(), b.y1.item(), b.x2.item(), b.y2.item()]
+                   for b in structs.ravel(order="F")],
+                  np.float64).reshape(-1, 4)
+
+
+def _visible_entries(image: Any, where: str, num_hois: int
+                     ) -> List[Tuple[int, np.ndarray, np.ndarray]]:
+  """(HOI index, human boxes, object boxes) of each visible `hoi` entry.
+
+  One row of boxes per `connection` row, entries in file order. A fast path
+  reads well-formed images; anything unexpected is re-read by the checked
+  path, whose error names the field.
+  """
+  try:
+    out = []
+    for hoi in image.hoi.ravel(order="F"):
+      if hoi.invis.item():
+        continue
+      h = int(hoi.id.item()) - 1
+      humans, objects = _fast_boxes(hoi.bboxhuman), _fast_boxes(hoi.bboxobject)
+      conn = hoi.connection.reshape(-1, 2).astype(np.int64) - 1
+      if not 0 <= h < num_hois or (conn.size and (
+          conn.min() < 0 or conn[:, 0].max() >= len(humans) or
+          conn[:, 1].max() >= len(objects))):
+        raise ValueError("out of range")
+      out.append((h, humans[conn[:, 0]], objects[conn[:, 1]]))
+    return out
+  except (AttributeError, ValueError, TypeError, IndexError):
+    return _checked_entries(image, where, num_hois)
 
 
 def _split(data: Mapping[str, Any], name: str, path: str) -> List[Any]:
@@ -142,17 +171,19 @@ def read_anno_bbox(path: str) -> OfficialGroundTruth:
   for i, rec in enumerate(_split(data, "bbox_test", path)):
     where = f"{path}: bbox_test({i + 1})"
     names.append(_text(_field(rec, "filename", where), f"{where}.filename"))
-    for h, (humans, objects) in sorted(_image_pairs(rec, where,
-                                                    num_hois).items()):
+    # A HOI listed twice keeps its last entry, as the MATLAB code does.
+    by_hoi = {h: (hb, ob) for h, hb, ob in _visible_entries(rec, where,
+                                                            num_hois)}
+    for h, (humans, objects) in sorted(by_hoi.items()):
       image += [i] * len(humans)
       hoi += [h] * len(humans)
       sub.append(humans)
       obj.append(objects)
   counts = np.zeros(num_hois, np.int64)
   for i, rec in enumerate(_split(data, "bbox_train", path)):
-    for h, (humans, _) in _image_pairs(rec, f"{path}: bbox_train({i + 1})",
-                                       num_hois).items():
-      counts[h] += len(humans)
+    for h, humans, _ in _visible_entries(rec, f"{path}: bbox_train({i + 1})",
+                                         num_hois):
+      counts[h] += len(humans)  # Every visible entry counts.
   image = np.asarray(image, np.int64)
   hoi = np.asarray(hoi, np.int64)
   present = np.zeros((len(names), metadata.hico().num_objects), bool)
