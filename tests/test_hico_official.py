@@ -334,3 +334,56 @@ def test_synthetic_writer_files_score_its_own_ground_truth(tmp_path):
   # Over all 600 classes, the classes without test GT count as AP 0.
   has_gt = np.array(out["per_hoi"]["num_gt"]) > 0
   assert out["default"]["full"] == pytest.approx(100.0 * has_gt.mean())
+
+
+def _synthetic_with_predictions(tmp_path):
+  """Synthetic data and a predictions JSON: every GT pair, jittered boxes."""
+  from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  synthetic.generate(str(tmp_path), num_train=12, num_test=8, seed=6,
+                     image_size=128)
+  ann = tmp_path / "annotations"
+  records = json.loads((ann / "test_hico.json").read_text())
+  rng = np.random.default_rng(0)
+  preds = []
+  for r in records:
+    boxes = [{"bbox": [float(v) for v in np.asarray(a["bbox"]) +
+                       rng.normal(0, 1.5, 4)],
+              "category_id": a["category_id"]} for a in r["annotations"]]
+    hois = [{"subject_id": p["subject_id"], "object_id": p["object_id"],
+             "category_id": p["category_id"], "score": float(rng.random())}
+            for p in r["hoi_annotation"]]
+    preds.append({"file_name": r["file_name"], "predictions": boxes,
+                  "hoi_prediction": hois})
+  path = tmp_path / "preds.json"
+  path.write_text(json.dumps(preds))
+  return ann, str(path)
+
+
+def test_cli_official_protocol_and_export(tmp_path, capsys):
+  from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  ann, preds = _synthetic_with_predictions(tmp_path)
+  out = str(tmp_path / "metrics.json")
+  assert hico.main(["hico", "--protocol", "official", "--anno_bbox",
+                    str(ann / "anno_bbox.mat"), "--anno", str(ann / "anno.mat"),
+                    "--predictions", preds, "--output", out,
+                    "--export_official", str(tmp_path / "dets")]) == 0
+  text = capsys.readouterr().out
+  assert "Official protocol" in text and "Known object" in text
+  metrics = json.loads(open(out).read())
+  assert metrics["protocol"] == "official"
+  truth = files.read_anno_bbox(str(ann / "anno_bbox.mat"))
+  det = files.read_exported_detections(str(tmp_path / "dets"))
+  again = hico_official.evaluate(truth, det)
+  np.testing.assert_allclose(np.array(again["per_hoi"]["ap"]),
+                             np.array(metrics["per_hoi"]["ap"]), atol=1e-9)
+  assert 0 < metrics["classes_with_gt"]["default"]["full"] < 100 + 1e-9
+
+
+def test_cli_official_needs_anno_bbox(tmp_path, capsys):
+  from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as e:
+    hico.main(["hico", "--protocol", "official", "--predictions", "p.json"])
+  assert e.value.code == 2
+  assert "--anno_bbox" in capsys.readouterr().err

@@ -1,10 +1,20 @@
-r"""HICO-DET mAP (python evaluator protocol of GEN-VLKT/HOICLIP), vectorised.
+r"""HICO-DET mAP: GEN-VLKT's python protocol, or the official one.
 
   python -m ki2hoi_jax.evaluation.hico \
       --annotations hico_20160224_det/annotations/test_hico.json \
       --predictions preds.json [--zero_shot_split rf_uc|nf_uc|uc|uo|uv] \
       [--train_annotations trainval_hico.json] [--output metrics.json] \
       [--compat_averaging_bug]
+  python -m ki2hoi_jax.evaluation.hico --protocol official \
+      --anno_bbox anno_bbox.mat [--anno anno.mat] --predictions preds.json \
+      [--zero_shot_split ...] [--output metrics.json] [--export_official DIR]
+
+`--protocol official` scores the same predictions JSON by the rules of
+HICO-DET's MATLAB evaluation and GEN-VLKT's converter, the protocol of the
+published numbers (`hico_official`, docs/datasets.md section 8), with
+Default and (given anno.mat) Known-Object Full / Rare / Non-rare.
+`--export_official DIR` writes the converter's `detections_XX.mat` files,
+so the MATLAB code can score exactly what was scored here.
 
 This module owns the entry point `evaluate` (on test records and prediction
 entries, or on the arrays of `hico_ap`), the means, the rare split, reading
@@ -49,6 +59,8 @@ from ki2hoi_jax import cli
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico_ap
 from ki2hoi_jax.evaluation import hico_inputs
+from ki2hoi_jax.evaluation import hico_official
+from ki2hoi_jax.evaluation import hico_official_files
 
 RARE_MAX_COUNT = 10  # Rare: fewer than this many training instances.
 PERSON_COCO_ID = 1
@@ -56,10 +68,9 @@ ZERO_SHOT_CHOICES = tuple(metadata.ZERO_SHOT_SPLITS) + (
     "uc0", "uc1", "uc2", "uc3", "uc4")
 
 _MATLAB_NOTE = (
-    "Published HICO-DET numbers (GEN-VLKT, HOICLIP, KI2HOI papers and READMEs)"
-    " come from the official MATLAB evaluation; this python protocol "
-    "(GEN-VLKT's evaluator, after its 2023 averaging fix) is for monitoring "
-    "and can differ slightly from them.")
+    "Python protocol (GEN-VLKT's evaluator, after its 2023 averaging fix). "
+    "Published HICO-DET numbers (GEN-VLKT, HOICLIP, KI2HOI) come from the "
+    "official MATLAB evaluation: --protocol official.")
 
 
 
@@ -322,8 +333,23 @@ def format_table(metrics: Mapping[str, Any]) -> str:
 
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The command line's flags (`ki2hoi_jax.cli`)."""
-  flags.DEFINE_string("annotations", None,
-                      "test_hico.json (PPDM/GEN-VLKT format).", required=True,
+  flags.DEFINE_enum("protocol", "python", ("python", "official"),
+                    "'python': GEN-VLKT's python evaluator on --annotations; "
+                    "'official': HICO-DET's MATLAB protocol on --anno_bbox "
+                    "(and --anno for Known-Object), as the papers report.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("annotations", "",
+                      "test_hico.json (PPDM/GEN-VLKT format); needed by "
+                      "--protocol python.", flag_values=flag_values)
+  flags.DEFINE_string("anno_bbox", "",
+                      "HICO-DET's anno_bbox.mat; needed by --protocol "
+                      "official.", flag_values=flag_values)
+  flags.DEFINE_string("anno", "",
+                      "HICO-DET's anno.mat (image-level labels): adds the "
+                      "official Known-Object setting.", flag_values=flag_values)
+  flags.DEFINE_string("export_official", "",
+                      "Also write detections_01..80.mat (GEN-VLKT's converter "
+                      "layout) here, to score them with the MATLAB code.",
                       flag_values=flag_values)
   flags.DEFINE_string("predictions", None,
                       "Predictions JSON: list of {file_name, predictions, "
@@ -339,6 +365,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_string("output", "",
                       "Write all metrics (incl. per-HOI AP) as JSON.",
                       flag_values=flag_values)
+  flags.register_multi_flags_validator(
+      ["protocol", "annotations", "anno_bbox"],
+      lambda f: bool(f["anno_bbox"] if f["protocol"] == "official"
+                     else f["annotations"]),
+      "--protocol python needs --annotations; --protocol official needs "
+      "--anno_bbox", flag_values=flag_values)
   flags.DEFINE_bool("compat_averaging_bug", False,
                     "Reproduce the pre-2023 GEN-VLKT/HOICLIP averaging: "
                     "classes without predictions drop out of the Rare/"
@@ -354,6 +386,14 @@ def main(argv: Sequence[str]) -> int:
       (`entry_point` prints them as one line).
   """
   args = cli.parse_flags(argv, define_flags, __doc__)
+  if args.protocol == "official" or args.export_official:
+    truth, det = _official_inputs(args)
+    if args.export_official:
+      paths = hico_official_files.export_detections(args.export_official, det)
+      print(f"{len(paths)} detections_XX.mat files written to "
+            f"{args.export_official}")
+    if args.protocol == "official":
+      return _report_official(args, truth, det)
   t0, c0 = time.perf_counter(), time.process_time()
   gt_records = load_annotations(args.annotations)
   predictions = load_predictions(args.predictions)
@@ -381,9 +421,51 @@ def main(argv: Sequence[str]) -> int:
   return 0
 
 
+def _official_inputs(args: flags.FlagValues
+                     ) -> Tuple[Optional[hico_official_files.OfficialGroundTruth],
+                                hico_ap.Detections]:
+  """anno_bbox.mat (if given) and the predictions in its image order.
+
+  Without --anno_bbox (an export under --protocol python), image ids follow
+  the order of the test JSON.
+  """
+  truth = None
+  if args.anno_bbox:
+    truth = hico_official_files.read_anno_bbox(args.anno_bbox)
+    file_names = truth.gt.file_names
+  else:
+    file_names = tuple(r["file_name"]
+                       for r in load_annotations(args.annotations))
+  with _gc_paused():
+    det = hico_inputs.flatten_predictions(load_predictions(args.predictions),
+                                          file_names, args.predictions)
+  return truth, det
+
+
+def _report_official(args: flags.FlagValues,
+                     truth: hico_official_files.OfficialGroundTruth,
+                     det: hico_ap.Detections) -> int:
+  """Evaluates by the official protocol, prints and writes the metrics."""
+  t0 = time.perf_counter()
+  labels = (hico_official_files.read_image_labels(args.anno,
+                                                  truth.gt.file_names)
+            if args.anno else None)
+  metrics = hico_official.evaluate(truth, det, labels,
+                                   zero_shot_split=args.zero_shot_split or None)
+  print(hico_official.format_table(metrics))
+  if args.output:
+    with open(args.output, "wb") as f:
+      f.write(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
+    print(f"metrics written to {args.output}")
+  print(f"(official evaluation {time.perf_counter() - t0:.2f} s wall)",
+        file=sys.stderr)
+  return 0
+
+
 def entry_point() -> None:
   """`python -m ki2hoi_jax.evaluation.hico` and `ki2hoi-eval-hico`."""
-  cli.run(main, user_errors=(hico_inputs.EvaluationInputError, OSError))
+  cli.run(main, user_errors=(hico_inputs.EvaluationInputError,
+                             hico_official_files.OfficialFileError, OSError))
 
 
 if __name__ == "__main__":

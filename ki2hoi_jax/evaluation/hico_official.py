@@ -170,3 +170,44 @@ def evaluate(truth: files.OfficialGroundTruth, det: hico_ap.Detections,
   if zero_shot_split:
     out["zero_shot_split"] = zero_shot_split
   return out
+
+
+NOTE = ("Official protocol (HICO-DET's MATLAB evaluation, converter included; "
+        "docs/datasets.md section 8): the protocol of the published numbers.")
+
+
+def format_table(metrics: Dict[str, Any]) -> str:
+  """A readable table of the means in `metrics` (percent)."""
+  def f(v):
+    return "   n/a" if v is None else f"{v:6.2f}"
+  settings = [(k, n) for k, n in (("default", "Default"),
+                                  ("known_object", "Known object"))
+              if k in metrics]
+  zero_shot = metrics.get("zero_shot_split")
+  head = (f"{'Full':>6}  {'Rare':>6}  {'Non-rare':>8}" +
+          (f"  {'Seen':>6}  {'Unseen':>6}" if zero_shot else ""))
+  lines = []
+  scopes = [("over the 600 classes", metrics)]
+  c = metrics["counts"]
+  if c["classes_with_gt"] < len(metrics["per_hoi"]["ap"]):
+    scopes.append((f"over the {c['classes_with_gt']} classes with test GT",
+                   metrics["classes_with_gt"]))
+  for scope, means in scopes:
+    lines.append(f"HICO-DET mAP (%), {scope}")
+    lines.append(f"{'':<20}  {head}")
+    for key, name in settings:
+      m = means[key]
+      row = f"{name:<20}  {f(m['full'])}  {f(m['rare'])}    {f(m['non_rare'])}"
+      if zero_shot:
+        row += f"  {f(m['seen'])}  {f(m['unseen'])}"
+      lines.append(row)
+  lines.append(
+      f"{c['images']} images, {c['gt_pairs']} GT pairs in "
+      f"{c['classes_with_gt']} classes ({c['rare_classes']} rare), "
+      f"{c['detections']} detections ({c['detections_after_cap']} after the "
+      f"converter's cap), {c['true_positives']} TP"
+      + (f"; zero-shot split {zero_shot}" if zero_shot else ""))
+  if "known_object" not in metrics:
+    lines.append("Known object: needs anno.mat (--anno).")
+  lines.append("NOTE: " + NOTE)
+  return "\n".join(lines)
