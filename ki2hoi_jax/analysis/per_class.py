@@ -144,7 +144,7 @@ class PRCurve:
 
   @property
   def ap(self) -> float:
-    """11-point interpolated AP (%), as `hico_ap.class_average_precision`."""
+    """11-point interpolated AP (%), as `hico_ap.ap_class_sorted`."""
     total = 0.0
     for t in hico_ap.RECALL_THRESHOLDS:
       reached = self.recall >= t

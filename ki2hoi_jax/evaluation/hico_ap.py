@@ -165,32 +165,22 @@ def match_detections(gt: GroundTruth, det: Detections,
   return tp
 
 
-def class_average_precision(hoi: np.ndarray, score: np.ndarray,
-                            tp: np.ndarray, num_gt: np.ndarray
-                            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ap_class_sorted(cls: np.ndarray, tp: np.ndarray, num_gt: np.ndarray,
+                    recall_thresholds: np.ndarray = RECALL_THRESHOLDS
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """11-point interpolated AP and maximum recall of every class.
 
   Args:
-    hoi: [N] class of each detection; every class must have num_gt > 0.
-    score: [N] scores (ties keep this order).
-    tp: [N] bool true-positive flags.
+    cls: [N] class of each detection, sorted by class, then by rank
+      (`class_major_order`); every class must have num_gt > 0.
+    tp: [N] bool true-positive flags, in the same order.
     num_gt: [C] number of GT pairs of each class.
+    recall_thresholds: the 11 recall points of the AP (the python
+      protocol's by default; `hico_official` passes MATLAB's).
 
   Returns:
     ap [C] (0 for classes without detections), max_recall [C] and
     num_detections [C].
-  """
-  order = class_major_order(hoi, descending_order(score), num_gt.shape[0])
-  return ap_class_sorted(hoi[order], tp[order], num_gt)
-
-
-def ap_class_sorted(cls: np.ndarray, tp: np.ndarray, num_gt: np.ndarray,
-                    recall_thresholds: np.ndarray = RECALL_THRESHOLDS
-                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """`class_average_precision` of detections sorted by (class, rank).
-
-  `recall_thresholds` are the 11 recall points of the AP (the python
-  protocol's by default; `hico_official` passes MATLAB's).
 
   Only the true positives are visited: within the suffix of a class's
   ranking where recall >= t, every false positive has at most the precision
