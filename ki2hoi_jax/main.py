@@ -9,13 +9,15 @@ a checkpoint), 'eval' (evaluates the best or latest checkpoint of the workdir),
 then eval, then predict; what configs/demo.py does). Any config leaf can be
 overridden with --config.<path>=<value>; a misspelled path is an error.
 
-One run per workdir: train, eval and all hold `<workdir>/.lock`
-(`checkpoints.workdir_lock`) for the whole run, and a second run in the same
+Start-up happens once per run, in `train.startup.started`: the config is
+validated, and checked against the one saved in the workdir (another model in
+a workdir with checkpoints stops with one line naming the field), distributed
+JAX is initialised, and train, eval and all hold `<workdir>/.lock`
+(`checkpoints.workdir_lock`) for the whole run: a second run in the same
 workdir stops at once with an error naming the first (PID, host, start time).
 Predict only reads checkpoints and writes `predictions/`, so it takes no lock.
 """
 
-import contextlib
 import logging as std_logging
 import os
 import sys
@@ -46,51 +48,19 @@ class _QuietLibraries(std_logging.Filter):
     return not any(p in record.pathname for p in self._PATHS)
 
 
-def _format_metrics(config, metrics) -> str:
-  if config.dataset.name == "vcoco":
-    from ki2hoi_jax.evaluation import vcoco  # pylint: disable=g-import-not-at-top
-    return vcoco.format_metrics(metrics)
-  from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
-  return hico.format_table(metrics)
-
-
-def _headline(config, metrics) -> str:
-  """One line of the main numbers ('n/a' where a mean is undefined)."""
-  def num(v):
-    return "n/a" if v is None else f"{float(v):.2f}"
-  if metrics is None:
-    return "n/a"
-  if config.dataset.name == "vcoco":
-    return (f"role AP S1 {num(metrics['scenario_1'])}, "
-            f"S2 {num(metrics['scenario_2'])}")
-  text = f"full mAP {num(metrics['default']['full'])}"
-  if "zero_shot" in metrics:
-    z = metrics["zero_shot"]
-    text += f" (seen {num(z['seen'])}, unseen {num(z['unseen'])})"
-  return text
-
-
 def run(config, workdir: str) -> None:
-  """Runs `config.mode` in `workdir` (importable for tests and notebooks).
+  """Starts a run (`startup.started`) and runs `config.mode` in `workdir`.
 
   Modes other than 'predict' hold the workdir lock for the whole run.
 
   Raises:
+    ConfigError: a bad config value, or a config that contradicts the
+      workdir's saved one.
     WorkdirLockedError: another run holds `workdir`.
   """
   # Imported here so that `--help` stays fast.
-  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
-  validation.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  startup.enable_compilation_cache(config, workdir)  # Every mode, predict too.
-  lock = contextlib.nullcontext()
-  if config.mode != "predict":
-    from ki2hoi_jax.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
-    from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
-    trainer.maybe_initialize_distributed(config)  # The lock is process 0's.
-    lock = workdir_lock.hold(workdir, config.mode)
-  with lock:
+  with startup.started(config, workdir):
     if config.mode != "predict":
       # A wrong dataset.root is reported now, not after minutes of CLIP
       # pretraining.
@@ -104,12 +74,15 @@ def run(config, workdir: str) -> None:
 def _run_modes(config, workdir: str) -> None:
   modes = ("train", "eval", "predict") if config.mode == "all" else (
       config.mode,)
+  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import eval_hook
+  from ki2hoi_jax.train import trainer
+  # pylint: enable=g-import-not-at-top
   summary = [f"Workdir: {os.path.abspath(workdir)}"]
   trained = None
   for mode in modes:
     logging.info("=== mode: %s (workdir %s)", mode, workdir)
     if mode == "train":
-      from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
       trained = trainer.train_and_evaluate(config, workdir)
       summary.append(f"  checkpoints:  {workdir}/checkpoints, "
                      f"{workdir}/checkpoints_best (step {trained['step']})")
@@ -117,19 +90,18 @@ def _run_modes(config, workdir: str) -> None:
       summary.append(f"  evaluation:   {workdir}/eval/step_{trained['step']}"
                      "/{predictions,metrics}.json")
       if trained.get("eval_untrained") is not None:
-        summary.append("  untrained model: "
-                       + _headline(config, trained["eval_untrained"]))
-      summary.append("  trained model:   " + _headline(config,
-                                                       trained["eval"]))
+        summary.append("  untrained model: " + eval_hook.headline(
+            config, trained["eval_untrained"]))
+      summary.append("  trained model:   " + eval_hook.headline(
+          config, trained["eval"]))
     elif mode == "eval":
       if trained is not None and trained["eval"] is not None:
         # `all`: the train mode has just evaluated its final checkpoint.
         print(f"Evaluation at step {trained['step']}:\n"
-              f"{_format_metrics(config, trained['eval'])}")
+              f"{eval_hook.metrics_table(config, trained['eval'])}")
         continue
-      from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
       metrics = trainer.evaluate(config, workdir)
-      summary.append("  evaluation: " + _headline(config, metrics))
+      summary.append("  evaluation: " + eval_hook.headline(config, metrics))
     elif mode == "predict":
       from ki2hoi_jax.inference import predict  # pylint: disable=g-import-not-at-top
       result = predict.predict_from_config(config, workdir)
@@ -148,15 +120,8 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   input_pipeline.hide_accelerators_from_tensorflow()
-  import jax  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
-  if config.distributed:
-    from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
-    trainer.maybe_initialize_distributed(config)
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
   try:
-    run(config, _WORKDIR.value)
+    run(_CONFIG.value, _WORKDIR.value)
   except Exception as e:  # pylint: disable=broad-except
     if isinstance(e, _user_errors()):
       logging.error("%s", e)

@@ -1,8 +1,9 @@
 """Tests of the training loop (train/trainer.py), checkpoints and the writer.
 
-The end-to-end tests run `train_and_evaluate` in subprocesses (2 fake CPU
-devices each, XLA optimisations off to cut compile time) on a tiny variant of
-configs/demo.py with the synthetic dataset generated in the workdir:
+The end-to-end tests run `train_and_evaluate` in subprocesses, started as
+every run is (`startup.started`), with 2 fake CPU devices each and XLA
+optimisations off to cut compile time, on a tiny variant of configs/demo.py
+with the synthetic dataset generated in the workdir:
 
 * a run killed with SIGKILL after a checkpoint and restarted in the same
   workdir logs exactly the losses of an uninterrupted run, ends with the same
@@ -28,25 +29,23 @@ import ml_collections
 import numpy as np
 import pytest
 
+import demo_utils  # tests/ is on sys.path (pytest rootdir conftest).
 from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
+from ki2hoi_jax.train import eval_hook
 from ki2hoi_jax.train import metrics_writer
+from ki2hoi_jax.train import run_setup
 from ki2hoi_jax.train import trainer
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Tiny variant of configs/demo.py for the subprocess runs.
+# The tiny model of configs/demo.py, run small, for the subprocess runs.
 _TINY = {
     "dataset.synthetic_num_train": 16,
     "dataset.synthetic_num_test": 4,
     "batch_size": 4,
     "eval_batch_size": 4,
-    "model.instance_decoder_layers": 1,
-    "model.interaction_decoder_layers": 1,
-    "model.clip.vision_layers": 1,
-    "model.clip.text_layers": 1,
-    "model.num_queries": 4,
-    "dataset.max_pairs": 4,
+    **demo_utils.TINY_MODEL,
     "log_every_steps": 1,
     "progress_bar": False,
     "inference.clip_pair_fusion": 0.0,  # Random CLIP (demo_utils).
@@ -57,6 +56,7 @@ _SCRIPT = textwrap.dedent("""
     from absl import logging
     logging.set_verbosity(logging.INFO)
     from configs import demo
+    from ki2hoi_jax.train import startup
     from ki2hoi_jax.train import trainer
     config = demo.get_config()
     for key, value in json.loads(sys.argv[2]).items():
@@ -66,11 +66,13 @@ _SCRIPT = textwrap.dedent("""
         node = node[p]
       node[leaf] = tuple(value) if isinstance(value, list) else value
     if len(sys.argv) > 3 and sys.argv[3] == "eval":
-      metrics = trainer.evaluate(config, sys.argv[1])
+      with startup.started(config, sys.argv[1]):
+        metrics = trainer.evaluate(config, sys.argv[1])
       print("RESULT " + json.dumps({"summary": metrics["summary"],
                                     "step": metrics["step"]}), flush=True)
       sys.exit(0)
-    result = trainer.train_and_evaluate(config, sys.argv[1])
+    with startup.started(config, sys.argv[1]):
+      result = trainer.train_and_evaluate(config, sys.argv[1])
     summary = (result["eval"] or {}).get("summary")
     print("RESULT " + json.dumps({"step": result["step"],
                                   "checksum": result["params_checksum"],
@@ -178,18 +180,24 @@ def test_metrics_writer_writes_tensorboard_and_jsonl(tmp_path):
   assert not os.path.exists(tmp_path / "other")
 
 
-def test_summarize_eval_and_checksum():
+def test_summarize_eval_headline_and_checksum():
   config = base.get_config()
   config.dataset.zero_shot_split = "uv"
   m = {"default": {"full": 20.0, "rare": None, "non_rare": 21.0},
        "zero_shot": {"full": 20.0, "seen": 22.0, "unseen": 11.0}}
-  s = trainer.summarize_eval(config, m)
+  s = eval_hook.summarize_eval(config, m)
   assert s["eval/mAP"] == 20.0 and s["eval/mAP_unseen"] == 11.0
   assert math.isnan(s["eval/mAP_rare"])
+  assert eval_hook.headline(config, m) == (
+      "full mAP 20.00 (seen 22.00, unseen 11.00)")
+  assert eval_hook.headline(config, None) == "n/a"
+  config.dataset.name = "vcoco"
+  assert eval_hook.headline(config, {"scenario_1": 31.5, "scenario_2": None}
+                            ) == "role AP S1 31.50, S2 n/a"
   a = {"x": {"w": np.zeros(2, np.float32)}}
   b = {"x": {"w": np.array([0.0, 1e-30], np.float32)}}
-  assert trainer.params_checksum(a) != trainer.params_checksum(b)
-  assert trainer.params_checksum(a) == trainer.params_checksum(
+  assert run_setup.params_checksum(a) != run_setup.params_checksum(b)
+  assert run_setup.params_checksum(a) == run_setup.params_checksum(
       {"x": {"w": np.zeros(2, np.float32)}})
 
 

@@ -1,9 +1,14 @@
-"""Faults around a workdir: a second run, a failed save, a corrupt checkpoint.
+"""Faults around a workdir: a second run, another model, a failed save, a
+corrupt checkpoint.
 
 * `checkpoints.workdir_lock`: a second process cannot take a workdir that a
   live process holds (the message names the holder's PID), a holder killed
-  with SIGKILL leaves nothing that blocks, the lock is re-entrant, and the
-  train / eval entry points take it before they write anything;
+  with SIGKILL leaves nothing that blocks, a second hold in the holding
+  process is refused too, and the start-up of every run
+  (`startup.started`, `main.run`) takes it before anything is written;
+* a config whose model contradicts `<workdir>/config.json` of a workdir with
+  checkpoints stops every mode with one ConfigError line naming the field
+  (`main` exits 2 with it, no traceback); evaluation-time choices may differ;
 * `Checkpointer.save`: a save that fails (a full disk) raises one
   `CheckpointSaveError` naming the step folder and the cause, and the earlier
   checkpoints still restore;
@@ -92,34 +97,115 @@ def test_second_process_is_refused_and_a_killed_holder_blocks_nothing(
   assert (work / ".lock").read_text() == ""
 
 
-def test_lock_is_reentrant_within_a_process(tmp_path):
+def test_a_second_hold_in_the_holding_process_is_refused(tmp_path):
   with workdir_lock.hold(str(tmp_path), "all"):
-    with workdir_lock.hold(str(tmp_path / "." / ""), "train"):  # Same dir.
-      assert _is_locked(tmp_path)
-    assert _is_locked(tmp_path)  # The outer hold still has it.
+    with pytest.raises(workdir_lock.WorkdirLockedError,
+                       match=f"PID {os.getpid()} .*\\(all: "):
+      with workdir_lock.hold(str(tmp_path / "." / ""), "train"):  # Same dir.
+        pass
+    assert _is_locked(tmp_path)  # The first hold still has it.
   assert not _is_locked(tmp_path)
 
 
-def test_train_eval_and_main_stop_before_writing_a_held_workdir(
+def _enter(context):
+  with context:
+    pass
+
+
+def test_startup_and_main_stop_before_writing_a_held_workdir(
     holder, monkeypatch):
   from ki2hoi_jax import main  # pylint: disable=g-import-not-at-top
-  from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
 
   def too_far(*unused_args, **unused_kwargs):
     raise AssertionError("got past the lock")
 
-  # What the runs do first after the lock: they fail fast if it is missing.
-  monkeypatch.setattr(trainer, "prepare_data", too_far)
-  monkeypatch.setattr(checkpoint_manager, "write_config", too_far)
-  config = demo.get_config()
+  # What start-up does after the lock: it fails fast if the lock is missing.
+  monkeypatch.setattr(startup, "check_workdir_config", too_far)
+  monkeypatch.setattr(startup, "enable_compilation_cache", too_far)
   before = sorted(os.listdir(holder.work))
-  for call in (lambda: trainer.train_and_evaluate(config, str(holder.work)),
-               lambda: trainer.evaluate(config, str(holder.work)),
-               lambda: main.run(config, str(holder.work))):  # mode 'all'
-    with pytest.raises(workdir_lock.WorkdirLockedError,
-                       match=f"PID {holder.pid} "):
-      call()
+  for mode in ("train", "eval", "all"):
+    config = demo.get_config()
+    config.mode = mode
+    for call in (lambda: _enter(startup.started(config, str(holder.work))),
+                 lambda: main.run(config, str(holder.work))):
+      with pytest.raises(workdir_lock.WorkdirLockedError,
+                         match=f"PID {holder.pid} "):
+        call()
   assert sorted(os.listdir(holder.work)) == before == [".lock"]
+
+
+def _trained_workdir(workdir):
+  """A workdir as training leaves it: config.json and a checkpoint."""
+  config = demo.get_config()
+  checkpoint_manager.write_config(str(workdir), config)
+  ckpt = checkpoint_manager.Checkpointer(str(workdir), keep=1)
+  assert ckpt.save(1, _state(1), config)
+  ckpt.close()
+  return config
+
+
+_OTHER_MODEL = ("model.d_model is 64 in {}/config.json, 32 given (the "
+                "checkpoints beside it hold that model: give the saved value, "
+                "or another workdir for another model)")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval", "predict", "all"])
+def test_another_model_in_a_trained_workdir_stops_every_mode(tmp_path, mode):
+  from ki2hoi_jax import main  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+  saved = _trained_workdir(tmp_path)
+  before = sorted(os.listdir(tmp_path))
+  config = saved.copy_and_resolve_references()
+  config.mode = mode
+  config.model.d_model = 32
+  with pytest.raises(validation.ConfigError) as info:
+    main.run(config, str(tmp_path))
+  assert str(info.value) == _OTHER_MODEL.format(tmp_path)
+  after = sorted(os.listdir(tmp_path))
+  if mode != "predict":  # It took the lock, and gave it back.
+    after.remove(".lock")
+    assert (tmp_path / ".lock").read_text() == ""
+  assert after == before
+  assert not _is_locked(tmp_path)
+
+
+def test_saved_config_check_names_every_field_and_allows_eval_choices(
+    tmp_path):
+  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
+  saved = _trained_workdir(tmp_path / "trained")
+  config = saved.copy_and_resolve_references()
+  config.model.verb_queries = "all_classes"  # How to evaluate: may differ.
+  config.model.frozen_dtype = "bfloat16"
+  config.dataset.eval_short_side = 160
+  config.optimizer.learning_rate = 1e-3
+  startup.check_workdir_config(config, str(tmp_path / "trained"))
+  config.dataset.zero_shot_split = "rf_uc"
+  config.model.clip.text_layers = 3
+  with pytest.raises(validation.ConfigError) as info:
+    startup.check_workdir_config(config, str(tmp_path / "trained"))
+  assert str(info.value).startswith(
+      f"dataset.zero_shot_split is 'uv' in {tmp_path}/trained/config.json, "
+      "'rf_uc' given; model.clip.text_layers is 2 there, 3 given (")
+  # Without a checkpoint the workdir takes any config (training restarts).
+  checkpoint_manager.write_config(str(tmp_path / "fresh"), saved)
+  startup.check_workdir_config(config, str(tmp_path / "fresh"))
+
+
+def test_main_reports_another_model_in_one_line(tmp_path):
+  _trained_workdir(tmp_path)
+  env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep +
+             os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "ki2hoi_jax.main", "--config=configs/demo.py",
+       f"--workdir={tmp_path}", "--config.mode=eval",
+       "--config.model.d_model=32"], cwd=_REPO, env=env, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert lines == ["error: " + _OTHER_MODEL.format(tmp_path)], proc.stderr
 
 
 def _state(v):
