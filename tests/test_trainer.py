@@ -24,8 +24,6 @@ import sys
 import textwrap
 import time
 
-import jax
-import ml_collections
 import numpy as np
 import pytest
 

@@ -34,7 +34,9 @@ from ki2hoi_jax.config_lib import base
 from configs import demo
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.checkpoints import workdir_lock
+from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.train import metrics_writer
+from ki2hoi_jax.train import startup
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,7 +117,6 @@ def _enter(context):
 def test_startup_and_main_stop_before_writing_a_held_workdir(
     holder, monkeypatch):
   from ki2hoi_jax import main  # pylint: disable=g-import-not-at-top
-  from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
 
   def too_far(*unused_args, **unused_kwargs):
     raise AssertionError("got past the lock")
@@ -153,7 +154,6 @@ _OTHER_MODEL = ("model.d_model is 64 in {}/config.json, 32 given (the "
 @pytest.mark.parametrize("mode", ["train", "eval", "predict", "all"])
 def test_another_model_in_a_trained_workdir_stops_every_mode(tmp_path, mode):
   from ki2hoi_jax import main  # pylint: disable=g-import-not-at-top
-  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
   saved = _trained_workdir(tmp_path)
   before = sorted(os.listdir(tmp_path))
   config = saved.copy_and_resolve_references()
@@ -172,8 +172,6 @@ def test_another_model_in_a_trained_workdir_stops_every_mode(tmp_path, mode):
 
 def test_saved_config_check_names_every_field_and_allows_eval_choices(
     tmp_path):
-  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
-  from ki2hoi_jax.train import startup  # pylint: disable=g-import-not-at-top
   saved = _trained_workdir(tmp_path / "trained")
   config = saved.copy_and_resolve_references()
   config.model.verb_queries = "all_classes"  # How to evaluate: may differ.

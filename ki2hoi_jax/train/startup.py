@@ -16,8 +16,8 @@
   5. JAX's persistent compilation cache in the workdir
      (`enable_compilation_cache`).
 
-  A run that stops in 1-4 has changed nothing in the process or the workdir
-  (but for creating the workdir).
+  A run refused in 3 or 4 leaves the workdir as it was (but for an empty
+  `.lock`) and JAX's compilation cache settings as they were.
 * `enable_compilation_cache(config, workdir)`: JAX's persistent compilation
   cache in `<workdir>/jax_cache` (`config.compilation_cache`), so that a
   resumed run, `--config.mode=eval` after training, or a second run in the
@@ -98,8 +98,6 @@ def maybe_initialize_distributed(config) -> None:
   if config.process_id >= 0:
     kwargs["process_id"] = int(config.process_id)
   jax.distributed.initialize(**kwargs)
-  logging.info("Process %d of %d, %d local devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count())
 
 
 def check_workdir_config(config, workdir: str) -> None:
