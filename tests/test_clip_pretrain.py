@@ -12,6 +12,7 @@ import pytest
 import demo_utils  # tests/ is on sys.path (pytest rootdir conftest).
 from configs import demo
 from ki2hoi_jax.checkpoints import manager as checkpoint_manager
+from ki2hoi_jax.clip import corpus as corpus_lib
 from ki2hoi_jax.clip import pretrain
 from ki2hoi_jax.clip import text_embeddings
 from ki2hoi_jax.data import metadata
@@ -21,53 +22,53 @@ from ki2hoi_jax.weights import pretrained
 
 
 def test_corpus_is_deterministic_and_disjoint_from_the_dataset_seeds():
-  a = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 6, 128, 32)
-  b = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 6, 128, 32)
+  a = corpus_lib.web_corpus(0, corpus_lib.WEB_SPLIT, 6, 128, 32)
+  b = corpus_lib.web_corpus(0, corpus_lib.WEB_SPLIT, 6, 128, 32)
   np.testing.assert_array_equal(a.images, b.images)
   assert a.captions == b.captions
   # The HICO-format writer draws image i of split k from [seed, k, i]
   # (k = 0 train, 1 test): the corpus and held-out split ids differ.
-  assert {pretrain.WEB_SPLIT, pretrain.HELD_OUT_SPLIT}.isdisjoint({0, 1})
+  assert {corpus_lib.WEB_SPLIT, corpus_lib.HELD_OUT_SPLIT}.isdisjoint({0, 1})
   assert a.images.shape[1:] == (32, 32, 3) and a.images.dtype == np.uint8
   assert a.targets.shape == (len(a.images), len(a.captions))
   assert a.targets.any(1).all()  # Every image has a caption.
   # Pair crops carry HOI and verb prompts, object crops the object prompt.
   for n in np.flatnonzero(a.kinds == "object"):
     caps = [a.captions[j] for j in np.flatnonzero(a.targets[n])]
-    assert caps == [metadata.object_prompt(pretrain.renderer_objects()[
+    assert caps == [metadata.object_prompt(corpus_lib.renderer_objects()[
         a.obj[n]])]
   n = int(np.flatnonzero(a.kinds == "pair")[0])
-  verb, obj = pretrain.renderer_hois()[a.hoi[n]]
+  verb, obj = corpus_lib.renderer_hois()[a.hoi[n]]
   caps = {a.captions[j] for j in np.flatnonzero(a.targets[n])}
   assert {metadata.hoi_prompt(verb, obj), metadata.verb_prompt(verb)} <= caps
 
 
 def test_corpus_captions_in_the_prompt_style():
   """The CLIP is captioned in the style of the detector it serves."""
-  gerund = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 4, 128, 16)
-  bare = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 4, 128, 16,
-                             prompt_style="bare")
+  gerund = corpus_lib.web_corpus(0, corpus_lib.WEB_SPLIT, 4, 128, 16)
+  bare = corpus_lib.web_corpus(0, corpus_lib.WEB_SPLIT, 4, 128, 16,
+                               prompt_style="bare")
   np.testing.assert_array_equal(gerund.images, bare.images)
   assert len(gerund.captions) == len(bare.captions)
   n = int(np.flatnonzero(bare.kinds == "pair")[0])
-  verb, obj = pretrain.renderer_hois()[bare.hoi[n]]
+  verb, obj = corpus_lib.renderer_hois()[bare.hoi[n]]
   caps = {bare.captions[j] for j in np.flatnonzero(bare.targets[n])}
   assert {metadata.hoi_prompt(verb, obj, "bare"),
           metadata.verb_prompt(verb, "bare")} <= caps
   assert metadata.hoi_prompt(verb, obj) not in caps
-  assert pretrain.pair_captions(["ride"], "horse") == [
+  assert corpus_lib.pair_captions(["ride"], "horse") == [
       "a photo of a person riding a horse",
       "a photo of a person riding something"]
 
 
 def test_corpus_covers_unseen_hois_of_every_split():
-  corpus = pretrain.web_corpus(0, pretrain.WEB_SPLIT, 400, 128, 16)
+  corpus = corpus_lib.web_corpus(0, corpus_lib.WEB_SPLIT, 400, 128, 16)
   hico = metadata.hico()
   captions = set(corpus.captions)
   for split in metadata.ZERO_SHOT_SPLITS:
     unseen = {(hico.verbs[hico.hois[h][0]], hico.objects[hico.hois[h][1]])
               for h in hico.unseen_hois(split)}
-    renderer_unseen = unseen & set(pretrain.renderer_hois())
+    renderer_unseen = unseen & set(corpus_lib.renderer_hois())
     assert renderer_unseen, split
     assert {metadata.hoi_prompt(v, o) for v, o in renderer_unseen} <= captions
     assert {metadata.verb_prompt(v) for v, _ in renderer_unseen} <= captions
@@ -100,10 +101,10 @@ def test_short_pretraining_beats_chance_on_held_out_crops(short_pretraining):
   _, out, figure = short_pretraining
   with open(pretrain.accuracy_path(out)) as f:
     assert json.load(f) == figure
-  assert figure["hoi"]["num_prompts"] == len(pretrain.renderer_hois())
+  assert figure["hoi"]["num_prompts"] == len(corpus_lib.renderer_hois())
   assert figure["prompt_style"] == "gerund"  # The demo config's.
   assert figure["object"]["chance"] == pytest.approx(
-      100.0 / len(pretrain.renderer_objects()))
+      100.0 / len(corpus_lib.renderer_objects()))
   # A wide margin over chance after 300 steps (measured: HOI 59 %, chance
   # 4.1 %; objects 98 %, chance 12.5 %).
   assert figure["hoi"]["accuracy"] > 2.5 * figure["hoi"]["chance"]
@@ -156,7 +157,7 @@ def test_unseen_verb_prompts_stay_distinct_from_the_seen(short_pretraining):
   params = text_embeddings.clip_text_params(config)
   hico = metadata.hico()
   unseen = {hico.verbs[v] for v in hico.unseen_verbs["uv"]}
-  verbs = sorted({v for v, _ in pretrain.renderer_hois()})
+  verbs = sorted({v for v, _ in corpus_lib.renderer_hois()})
   new = [v for v in verbs if v in unseen]
   old = [v for v in verbs if v not in unseen]
   assert new == ["ride", "wear"]

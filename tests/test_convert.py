@@ -215,8 +215,9 @@ def test_openai_layout_parity(tmp_path, capsys):
   torch.jit.script(copy.deepcopy(ref).half()).save(
       str(tmp_path / "ViT-tiny.pt"))
   out = str(tmp_path / "clip.msgpack")
-  convert_clip.main(["--source", str(tmp_path / "ViT-tiny.pt"), "--out", out,
-                     "--text_heads", "2"])
+  assert convert_clip.main(["convert_clip", "--source",
+                            str(tmp_path / "ViT-tiny.pt"), "--out", out,
+                            "--text_heads", "2"]) == 0
   assert "--config.model.clip.patch_size=16" in capsys.readouterr().out
   config = pretrained.load_checkpoint(out)[1]["clip"]
   assert config == dict(image_size=48, patch_size=16, vision_width=128,

@@ -1,12 +1,7 @@
-"""Tests of benchmarks/zero_shot_table.py: what each model is evaluated with,
-and the table's cells (mean ± half-range over seeds)."""
+"""Synthetic Table I (analysis/zero_shot_table.py): what each model is
+evaluated with, and the table's cells (mean ± half-range over seeds)."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import zero_shot_table as zst  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ki2hoi_jax.analysis import zero_shot_table as zst
 
 
 def test_evaluation_plan_default_fusions():

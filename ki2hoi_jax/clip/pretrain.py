@@ -10,23 +10,14 @@ images that the synthetic renderer draws from its own seed range:
   python -m ki2hoi_jax.clip.pretrain --out W/clip/synthetic_clip.msgpack \
       [--config configs/demo.py] [--steps 1500] [--batch_size 128] [--seed 0]
 
-Corpus (`web_corpus`). Image i of seed s is `sample_image(default_rng([s,
-WEB_SPLIT, i]))`; the HICO-format writer uses split ids 0 (train) and 1
-(test), so the corpus never contains a detector training or test image, and
-the held-out crops of the accuracy figure use `HELD_OUT_SPLIT`. Each image
-gives
-* one crop around each human-object pair (their union box, 10 % margin, made
-  square), captioned with each of the pair's HOI prompts
-  (`metadata.hoi_prompt`) and verb prompts (`metadata.verb_prompt`) -- the
-  strings the detector embeds in the 'hoi' and 'verb' interaction spaces, in
-  the config's `model.prompt_style` (a CLIP serves detectors of its own
-  style);
-* one crop of each object, captioned with its object prompt;
-* the whole scene, as the detector's CLIP branch sees it (short side
-  resized, centre crop), captioned with the prompts of all its pairs.
-The corpus covers every HOI the renderer can draw, including those unseen in
-each zero-shot split, as OpenAI's web data covers HICO-DET's vocabulary; the
-detector's training labels stay filtered as before.
+Corpus (clip/corpus.py): crops of renderer images from seed ranges
+disjoint from the detector's train and test images, around each
+human-object pair (captioned with its HOI and verb prompts, the strings the
+detector embeds), each object (its object prompt) and the whole scene (the
+prompts of all its pairs). It covers every HOI the renderer can draw,
+including those unseen in each zero-shot split, as OpenAI's web data covers
+HICO-DET's vocabulary; the detector's training labels still leave the unseen
+classes out.
 
 Loss. Captions are not unique (many images show "a person holding a sports
 ball"), so the InfoNCE targets are multi-positive: image -> text is a
@@ -43,169 +34,27 @@ HOI prompts and among its object prompts, with chance level beside each.
 Deterministic for a seed.
 """
 
-import argparse
-import dataclasses
-import importlib.util
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List, Sequence, Tuple
 
+from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
 import tqdm
 
+from ki2hoi_jax import cli
+from ki2hoi_jax.clip import corpus as corpus_lib
 from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.clip import tokenizer as clip_tokenizer
+from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.data import metadata
-from ki2hoi_jax.data import synthetic_scenes
 from ki2hoi_jax.weights import convert_clip
 from ki2hoi_jax.weights import pretrained
-
-WEB_SPLIT = 2  # Seed-sequence split id of the corpus (writer: 0, 1).
-HELD_OUT_SPLIT = 3  # Split id of the held-out crops of the accuracy figure.
-_CLIP_MEAN = np.asarray((0.48145466, 0.4578275, 0.40821073), np.float32)
-_CLIP_STD = np.asarray((0.26862954, 0.26130258, 0.27577711), np.float32)
-_MARGIN = 0.1  # Crop margin around a box, as a fraction of its larger side.
-
-
-@dataclasses.dataclass
-class Corpus:
-  """Captioned images.
-
-  Attributes:
-    images: [N, S, S, 3] uint8.
-    kinds: [N] 'pair' | 'object' | 'scene'.
-    captions: the distinct captions, C of them.
-    targets: [N, C] bool, True where caption c describes image n.
-    hoi: [N] int, the pair's HOI index in `renderer_hois()` (-1 if none).
-    obj: [N] int, the object's index in `renderer_objects()` (-1 if none).
-  """
-  images: np.ndarray
-  kinds: np.ndarray
-  captions: List[str]
-  targets: np.ndarray
-  hoi: np.ndarray
-  obj: np.ndarray
-
-
-def renderer_hois() -> List[Tuple[str, str]]:
-  """(verb, object) of every HOI the renderer draws (HICO-DET mode)."""
-  meta = metadata.hico()
-  out = []
-  for h in synthetic_scenes.hoi_subset("hico_det"):
-    v, o = meta.hois[h]
-    out.append((meta.verbs[v], meta.objects[o]))
-  return out
-
-
-def renderer_objects() -> List[str]:
-  """The object classes the renderer draws."""
-  return sorted({o for _, o in renderer_hois()})
-
-
-def _square_crop(pixels: np.ndarray, box: Sequence[float], size: int
-                 ) -> np.ndarray:
-  """A square crop around a box (margin, clipped at the border), resized."""
-  h, w = pixels.shape[:2]
-  x1, y1, x2, y2 = box
-  side = max(x2 - x1, y2 - y1) * (1 + 2 * _MARGIN) + 1
-  cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-  left = int(np.clip(round(cx - side / 2), 0, max(0, w - side)))
-  top = int(np.clip(round(cy - side / 2), 0, max(0, h - side)))
-  right, bottom = min(w, left + int(side)), min(h, top + int(side))
-  crop = Image.fromarray(pixels[top:bottom, left:right])
-  return np.asarray(crop.resize((size, size), Image.BICUBIC))
-
-
-def _scene_view(pixels: np.ndarray, size: int) -> np.ndarray:
-  """Short side resized to `size`, centre crop (the detector's CLIP view)."""
-  h, w = pixels.shape[:2]
-  scale = size / min(h, w)
-  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-  image = Image.fromarray(pixels).resize((nw, nh), Image.BICUBIC)
-  top, left = (nh - size) // 2, (nw - size) // 2
-  return np.asarray(image)[top:top + size, left:left + size]
-
-
-def _union(a, b):
-  return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-
-
-def pair_captions(verbs: Sequence[str], obj: str,
-                  prompt_style: str = "gerund") -> List[str]:
-  """The HOI and verb prompts of a pair with these verbs."""
-  return ([metadata.hoi_prompt(v, obj, prompt_style) for v in verbs]
-          + [metadata.verb_prompt(v, prompt_style) for v in verbs])
-
-
-def web_corpus(seed: int, split: int, num_images: int, image_size: int,
-               crop_size: int, progress: bool = False,
-               prompt_style: str = "gerund") -> Corpus:
-  """Draws the captioned crops of `num_images` renderer images.
-
-  Args:
-    seed: corpus seed.
-    split: seed-sequence split id (`WEB_SPLIT` or `HELD_OUT_SPLIT`).
-    num_images: renderer images to draw.
-    image_size: their longest side (the demo's `synthetic_image_size`).
-    crop_size: S, the CLIP input resolution.
-    progress: show a progress bar.
-    prompt_style: style of the HOI and verb captions
-      (`config.model.prompt_style`).
-
-  Returns:
-    The Corpus (module docstring).
-  """
-  hoi_ids = {h: i for i, h in enumerate(renderer_hois())}
-  obj_ids = {o: i for i, o in enumerate(renderer_objects())}
-  images, kinds, caps, hois, objs = [], [], [], [], []
-  for i in tqdm.trange(num_images, desc="corpus", disable=not progress):
-    rng = np.random.default_rng([seed, split, i])
-    pixels, groups = synthetic_scenes.sample_image(rng, image_size,
-                                                   "hico_det")
-    scene_caps = []
-    for g in groups:
-      t = g["template"]
-      if g["object_box"] is None:
-        continue
-      verbs = t.hico_verbs
-      pair = pair_captions(verbs, t.obj, prompt_style)
-      scene_caps += pair
-      images.append(_square_crop(pixels, _union(g["person_box"],
-                                                g["object_box"]), crop_size))
-      kinds.append("pair")
-      caps.append(pair)
-      hois.append(hoi_ids[(verbs[0], t.obj)])
-      objs.append(obj_ids[t.obj])
-      images.append(_square_crop(pixels, g["object_box"], crop_size))
-      kinds.append("object")
-      caps.append([metadata.object_prompt(t.obj)])
-      hois.append(-1)
-      objs.append(obj_ids[t.obj])
-    if scene_caps:
-      images.append(_scene_view(pixels, crop_size))
-      kinds.append("scene")
-      caps.append(scene_caps)
-      hois.append(-1)
-      objs.append(-1)
-  captions = sorted({c for cs in caps for c in cs})
-  index = {c: j for j, c in enumerate(captions)}
-  targets = np.zeros((len(images), len(captions)), bool)
-  for n, cs in enumerate(caps):
-    targets[n, [index[c] for c in cs]] = True
-  return Corpus(np.stack(images), np.asarray(kinds), captions, targets,
-                np.asarray(hois), np.asarray(objs))
-
-
-def normalise(images: np.ndarray) -> np.ndarray:
-  """uint8 [..., 3] -> CLIP-normalised float32."""
-  return (images.astype(np.float32) / 255.0 - _CLIP_MEAN) / _CLIP_STD
 
 
 def contrastive_loss(image_emb: jnp.ndarray, text_emb: jnp.ndarray,
@@ -236,9 +85,9 @@ def contrastive_loss(image_emb: jnp.ndarray, text_emb: jnp.ndarray,
   return 0.5 * (i2t + t2i)
 
 
-def pretrain(clip_cfg, corpus: Corpus, *, steps: int, batch_size: int,
-             seed: int, learning_rate: float = 1e-3, weight_decay: float = 0.1,
-             tokenizer_dir: str = "", progress: bool = False
+def pretrain(clip_cfg, corpus: corpus_lib.Corpus, *, steps: int,
+             batch_size: int, seed: int, learning_rate: float = 1e-3,
+             weight_decay: float = 0.1, tokenizer_dir: str = "", progress: bool = False
              ) -> Tuple[Dict[str, Any], List[float]]:
   """Trains a CLIP from scratch on the corpus.
 
@@ -297,14 +146,14 @@ def pretrain(clip_cfg, corpus: Corpus, *, steps: int, batch_size: int,
     idx = np.sort(order[pos:pos + batch_size])
     pos += batch_size
     params, opt_state, loss = step(params, opt_state,
-                                   normalise(corpus.images[idx]),
+                                   corpus_lib.normalise(corpus.images[idx]),
                                    corpus.targets[idx])
     losses.append(float(loss))
     bar.set_postfix(loss=f"{losses[-1]:.3f}")
   return jax.device_get(params), losses
 
 
-def accuracy(params: Dict[str, Any], clip_cfg, corpus: Corpus,
+def accuracy(params: Dict[str, Any], clip_cfg, corpus: corpus_lib.Corpus,
              tokenizer_dir: str = "", prompt_style: str = "gerund"
              ) -> Dict[str, Dict[str, float]]:
   """Top-1 accuracy on held-out crops among the renderer's prompts.
@@ -319,7 +168,7 @@ def accuracy(params: Dict[str, Any], clip_cfg, corpus: Corpus,
   """
   model = clip_model.clip_from_config(clip_cfg)
   ctx = int(clip_cfg["context_length"])
-  hois, objects = renderer_hois(), renderer_objects()
+  hois, objects = corpus_lib.renderer_hois(), corpus_lib.renderer_objects()
 
   @jax.jit
   def embed(images, tokens):
@@ -336,7 +185,8 @@ def accuracy(params: Dict[str, Any], clip_cfg, corpus: Corpus,
     sel = corpus.kinds == ("pair" if kind == "hoi" else "object")
     tokens = jnp.asarray(clip_tokenizer.tokenize(prompts, ctx, tokenizer_dir))
     sims = np.concatenate([
-        np.asarray(embed(normalise(corpus.images[sel][i:i + 256]), tokens))
+        np.asarray(embed(corpus_lib.normalise(corpus.images[sel][i:i + 256]),
+                         tokens))
         for i in range(0, int(sel.sum()), 256)])
     best = sims.argmax(1)
     if kind == "hoi":
@@ -384,10 +234,11 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   style = config.model.prompt_style
   size = int(config.dataset.synthetic_image_size)
   start = time.time()
-  corpus = web_corpus(seed, WEB_SPLIT, num_images, size,
-                      int(cfg.image_size), progress, style)
-  held_out = web_corpus(seed, HELD_OUT_SPLIT, num_held_out, size,
-                        int(cfg.image_size), progress, style)
+  corpus = corpus_lib.web_corpus(seed, corpus_lib.WEB_SPLIT, num_images,
+                                 size, int(cfg.image_size), progress, style)
+  held_out = corpus_lib.web_corpus(seed, corpus_lib.HELD_OUT_SPLIT,
+                                   num_held_out, size, int(cfg.image_size),
+                                   progress, style)
   params, losses = pretrain(cfg, corpus, steps=steps, batch_size=batch_size,
                             seed=seed, learning_rate=learning_rate,
                             tokenizer_dir=config.init.tokenizer_dir,
@@ -487,29 +338,30 @@ def format_figure(figure: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _load_config(path: str):
-  spec = importlib.util.spec_from_file_location("pretrain_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      description=__doc__.split("\n")[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("--out", required=True, help="output .msgpack path")
-  parser.add_argument("--config", default=os.path.join(
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("out", None, "Output .msgpack path.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("config", os.path.join(
       os.path.dirname(__file__), "..", "..", "configs", "demo.py"),
-                      help="config file whose model.clip is trained")
-  parser.add_argument("--steps", type=int, default=1500)
-  parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--num_images", type=int, default=2000,
-                      help="renderer images of the corpus")
-  parser.add_argument("--learning_rate", type=float, default=1e-3)
-  args = parser.parse_args(argv)
-  config = _load_config(args.config)
+                      "Config file whose model.clip is trained.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("steps", 1500, "Optimizer steps.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 128, "Images per step.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "Corpus, init and batch-order seed.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_images", 2000, "Renderer images of the corpus.",
+                       flag_values=flag_values)
+  flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.",
+                     flag_values=flag_values)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
+  config = files.load_config(args.config)
   figure = run(config, args.out, steps=args.steps,
                batch_size=args.batch_size, seed=args.seed,
                num_images=args.num_images,
@@ -520,5 +372,10 @@ def main(argv=None) -> int:
   return 0
 
 
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.clip.pretrain` and `ki2hoi-pretrain-clip`."""
+  cli.run(main, user_errors=(OSError,))
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  entry_point()

@@ -45,11 +45,13 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
+from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.data import annotations
 
 FORMAT_VERSION = 1  # Layout of builder.info.metadata['splits'].
@@ -341,19 +343,26 @@ def load(data_dir: str, dataset: str = "hico_det"
   return builder
 
 
-def main(argv=None) -> None:
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--root", required=True,
-                      help="dataset folder with images/ and annotations/")
-  parser.add_argument("--data_dir", required=True, help="TFDS data dir")
-  parser.add_argument("--dataset", default="hico_det",
-                      choices=sorted(_BUILDERS))
-  parser.add_argument("--on_bad_box", default="clip",
-                      choices=("clip", "reject"))
-  parser.add_argument("--on_bad_image", default="skip",
-                      choices=annotations.ON_BAD_IMAGE)
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("root", None,
+                      "Dataset folder with images/ and annotations/.",
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_string("data_dir", None, "TFDS data dir.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_enum("dataset", "hico_det", sorted(_BUILDERS),
+                    "Dataset format of the root.", flag_values=flag_values)
+  flags.DEFINE_enum("on_bad_box", "clip", ("clip", "reject"),
+                    "A box outside its image: clip it or reject the record.",
+                    flag_values=flag_values)
+  flags.DEFINE_enum("on_bad_image", "skip", annotations.ON_BAD_IMAGE,
+                    "An unreadable image: skip its record or fail.",
+                    flag_values=flag_values)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   builder = build(args.root, args.data_dir, args.dataset,
                   on_bad_box=args.on_bad_box, on_bad_image=args.on_bad_image)
@@ -361,7 +370,13 @@ def main(argv=None) -> None:
     print(f"{split}: {summary['num_images']} images, {summary['num_pairs']} "
           f"pairs, skipped {summary['skipped']}")
   print(f"written to {builder.data_path}")
+  return 0
+
+
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.data.tfds_builder` and `ki2hoi-build-tfds`."""
+  cli.run(main, user_errors=(OSError, annotations.DatasetError))
 
 
 if __name__ == "__main__":
-  main()
+  entry_point()

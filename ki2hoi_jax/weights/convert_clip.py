@@ -20,16 +20,16 @@ scale, nn.Embedding weight -> embedding, fused `in_proj_weight` [3W, W] ->
 q, k, v order first.
 """
 
-import argparse
 import glob
 import json
 import os
 import re
-import sys
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from absl import flags
 import numpy as np
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.weights import pretrained
 
 FORMAT = "ki2hoi_jax/clip"
@@ -303,23 +303,36 @@ def convert(source: str, out: str, vision_heads: int = 0,
   return config
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--source", required=True,
-                      help="OpenAI .pt file or transformers CLIP folder.")
-  parser.add_argument("--out", required=True, help="Output .msgpack path.")
-  parser.add_argument("--vision_heads", type=int, default=0,
-                      help="Override (default: width // 64 or config.json).")
-  parser.add_argument("--text_heads", type=int, default=0,
-                      help="Override (default: width // 64 or config.json).")
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("source", None,
+                      "OpenAI .pt file or transformers CLIP folder.",
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_string("out", None, "Output .msgpack path.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_integer("vision_heads", 0,
+                       "Override (default: width // 64 or config.json).",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("text_heads", 0,
+                       "Override (default: width // 64 or config.json).",
+                       flag_values=flag_values)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
   config = convert(args.source, args.out, args.vision_heads, args.text_heads)
   print(f"Wrote {args.out} and {pretrained.metadata_path(args.out)}")
   print("config.model.clip fields:")
   for k, v in config.items():
     print(f"  --config.model.clip.{k}={v}")
+  return 0
+
+
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.weights.convert_clip`, `ki2hoi-convert-clip`."""
+  cli.run(main, user_errors=(OSError, ValueError))
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  entry_point()

@@ -38,16 +38,15 @@ writes `detr_r50.msgpack` (a variables tree: `params` + `frozen_bn`),
 `config.init.detr_checkpoint` at the msgpack file.
 """
 
-import argparse
 import collections
-import importlib.util
 import os
 import re
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from absl import flags
 import numpy as np
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.weights import pretrained
 
 FORMAT = "ki2hoi_jax/detr"
@@ -182,14 +181,6 @@ def detr_to_flax(sd: Mapping[str, np.ndarray], instance_layers: int,
       if m and int(m.group(1)) >= used_layers:
         unused[key] = "decoder layer beyond the model's depth"
   return flat, unused
-
-
-def load_config(path: str):
-  """`get_config()` of a config file (e.g. configs/default.py)."""
-  spec = importlib.util.spec_from_file_location("_ki2hoi_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def target_shapes(config) -> Dict[str, Tuple[int, ...]]:
@@ -331,28 +322,42 @@ def convert(source: str, out: str, config, interaction_decoder: bool = True,
   return meta
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--source", required=True, help="DETR .pth file.")
-  parser.add_argument("--out", required=True, help="Output .msgpack path.")
-  parser.add_argument("--config", default="",
-                      help="Config file of the target model (default: "
-                      "ki2hoi_jax/config_lib/base.py, the paper model).")
-  parser.add_argument("--no_interaction_decoder", action="store_true",
-                      help="Initialise only the instance interactor.")
-  args = parser.parse_args(argv)
-  if args.config:
-    config = load_config(args.config)
-  else:
-    from ki2hoi_jax.config_lib import base  # pylint: disable=g-import-not-at-top
-    config = base.get_config()
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("source", None, "DETR .pth file.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("out", None, "Output .msgpack path.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("config", "",
+                      "Config file of the target model (default: "
+                      "ki2hoi_jax/config_lib/base.py, the paper model).",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("no_interaction_decoder", False,
+                    "Initialise only the instance interactor.",
+                    flag_values=flag_values)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
+  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import base
+  from ki2hoi_jax.config_lib import files
+  # pylint: enable=g-import-not-at-top
+  config = (files.load_config(args.config) if args.config
+            else base.get_config())
   meta = convert(args.source, args.out, config,
                  interaction_decoder=not args.no_interaction_decoder)
   print(meta["report"])
   print(f"Wrote {args.out}, {pretrained.metadata_path(args.out)} and "
         f"{args.out}.report.txt")
+  return 0
+
+
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.weights.convert_detr`, `ki2hoi-convert-detr`."""
+  cli.run(main, user_errors=(OSError, ValueError))
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  entry_point()
