@@ -16,7 +16,6 @@ float64 scores without ties). It then times
   with its peak RSS.
 """
 
-import argparse
 import os
 import resource
 import subprocess
@@ -24,14 +23,14 @@ import sys
 import tempfile
 import time
 
+from absl import flags
 import numpy as np
 import orjson
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ki2hoi_jax.data import metadata  # pylint: disable=g-import-not-at-top
-from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
-from ki2hoi_jax.evaluation import hico_inputs  # pylint: disable=g-import-not-at-top
+from ki2hoi_jax import cli
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import hico
+from ki2hoi_jax.evaluation import hico_inputs
 
 NUM_QUERIES = 64
 PREDICTIONS_PER_IMAGE = 100
@@ -123,15 +122,22 @@ def build_case(num_images: int, seed: int):
   return gts, preds
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--num_images", type=int, default=9546)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--keep", default="",
-                      help="Write the files here instead of a temp dir.")
-  parser.add_argument("--reuse", action="store_true",
-                      help="With --keep: reuse files already there.")
-  args = parser.parse_args()
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_integer("num_images", 9546, "Test images of the case.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "Seed of the case.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("keep", "",
+                      "Write the files here instead of a temp dir.",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("reuse", False, "With --keep: reuse files already there.",
+                    flag_values=flag_values)
+
+
+def main(argv) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
 
   with tempfile.TemporaryDirectory() as tmp:
     folder = args.keep or tmp
@@ -189,7 +195,8 @@ def main():
           f"{usage.ru_maxrss / 1024:.0f} MB; its own timing: "
           f"{proc.stderr.strip()}")
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

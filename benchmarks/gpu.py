@@ -7,8 +7,8 @@ increasing order on one model state:
   python benchmarks/gpu.py                                  # paper, 8 and 16, fp32 and bf16
   python benchmarks/gpu.py --config demo --batches 8 --dtypes float32 --steps 2
 
-Per row: the pmapped train step (`trainer.build_setup` state, random batch of
-`benchmarks/train_step.random_batch`, per-device batch = global batch / local
+Per row: the pmapped train step (`run_setup.build_setup` state, random batch of
+`step_setup.random_batch`, per-device batch = global batch / local
 devices) is compiled and run `--warmup` times, then timed over `--steps`; the
 eval step (model forward, score fusion and on-device top-k) likewise. `dtype`
 sets `model.dtype` and `model.frozen_dtype`. Columns:
@@ -19,11 +19,10 @@ sets `model.dtype` and `model.frozen_dtype`. Columns:
 `peak_gib` is `device.memory_stats()['peak_bytes_in_use']` of device 0 after
 the row (the process's peak so far: the row's own, since batches grow; nan
 where the backend keeps no statistics, e.g. CPU); the compile columns are the
-first call minus a timed one. `--set path=value` overrides
-config fields (tests shrink the model with it).
+first call minus a timed one. `--set path=value` overrides a config field
+as `--config.path=value` would (tests shrink the model with it).
 """
 
-import argparse
 import json
 import math
 import os
@@ -32,25 +31,15 @@ import sys
 import tempfile
 import time
 
+from absl import flags
+
+from ki2hoi_jax import cli
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
 
 COLUMNS = ("config", "dtype", "batch", "image", "train_img_s", "infer_img_s",
            "step_ms", "train_compile_s", "infer_compile_s", "peak_gib")
 _DEFAULT_HW = {"demo": (256, 256), "paper": (800, 1088)}
-
-
-def _override(config, assignment: str) -> None:
-  path, value = assignment.split("=", 1)
-  *parents, leaf = path.split(".")
-  node = config
-  for p in parents:
-    node = node[p]
-  try:
-    parsed = json.loads(value)
-  except ValueError:
-    parsed = value  # A string.
-  node[leaf] = tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 def _timed(fn, warmup: int, steps: int):
@@ -68,49 +57,22 @@ def _timed(fn, warmup: int, steps: int):
   return first, (time.perf_counter() - t0) / steps
 
 
-def train_step_and_batch(config, setup, num_devices: int, per_device: int,
-                         image_hw):
-  """The trainer's pmapped train step of `setup` and a random batch for it.
-
-  Returns:
-    (p_train_step, train batch [D, B, ...] of the step's keys, the full
-    random batch).
-  """
-  # pylint: disable=g-import-not-at-top
-  from benchmarks import train_step as bench
-  from ki2hoi_jax.train import trainer
-  from ki2hoi_jax.train import train_step as ts
-  # pylint: enable=g-import-not-at-top
-  p_train = ts.make_p_train_step(
-      flax_model=setup.model, tx=setup.tx, labels=setup.labels,
-      loss_config=config.loss, class_indices=setup.train_classes,
-      interaction_space=config.model.interaction_space,
-      schedules=setup.schedules,
-      grad_accum_steps=int(config.optimizer.grad_accum_steps))
-  label_key = ("hoi_labels" if config.model.interaction_space == "hoi"
-               else "verb_labels")
-  batch = bench.random_batch(config, num_devices, per_device, image_hw)
-  keys = trainer._TRAIN_KEYS + (label_key,)  # pylint: disable=protected-access
-  return p_train, {k: batch[k] for k in keys}, batch
-
-
 def measure(name: str, dtype: str, batches, image_hw, steps: int,
             warmup: int, overrides=()):
   """Yields the rows of `dtype`, one per global batch size, in this process."""
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  from benchmarks import train_step as bench
   from ki2hoi_jax.evaluation import postprocess
-  from ki2hoi_jax.train import trainer
+  from ki2hoi_jax.train import run_setup
   from ki2hoi_jax.train import train_step as ts
+  import step_setup
   # pylint: enable=g-import-not-at-top
-  config = bench._CONFIGS[name][0]()  # pylint: disable=protected-access
-  config.model.dtype = config.model.frozen_dtype = dtype
-  for assignment in overrides:
-    _override(config, assignment)
+  config = step_setup.load_config(
+      name, [f"model.dtype={dtype}", f"model.frozen_dtype={dtype}",
+             *overrides])
   devices = jax.local_device_count()
-  setup = trainer.build_setup(config, steps_per_epoch=1000)
+  setup = run_setup.build_setup(config, steps_per_epoch=1000)
   p_eval = ts.make_p_eval_step(
       flax_model=setup.model,
       table=postprocess.candidate_table(config.model.interaction_space),
@@ -122,7 +84,7 @@ def measure(name: str, dtype: str, batches, image_hw, steps: int,
     if global_batch % devices:
       raise ValueError(f"batch {global_batch} is not a multiple of the "
                        f"{devices} local devices")
-    p_train, train_batch, batch = train_step_and_batch(
+    p_train, train_batch, batch = step_setup.train_step_and_batch(
         config, setup, devices, global_batch // devices, image_hw)
     eval_batch = {k: batch[k] for k in ("image", "mask", "clip_image")}
 
@@ -157,40 +119,34 @@ def format_table(rows) -> str:
                    for line in table)
 
 
-def parse_table(text: str) -> list:
-  """Rows of a `format_table` text (numbers as floats; nan allowed)."""
-  lines = [l.split() for l in text.strip().splitlines()]
-  start = next(i for i, l in enumerate(lines) if tuple(l) == COLUMNS)
-  rows = []
-  for values in lines[start + 1:]:
-    if len(values) != len(COLUMNS):
-      break
-    row = dict(zip(COLUMNS, values))
-    for c in COLUMNS[4:]:
-      row[c] = float(row[c])
-    row["batch"] = int(row["batch"])
-    rows.append(row)
-  return rows
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_enum("config", "paper", ("demo", "paper"), "Config.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("batches", "8,16", "Global batch sizes.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("dtypes", "float32,bfloat16",
+                      "model.dtype and model.frozen_dtype values.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("image_hw", "", "H,W of the padded images (paper "
+                      "800,1088; demo 256,256).", flag_values=flag_values)
+  flags.DEFINE_integer("steps", 10, "Timed calls.", flag_values=flag_values)
+  flags.DEFINE_integer("warmup", 2, "Untimed calls (the first compiles).",
+                       flag_values=flag_values)
+  flags.DEFINE_multi_string("set", [], "Config override PATH=VALUE, as "
+                            "--config.PATH=VALUE (repeat for more).",
+                            flag_values=flag_values)
+  flags.DEFINE_bool("in_process", False, "All rows in this process (peak "
+                    "memory is then the maximum so far).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("row", "", "Internal: the rows of this dtype only, "
+                      "printed as JSON (one subprocess per dtype).",
+                      flag_values=flag_values)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", choices=("demo", "paper"), default="paper")
-  parser.add_argument("--batches", default="8,16", help="global batch sizes")
-  parser.add_argument("--dtypes", default="float32,bfloat16")
-  parser.add_argument("--image_hw", default="",
-                      help="H,W of the padded images (paper 800,1088; demo "
-                      "256,256)")
-  parser.add_argument("--steps", type=int, default=10, help="timed calls")
-  parser.add_argument("--warmup", type=int, default=2,
-                      help="untimed calls (the first compiles)")
-  parser.add_argument("--set", action="append", default=[],
-                      metavar="PATH=VALUE", help="config override")
-  parser.add_argument("--in_process", action="store_true",
-                      help="all rows in this process (peak memory is then "
-                      "the maximum so far)")
-  parser.add_argument("--row", default="", help=argparse.SUPPRESS)  # A dtype.
-  args = parser.parse_args(argv)
+def main(argv) -> int:
+  """Command-line program (argv[0]: its name); 0 when every row ran."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
   hw = (tuple(int(x) for x in args.image_hw.split(",")) if args.image_hw
         else _DEFAULT_HW[args.config])
   batches = [int(b) for b in args.batches.split(",")]
@@ -233,4 +189,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

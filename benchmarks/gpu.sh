@@ -8,6 +8,7 @@
 #
 #   python -m venv .venv && . .venv/bin/activate
 #   pip install -r requirements.txt          # CPU pins (jax==0.10.2, jaxlib, TF-CPU, ...)
+#   pip install --no-deps -e .               # the ki2hoi_jax package itself
 #   pip install "jax[cuda12]==0.10.2"        # the CUDA plugin of the pinned jax
 #                                            # (jax[cuda13] on a CUDA 13 driver)
 #   bash benchmarks/gpu.sh                   # extra flags go to benchmarks/gpu.py

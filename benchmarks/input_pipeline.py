@@ -16,39 +16,48 @@ padded shapes seen.
 
 import collections
 import os
-import sys
 import tempfile
 import time
+from typing import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.data import input_pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
-                                          lock_config=True)
-_NUM_BATCHES = flags.DEFINE_integer("num_batches", 30, "Timed batches.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed batches first.")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "test"],
-                           "Training (augmented) or evaluation pipeline.")
-_WORKDIR = flags.DEFINE_string("workdir", "", "Synthetic data / TFDS folder.")
-_NUM_DEVICES = flags.DEFINE_integer("num_devices", 0,
-                                    "Local devices of the batch layout.")
+
+def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`); `argv` for --config.x=y."""
+  config_flags.DEFINE_config_file("config", None, "Config file.",
+                                  flag_values=flag_values, lock_config=True,
+                                  sys_argv=list(argv))
+  flags.mark_flag_as_required("config", flag_values=flag_values)
+  flags.DEFINE_integer("num_batches", 30, "Timed batches.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("warmup", 3, "Untimed batches first.",
+                       flag_values=flag_values)
+  flags.DEFINE_enum("split", "train", ["train", "test"],
+                    "Training (augmented) or evaluation pipeline.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("workdir", "", "Synthetic data / TFDS folder.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_devices", 0, "Local devices of the batch layout.",
+                       flag_values=flag_values)
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="pipeline_bench_")
+def main(argv) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(
+      argv, lambda flag_values: define_flags(flag_values, argv), __doc__)
+  config = args.config
+  workdir = args.workdir or tempfile.mkdtemp(prefix="pipeline_bench_")
   t0 = time.perf_counter()
   builder = input_pipeline.prepare_dataset(config, workdir)
   print(f"dataset ready in {time.perf_counter() - t0:.1f} s "
         f"({builder.data_path})")
-  devices = _NUM_DEVICES.value or None
-  if _SPLIT.value == "train":
+  devices = args.num_devices or None
+  if args.split == "train":
     batch_size = config.batch_size
     it = input_pipeline.create_train_iterator(
         config, builder, num_local_devices=devices, process_index=0,
@@ -59,27 +68,27 @@ def main(argv):
         config, builder, num_local_devices=devices, process_index=0,
         process_count=1)
   shapes = collections.Counter()
-  for _ in range(_WARMUP.value):
+  for _ in range(args.warmup):
     next(it)
   t0 = time.perf_counter()
   n = 0
   for batch in it:
     shapes[batch["image"].shape[-3:-1]] += 1
     n += 1
-    if n == _NUM_BATCHES.value:
+    if n == args.num_batches:
       break
   dt = time.perf_counter() - t0
   it.close()
   d = config.dataset
-  sides = (tuple(d.train_short_sides) if _SPLIT.value == "train"
+  sides = (tuple(d.train_short_sides) if args.split == "train"
            else d.eval_short_side)
-  print(f"{_SPLIT.value} pipeline, {n} batches of {batch_size} images: "
+  print(f"{args.split} pipeline, {n} batches of {batch_size} images: "
         f"{n * batch_size / dt:.1f} images/s ({dt / n * 1e3:.0f} ms/batch); "
         f"short sides {sides}, "
         f"max_size {d.max_size}, crop {d.crop}, CLIP {d.clip_image_size}; "
         f"padded shapes {dict(shapes)}; {os.cpu_count()} CPUs")
+  return 0
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,7 @@
 r"""Seconds from a fresh process to its first train step, cold and warm cache.
 
 Runs, in a new subprocess each, the trainer's start-up path on random data of
-a config's shapes: `trainer.build_setup` (CLIP text embeddings, `init`,
+a config's shapes: `run_setup.build_setup` (CLIP text embeddings, `init`,
 optimizer state), the pmapped train step's first call (compile + run) and a
 second call (run only), with the persistent compilation cache
 (train/startup.py) in a temporary folder: first empty (cold), then filled by
@@ -18,7 +18,6 @@ The train step calls the host matching through `jax.pure_callback`, which
 JAX never writes to the persistent cache: it compiles in every process.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -27,8 +26,14 @@ import tempfile
 import time
 
 _START = time.perf_counter()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+
+from ki2hoi_jax import cli
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
 _DEFAULT_HW = {"demo": (256, 256), "paper": (640, 640)}
 
 
@@ -36,21 +41,20 @@ def child(name: str, cache_dir: str, image_hw, per_device: int) -> dict:
   """The start-up of one process; returns its phase times in seconds."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from benchmarks import gpu
-  from benchmarks import train_step as bench
   from ki2hoi_jax.train import startup
-  from ki2hoi_jax.train import trainer
+  from ki2hoi_jax.train import run_setup
   from ki2hoi_jax.train import train_step as ts
+  import step_setup
   # pylint: enable=g-import-not-at-top
   t_imports = time.perf_counter() - _START
-  config = bench._CONFIGS[name][0]()  # pylint: disable=protected-access
-  config.compilation_cache = bool(cache_dir)
+  config = step_setup.load_config(
+      name, [f"compilation_cache={bool(cache_dir)}"])
   startup.enable_compilation_cache(config, cache_dir or ".")
   t0 = time.perf_counter()
-  setup = trainer.build_setup(config, steps_per_epoch=1000)
+  setup = run_setup.build_setup(config, steps_per_epoch=1000)
   state = ts.replicate(setup.state)
   t_setup = time.perf_counter() - t0
-  p_step, batch, _ = gpu.train_step_and_batch(
+  p_step, batch, _ = step_setup.train_step_and_batch(
       config, setup, jax.local_device_count(), per_device, image_hw)
   times = []
   for _ in range(2):
@@ -104,17 +108,24 @@ def format_table(rows) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", choices=("demo", "paper", "both"),
-                      default="paper")
-  parser.add_argument("--image_hw", default="",
-                      help="H,W of the padded images (paper: 640,640; demo: "
-                      "256,256, the demo loop's bucket)")
-  parser.add_argument("--per_device_batch", type=int, default=2)
-  parser.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
-  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_enum("config", "paper", ("demo", "paper", "both"), "Config.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("image_hw", "", "H,W of the padded images (paper: "
+                      "640,640; demo: 256,256, the demo loop's bucket).",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("per_device_batch", 2, "Images per device.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("cache_dir", "", "Internal: the child's compilation "
+                      "cache.", flag_values=flag_values)
+  flags.DEFINE_bool("child", False, "Internal: run one start-up and print "
+                    "its times.", flag_values=flag_values)
+
+
+def main(argv) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
   hw = (tuple(int(x) for x in args.image_hw.split(",")) if args.image_hw
         else None)
   if args.child:
@@ -130,4 +141,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

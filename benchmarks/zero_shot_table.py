@@ -8,6 +8,7 @@ spread over the seeds, held-out test images only) in the table's layout:
 
   python benchmarks/zero_shot_table.py --root /tmp/table1          # all of it
   python benchmarks/zero_shot_table.py --root /tmp/t --splits uv --seeds 0
+  python benchmarks/zero_shot_table.py --root /tmp/t --splits uv,uo --seeds 0,1
   python benchmarks/zero_shot_table.py --root /tmp/t --epochs 10   # shorter
 
 Every run is `python -m ki2hoi_jax.main --config=configs/demo.py` in a
@@ -25,39 +26,34 @@ space), and the table prints both rows (issue 15, item 5).
 
 With the demo's `inference.clip_pair_fusion` above 0 each model of a
 zero-shot split is also evaluated with it at 0 (the detector's own scores),
-and the table prints both (models/clip_pair_scores.py); `--fusions W ...`
+and the table prints both (models/clip_pair_scores.py); `--fusions W,...`
 picks the values instead (`--fusions 0.5`: the training run's evaluation
 only).
 
 `--tag NAME --overrides=--config.x=y [--overrides=...]` trains a variant
 (workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
 benchmark. The printed table and `<root>/table.json` hold every finished run
-under `--root`.
-Spread is half the range over the seeds, (max - min) / 2.
+under `--root` (ki2hoi_jax/analysis/zero_shot_table.py: the evaluations of
+each model and the table). Spread is half the range over the seeds,
+(max - min) / 2.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
+
+from absl import flags
+
+from ki2hoi_jax import cli
+from ki2hoi_jax.analysis import zero_shot_table as table_lib
+from ki2hoi_jax.config_lib import files
+from ki2hoi_jax.evaluation import vocabulary
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import demo
-from ki2hoi_jax.evaluation import vocabulary
-# pylint: enable=g-import-not-at-top,wrong-import-position
-
-SPLITS = ("rf_uc", "nf_uc", "uc", "uo", "uv", "")
-_SPLIT_NAMES = {"rf_uc": "RF-UC", "nf_uc": "NF-UC", "uc": "UC", "uo": "UO",
-                "uv": "UV", "": "Fully supervised"}
-CLIPS = ("synthetic", "random")
-_COLUMNS = ("full", "seen", "unseen")
-
+_DEMO = os.path.join(_REPO, "configs", "demo.py")
 
 def _run(args: Sequence[str], log_path: str) -> None:
   """Runs `python -m ki2hoi_jax.main args` (output to log_path)."""
@@ -80,7 +76,7 @@ def _final_metrics(workdir: str) -> Dict[str, float]:
     metrics = json.load(f)
   summary = metrics["summary"]
   out = {"step": steps[-1]}
-  for column in _COLUMNS:
+  for column in table_lib.COLUMNS:
     if f"eval/mAP_{column}" in summary:
       out[column] = float(summary[f"eval/mAP_{column}"])
   return out
@@ -88,35 +84,10 @@ def _final_metrics(workdir: str) -> Dict[str, float]:
 
 def queries_differ(split: str) -> bool:
   """True when the verb decoder's training-class queries differ from all."""
-  config = demo.get_config()
+  config = files.load_config(_DEMO)
   config.dataset.zero_shot_split = split
   prompts = vocabulary.closed_vocabulary(config).prompts
   return len(vocabulary.verb_query_prompts(config, prompts)) != len(prompts)
-
-
-def evaluation_plan(split: str, verb_queries: str,
-                    fusions: Optional[Sequence[float]], distinct_queries: bool,
-                    demo_fusion: float) -> List[Tuple[str, float]]:
-  """(model.verb_queries, inference.clip_pair_fusion) of each evaluation.
-
-  The first is the training run's own. Each verb-query mode asked for
-  (`verb_queries` 'both': training_classes then all_classes; one mode when
-  `distinct_queries` is False, i.e. the two modes give the same queries) is
-  evaluated at the first fusion, then the first mode at each further
-  fusion. `fusions` None: the demo's and, when that is above 0, also 0 (the
-  detector's own scores, the paper's pipeline). The fully supervised setting
-  (`split` '') has no unseen classes to fuse: its first fusion only.
-  """
-  modes = ["training_classes", "all_classes"] if verb_queries == "both" else [
-      verb_queries]
-  if not distinct_queries:
-    modes = modes[:1]
-  if fusions is None:
-    fusions = [demo_fusion, 0.0] if demo_fusion > 0 else [demo_fusion]
-  if not split:
-    fusions = fusions[:1]
-  return [(m, fusions[0]) for m in modes] + [
-      (modes[0], w) for w in fusions[1:]]
 
 
 def train_and_evaluate(root: str, split: str, clip: str, seed: int,
@@ -144,9 +115,9 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       f"--config.optimizer.num_epochs={epochs}",
       f"--config.optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
       "--config.eval_at_start=False", *overrides]
-  evaluations = evaluation_plan(
+  evaluations = table_lib.evaluation_plan(
       split, verb_queries, fusions, queries_differ(split),
-      float(demo.get_config().inference.clip_pair_fusion))
+      float(files.load_config(_DEMO).inference.clip_pair_fusion))
   rows = []
   done = os.path.join(workdir, "table_rows.json")
   if os.path.exists(done):
@@ -173,34 +144,6 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
   return rows
 
 
-def _cell(values: List[float]) -> str:
-  if not values:
-    return "-"
-  mean = sum(values) / len(values)
-  spread = (max(values) - min(values)) / 2
-  return f"{mean:5.2f} ± {spread:4.2f}"
-
-
-def format_table(rows: List[Dict]) -> str:
-  """Markdown rows: split, CLIP, verb queries, mAP mean ± spread."""
-  lines = ["| setting | CLIP | variant | verb queries | CLIP crop fusion "
-           "| Full | Seen | Unseen | seeds |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  def key(r):
-    return (r["split"], r["clip"], r.get("variant", ""), r["verb_queries"],
-            r.get("clip_pair_fusion", 0.0))
-  keys = sorted({key(r) for r in rows}, key=lambda k: (
-      SPLITS.index(k[0]), CLIPS.index(k[1]), k[2], k[3], -k[4]))
-  for k in keys:
-    group = [r for r in rows if key(r) == k]
-    cells = [_cell([r[c] for r in group if c in r]) for c in _COLUMNS]
-    seeds = ",".join(str(r["seed"]) for r in group)
-    split, clip, variant, mode, w = k
-    lines.append(f"| {_SPLIT_NAMES[split]} | {clip} | {variant or 'default'} "
-                 f"| {mode} | {w:g} | " + " | ".join(cells) + f" | {seeds} |")
-  return "\n".join(lines)
-
-
 def _ensure_clip(root: str, clip_checkpoint: Optional[str],
                  steps: int) -> str:
   if clip_checkpoint:
@@ -214,54 +157,64 @@ def _ensure_clip(root: str, clip_checkpoint: Optional[str],
   return path
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--root", required=True,
-                      help="folder of the runs (reused: finished runs are "
-                      "read, not rerun)")
-  parser.add_argument("--splits", nargs="+", default=list(SPLITS),
-                      help="zero-shot splits; 'full' = fully supervised")
-  parser.add_argument("--clips", nargs="+", default=list(CLIPS),
-                      choices=CLIPS)
-  parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-  parser.add_argument("--epochs", type=int,
-                      default=int(demo.get_config().optimizer.num_epochs),
-                      help="training epochs of every run (the demo's by "
-                      "default)")
-  parser.add_argument("--clip_checkpoint", default="",
-                      help="a synthetic CLIP (.msgpack); default: pretrain "
-                      "one into <root>/clip/")
-  parser.add_argument("--clip_steps", type=int, default=1500,
-                      help="pretraining steps when --clip_checkpoint is empty")
-  parser.add_argument("--verb_queries", default="both",
-                      choices=("both", "training_classes", "all_classes"))
-  parser.add_argument("--tag", default="",
-                      help="variant name of --overrides (workdir suffix, "
-                      "table column)")
-  parser.add_argument("--overrides", action="append", default=[],
-                      help="an extra --config.x=y flag of every run, e.g. "
-                      "--overrides=--config.loss.reconstruction=none "
-                      "(repeat for more)")
-  parser.add_argument("--fusions", nargs="+", type=float, default=None,
-                      help="inference.clip_pair_fusion values each model of "
-                      "a zero-shot split is evaluated with (default: the "
-                      "demo's and 0)")
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`)."""
+  flags.DEFINE_string("root", None, "Folder of the runs (reused: finished "
+                      "runs are read, not rerun).", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_list("splits", [s or "full" for s in table_lib.SPLITS],
+                    "Zero-shot splits; 'full' = fully supervised.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("clips", list(table_lib.CLIPS),
+                    f"CLIPs, of {table_lib.CLIPS}.", flag_values=flag_values)
+  flags.register_validator(
+      "clips", lambda clips: set(clips) <= set(table_lib.CLIPS),
+      f"--clips takes values of {table_lib.CLIPS}", flag_values=flag_values)
+  flags.DEFINE_list("seeds", ["0", "1"], "Seeds (integers).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer(
+      "epochs", int(files.load_config(_DEMO).optimizer.num_epochs),
+      "Training epochs of every run (the demo's by default).",
+      flag_values=flag_values)
+  flags.DEFINE_string("clip_checkpoint", "", "A synthetic CLIP (.msgpack); "
+                      "default: pretrain one into <root>/clip/.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("clip_steps", 1500, "Pretraining steps when "
+                       "--clip_checkpoint is empty.", flag_values=flag_values)
+  flags.DEFINE_enum("verb_queries", "both",
+                    ("both", "training_classes", "all_classes"),
+                    "Verb-query modes each model is evaluated with.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("tag", "", "Variant name of --overrides (workdir "
+                      "suffix, table column).", flag_values=flag_values)
+  flags.DEFINE_multi_string("overrides", [], "An extra --config.x=y flag of "
+                            "every run, e.g. --overrides=--config.loss."
+                            "reconstruction=none (repeat for more).",
+                            flag_values=flag_values)
+  flags.DEFINE_list("fusions", None, "inference.clip_pair_fusion values each "
+                    "model of a zero-shot split is evaluated with (default: "
+                    "the demo's and 0).", flag_values=flag_values)
+
+
+def main(argv) -> int:
+  """Command-line program (argv[0]: its name); returns the exit status."""
+  args = cli.parse_flags(argv, define_flags, __doc__)
+  seeds = [int(s) for s in args.seeds]
+  fusions = None if args.fusions is None else [float(w) for w in args.fusions]
   splits = ["" if s == "full" else s for s in args.splits]
   os.makedirs(args.root, exist_ok=True)
   clip = _ensure_clip(args.root, args.clip_checkpoint, args.clip_steps)
   rows = []
   for split in splits:
     for clip_kind in args.clips:
-      for seed in args.seeds:
+      for seed in seeds:
         t0 = time.perf_counter()
         new = train_and_evaluate(args.root, split, clip_kind, seed, clip,
                                  args.epochs, args.verb_queries, args.tag,
-                                 args.overrides, args.fusions)
+                                 args.overrides, fusions)
         rows += new
-        print(f"{_SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} seed "
-              f"{seed}: "
+        print(f"{table_lib.SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} "
+              f"seed {seed}: "
               + "; ".join(f"{r['verb_queries']} fusion "
                           f"{r['clip_pair_fusion']:g} full {r['full']:.2f} "
                           f"seen "
@@ -280,8 +233,9 @@ def main(argv=None) -> None:
               f, indent=1)
   print(f"\nSynthetic Table I ({args.epochs} epochs, demo model, mAP % on "
         f"held-out images, mean ± half-range over seeds):\n")
-  print(format_table(rows))
+  print(table_lib.format_table(rows))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -70,8 +70,10 @@ import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from absl import flags
 from absl import logging
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.config_lib import validation
@@ -276,61 +278,62 @@ def predict_from_config(config, workdir: str) -> Summary:
 # ----------------------------------------------------------------------- CLI
 
 
-def _define_flags():
-  """Flags of the command line (defined only when run as a program)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
+def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`); `argv` for --config.x=y."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config = config_flags.DEFINE_config_file(
+  config_flags.DEFINE_config_file(
       "config", None, "Experiment config file (configs/*.py); default: the "
-      "config saved with the checkpoint.", lock_config=True)
-  f = {
-      "checkpoint": flags.DEFINE_string(
-          "checkpoint", None, "Training workdir, checkpoints folder or "
-          "checkpoint step folder.", required=True),
-      "images": flags.DEFINE_multi_string(
-          "images", [], "Image files (more may follow as arguments)."),
-      "out": flags.DEFINE_string("out", None, "Output folder.",
-                                 required=True),
-      "which": flags.DEFINE_enum("which", "auto", restore.CHECKPOINT_CHOICES,
-                                 "Checkpoint of a workdir: best if any "
-                                 "(auto), best or latest."),
-      "score_threshold": flags.DEFINE_float(
-          "score_threshold", None, "Minimum confidence (the triplet's "
-          "'score', S_h * S_o * S_verb; default "
-          "config.predict.score_threshold)."),
-      "top_k": flags.DEFINE_integer(
-          "top_k", None, "Triplets per image (default config.predict.top_k)."),
-      "verbs": flags.DEFINE_string(
-          "verbs", None, "Open vocabulary: comma-separated verbs."),
-      "objects": flags.DEFINE_string(
-          "objects", None, "Open vocabulary: comma-separated objects."),
-      "prompts_file": flags.DEFINE_string(
-          "prompts_file", None, "Open vocabulary: one 'verb,object' or plain "
-          "prompt per line."),
-  }
-  return config, f
+      "config saved with the checkpoint.", flag_values=flag_values,
+      lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_string("checkpoint", None, "Training workdir, checkpoints "
+                      "folder or checkpoint step folder.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_multi_string("images", [], "Image files (more may follow as "
+                            "arguments).", flag_values=flag_values)
+  flags.DEFINE_string("out", None, "Output folder.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_enum("which", "auto", restore.CHECKPOINT_CHOICES,
+                    "Checkpoint of a workdir: best if any (auto), best or "
+                    "latest.", flag_values=flag_values)
+  flags.DEFINE_float("score_threshold", None, "Minimum confidence (the "
+                     "triplet's 'score', S_h * S_o * S_verb; default "
+                     "config.predict.score_threshold).",
+                     flag_values=flag_values)
+  flags.DEFINE_integer("top_k", None, "Triplets per image (default "
+                       "config.predict.top_k).", flag_values=flag_values)
+  flags.DEFINE_string("verbs", None, "Open vocabulary: comma-separated "
+                      "verbs.", flag_values=flag_values)
+  flags.DEFINE_string("objects", None, "Open vocabulary: comma-separated "
+                      "objects.", flag_values=flag_values)
+  flags.DEFINE_string("prompts_file", None, "Open vocabulary: one "
+                      "'verb,object' or plain prompt per line.",
+                      flag_values=flag_values)
 
 
-def main(argv: Sequence[str], config_flag, f) -> int:
-  """Runs the CLI; returns the exit status (1 when any image failed)."""
-  images = list(f["images"].value) + list(argv[1:])
+def main(argv: Sequence[str]) -> int:
+  """Runs the CLI (argv[0]: its name); returns the exit status.
+
+  The status is 1 when any image failed, 2 on a bad flag, config or file.
+  """
+  args, more_images = cli.parse_flags_and_arguments(
+      argv, lambda flag_values: define_flags(flag_values, argv), __doc__)
+  images = list(args.images) + more_images
   if not images:
     print("error: no images (use --images a.jpg b.png ...)", file=sys.stderr)
     return 2
-  config = config_flag.value
+  config = args.config
   pick = lambda name, default: (  # pylint: disable=g-long-lambda
-      f[name].value if f[name].value is not None else default)
+      args[name].value if args[name].value is not None else default)
   try:
     if config is not None:
       validation.validate(config)
     p = config.predict if config is not None else None
     summary = run(
-        config, f["checkpoint"].value, images, f["out"].value,
-        which=f["which"].value,
+        config, args.checkpoint, images, args.out, which=args.which,
         verbs=pick("verbs", p.verbs if p else ""),
         objects=pick("objects", p.objects if p else ""),
         prompts_file=pick("prompts_file", p.prompts_file if p else ""),
-        score_threshold=f["score_threshold"].value, top_k=f["top_k"].value)
+        score_threshold=args.score_threshold, top_k=args.top_k)
   except (FileNotFoundError, ValueError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
@@ -339,15 +342,13 @@ def main(argv: Sequence[str], config_flag, f) -> int:
   return 1 if summary.failed else 0
 
 
-if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _CONFIG, _FLAGS = _define_flags()
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.inference.predict` and `ki2hoi-predict`."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  logging.set_verbosity(logging.INFO)
+  from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.hide_accelerators_from_tensorflow()
+  cli.run(main)
 
-  def _main(argv):
-    from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    input_pipeline.hide_accelerators_from_tensorflow()
-    sys.exit(main(argv, _CONFIG, _FLAGS))
 
-  app.run(_main)
+if __name__ == "__main__":
+  entry_point()
