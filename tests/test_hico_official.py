@@ -311,11 +311,12 @@ def test_synthetic_writer_files_score_its_own_ground_truth(tmp_path):
   from ki2hoi_jax.evaluation import hico_inputs  # pylint: disable=g-import-not-at-top
   synthetic.generate(str(tmp_path), num_train=12, num_test=8, seed=5,
                      image_size=128)
-  ann = tmp_path / "annotations"
-  truth = files.read_anno_bbox(str(ann / "anno_bbox.mat"))
-  labels = files.read_image_labels(str(ann / "anno.mat"), truth.gt.file_names)
+  truth = files.read_anno_bbox(str(tmp_path / "anno_bbox.mat"))
+  labels = files.read_image_labels(str(tmp_path / "anno.mat"),
+                                   truth.gt.file_names)
   import json  # pylint: disable=g-import-not-at-top
-  records = json.loads((ann / "test_hico.json").read_text())
+  records = json.loads((tmp_path / "annotations" / "test_hico.json"
+                        ).read_text())
   assert [r["file_name"] for r in records] == list(truth.gt.file_names)
   assert truth.gt.hoi.size == sum(len(r["hoi_annotation"]) for r in records)
   preds = [{"file_name": r["file_name"],
@@ -342,8 +343,8 @@ def _synthetic_with_predictions(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   synthetic.generate(str(tmp_path), num_train=12, num_test=8, seed=6,
                      image_size=128)
-  ann = tmp_path / "annotations"
-  records = json.loads((ann / "test_hico.json").read_text())
+  records = json.loads((tmp_path / "annotations" / "test_hico.json"
+                        ).read_text())
   rng = np.random.default_rng(0)
   preds = []
   for r in records:
@@ -357,23 +358,23 @@ def _synthetic_with_predictions(tmp_path):
                   "hoi_prediction": hois})
   path = tmp_path / "preds.json"
   path.write_text(json.dumps(preds))
-  return ann, str(path)
+  return tmp_path, str(path)
 
 
 def test_cli_official_protocol_and_export(tmp_path, capsys):
   from ki2hoi_jax.evaluation import hico  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
-  ann, preds = _synthetic_with_predictions(tmp_path)
+  root, preds = _synthetic_with_predictions(tmp_path)
   out = str(tmp_path / "metrics.json")
   assert hico.main(["hico", "--protocol", "official", "--anno_bbox",
-                    str(ann / "anno_bbox.mat"), "--anno", str(ann / "anno.mat"),
+                    str(root / "anno_bbox.mat"), "--anno", str(root / "anno.mat"),
                     "--predictions", preds, "--output", out,
                     "--export_official", str(tmp_path / "dets")]) == 0
   text = capsys.readouterr().out
   assert "Official protocol" in text and "Known object" in text
   metrics = json.loads(open(out).read())
   assert metrics["protocol"] == "official"
-  truth = files.read_anno_bbox(str(ann / "anno_bbox.mat"))
+  truth = files.read_anno_bbox(str(root / "anno_bbox.mat"))
   det = files.read_exported_detections(str(tmp_path / "dets"))
   again = hico_official.evaluate(truth, det)
   np.testing.assert_allclose(np.array(again["per_hoi"]["ap"]),

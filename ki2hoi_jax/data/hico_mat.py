@@ -144,11 +144,15 @@ def official_records(records: Sequence[Mapping[str, Any]]
   return out
 
 
-def write_official_files(ann_dir: str,
+def write_official_files(root: str,
                          train_records: Sequence[Mapping[str, Any]],
                          test_records: Sequence[Mapping[str, Any]]) -> None:
-  """Writes `anno_bbox.mat` and `anno.mat` from annotation JSON records."""
+  """Writes `root/anno_bbox.mat` and `root/anno.mat` from JSON records.
+
+  `root` is the dataset root, where HICO-DET's release has them
+  (`hico_20160224_det/anno_bbox.mat`).
+  """
   train = official_records(train_records)
   test = official_records(test_records)
-  write_anno_bbox(os.path.join(ann_dir, "anno_bbox.mat"), train, test)
-  write_anno(os.path.join(ann_dir, "anno.mat"), train, test)
+  write_anno_bbox(os.path.join(root, "anno_bbox.mat"), train, test)
+  write_anno(os.path.join(root, "anno.mat"), train, test)

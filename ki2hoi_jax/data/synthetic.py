@@ -9,7 +9,8 @@ datasets (docs: docs/datasets.md sections 2 and 7), so that every part of the pi
 
 HICO-DET mode writes `images/{train2015,test2015}/HICO_*.jpg`,
 `annotations/{trainval_hico,test_hico}.json`, `annotations/corre_hico.npy`
-and the official evaluation's `annotations/{anno_bbox,anno}.mat`;
+and the official evaluation's `anno_bbox.mat` and `anno.mat` (at the root,
+as in HICO-DET's release);
 V-COCO mode writes `images/{train2014,val2014}/COCO_*.jpg`,
 `annotations/{trainval_vcoco,test_vcoco}.json` and
 `annotations/corre_vcoco.npy`.
@@ -159,7 +160,7 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
     summary[f"{split}_boxes"] = num_boxes
     summary[f"{split}_class_counts"] = dict(sorted(class_counts.items()))
   if dataset == "hico_det":
-    hico_mat.write_official_files(ann_dir, split_records["train"],
+    hico_mat.write_official_files(out_dir, split_records["train"],
                                   split_records["test"])
     prior = metadata.hico().verb_object_matrix()
   else:
