@@ -22,10 +22,14 @@ from Python (the tests) any number of times in one process:
 The flags live in a `flags.FlagValues` of their own, never in absl's global
 `flags.FLAGS`: modules whose flags share a name (`--config`, `--out`) import
 together without a DuplicateFlagError, and a test's call sees no flag values
-of an earlier one. `--help` prints the module docstring and the flags. The
-training entry point (`python -m ki2hoi_jax.main`) is the one program on the
-global FLAGS, with ml_collections' `--config` / `--config.field=value`;
-programs that read a config file take its path (`--config`) and load it with
+of an earlier one. `--help` prints the module docstring and the flags.
+
+The training entry point (`python -m ki2hoi_jax.main`) is the one program on
+the global FLAGS, with ml_collections' `--config` / `--config.field=value`.
+A program of this pattern that takes such overrides too (inference/predict.py,
+benchmarks/input_pipeline.py) defines the same config flag on its own
+FlagValues (`config_flags.DEFINE_config_file(..., flag_values=flag_values,
+sys_argv=argv)`); one that only takes a config file's path loads it with
 `config_lib.files.load_config`.
 """
 
