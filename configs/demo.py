@@ -27,7 +27,7 @@ def get_config():
   # Rank candidates by S_h * S_o * S_verb. With the paper's sum, an untrained
   # verb's probability (0.01-0.4) is added to a pair confidence near 2 and
   # unseen HOIs are ranked by pair confidence alone. Chosen on validation
-  # images (renderer seed 100), not the test split (README, Synthetic Table I).
+  # images (renderer seed 100), not the test split (docs/synthetic_benchmarks.md, "UV: ranking and crop fusion").
   config.inference.score_fusion = "product"
   config.dataset.synthetic_num_train = 400
   config.dataset.synthetic_num_test = 100
@@ -70,8 +70,8 @@ def get_config():
 
   # L_re on unit vectors of the final layer: on this tiny model with the
   # synthetic CLIP, GEN-VLKT's raw all-layer form (the paper configs') cost
-  # 2.5 and 8.4 full mAP on seeds 0 and 1 of the 'uv' benchmark (README,
-  # "Synthetic Table I").
+  # 2.5 and 8.4 full mAP on seeds 0 and 1 of the 'uv' benchmark
+  # (docs/synthetic_benchmarks.md, "Other measured choices").
   config.loss.reconstruction_form = "unit_last_layer"
 
   config.optimizer.learning_rate = 3e-4

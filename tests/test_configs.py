@@ -143,7 +143,7 @@ def test_paper_defaults():
 
 def test_only_the_zero_shot_demo_ranks_by_the_product():
   # The paper's sum (eq. 18) everywhere but configs/demo.py, whose unseen
-  # classes are scored by the crop fusion (README, Synthetic Table I).
+  # classes are scored by the crop fusion (docs/synthetic_benchmarks.md, Synthetic Table I).
   assert _load("base").inference.score_fusion == "sum"
   assert _load("uv").inference.score_fusion == "sum"
   assert _load("vcoco_demo").inference.score_fusion == "sum"

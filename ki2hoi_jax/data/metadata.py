@@ -1,7 +1,7 @@
 """Class lists and zero-shot splits of HICO-DET and V-COCO.
 
 The JSON files next to this module are package data copied from the project's
-shared metadata (GEN-VLKT/HOICLIP conventions, see docs in README). Every index
+shared metadata (GEN-VLKT/HOICLIP conventions, see docs/datasets.md section 1). Every index
 here is 0-based:
 
 * verb index v in [0, 117): verb id in annotation files is v + 1.
