@@ -1,7 +1,5 @@
 """CLIP's crop score for untrained classes (inference.clip_pair_fusion)."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +7,7 @@ import pytest
 
 from ki2hoi_jax.clip import pretrain
 from ki2hoi_jax.data import transforms
+from ki2hoi_jax.evaluation import clip_fusion
 from ki2hoi_jax.models import clip_pair_scores
 
 import test_ki2hoi as tk
@@ -85,35 +84,47 @@ def test_fusion_keeps_trained_classes_and_mixes_the_others():
 
 
 def _models_and_inputs(seed):
-  """(model, the same with w = 0.5, variables, rng, image, mask, clip_image,
-  interaction text) of the tiny test model."""
+  """(model, variables, rng, image, mask, clip_image, interaction text) of
+  the tiny test model."""
   model, variables, _ = tk._built(3)
   rng = np.random.default_rng(seed)
   image, mask, clip_image = tk._inputs(rng)
-  return (model, dataclasses.replace(model, clip_pair_fusion=0.5), variables,
-          rng, image, mask, clip_image, tk._text(rng, tk.C))
+  return (model, variables, rng, image, mask, clip_image,
+          tk._text(rng, tk.C))
 
 
-def test_model_fuses_only_untrained_classes_at_inference():
-  (model, fusing, variables, _, image, mask, clip_image,
+def _fused(model, variables, image, mask, clip_image, text, **fusion_inputs):
+  """The tiny model's inference outputs with CLIP's crop scores, w = 0.5."""
+  out = tk._apply(model, variables, image, mask, clip_image, text)
+  return clip_fusion.fuse_clip_crop_scores(
+      out, image, mask, text, fusion_inputs, variables["params"],
+      model=model, weight=0.5, crop_size=clip_image.shape[1])
+
+
+def _model_takes_no_fusion_inputs(model, variables, image, mask, clip_image,
+                                  text, **fusion_inputs):
+  """Training runs the model alone: it has no fusion arguments."""
+  with pytest.raises(TypeError):
+    tk._apply(model, variables, image, mask, clip_image, text, train=True,
+              **fusion_inputs)
+
+
+def test_crop_fusion_changes_only_untrained_classes():
+  (model, variables, _, image, mask, clip_image,
    text) = _models_and_inputs(4)
   trained = jnp.asarray([True, True, False, True, False])
   plain = tk._apply(model, variables, image, mask, clip_image, text)
-  fused = tk._apply(fusing, variables, image, mask, clip_image, text,
-                    trained_classes=trained)
+  fused = _fused(model, variables, image, mask, clip_image, text,
+                 trained_classes=trained)
   a, b = (np.asarray(o["pred_interaction_logits"]) for o in (plain, fused))
   np.testing.assert_allclose(b[..., [0, 1, 3]], a[..., [0, 1, 3]], rtol=1e-6)
   assert np.abs(b[..., [2, 4]] - a[..., [2, 4]]).min() > 1e-4
   # No mask, or training: the detector's logits alone.
-  unmasked = tk._apply(fusing, variables, image, mask, clip_image, text)
+  unmasked = _fused(model, variables, image, mask, clip_image, text)
   np.testing.assert_allclose(
       np.asarray(unmasked["pred_interaction_logits"]), a, rtol=1e-6)
-  train_plain, train_fusing = (
-      tk._apply(m, variables, image, mask, clip_image, text,
-                trained_classes=trained, train=True) for m in (model, fusing))
-  np.testing.assert_allclose(
-      np.asarray(train_fusing["pred_interaction_logits"]),
-      np.asarray(train_plain["pred_interaction_logits"]), rtol=1e-6)
+  _model_takes_no_fusion_inputs(model, variables, image, mask, clip_image,
+                                text, trained_classes=trained)
 
 
 def test_trained_class_mask_is_false_exactly_on_unseen_verbs():
@@ -158,15 +169,15 @@ def test_object_fusion_keeps_trained_objects_and_gives_the_others_clip():
                              p[..., 0] / p[..., 4], rtol=1e-5)
 
 
-def test_model_fuses_only_untrained_objects_at_inference():
-  (model, fusing, variables, rng, image, mask, clip_image,
+def test_crop_fusion_changes_only_untrained_objects():
+  (model, variables, rng, image, mask, clip_image,
    text) = _models_and_inputs(5)
   k = model.num_object_classes
   obj_text = tk._text(rng, k)
   trained = jnp.arange(k) % 2 == 0
   plain = tk._apply(model, variables, image, mask, clip_image, text)
-  fused = tk._apply(fusing, variables, image, mask, clip_image, text,
-                    object_text_embeddings=obj_text, trained_objects=trained)
+  fused = _fused(model, variables, image, mask, clip_image, text,
+                 object_text_embeddings=obj_text, trained_objects=trained)
   a, b = (np.asarray(jax.nn.softmax(o["pred_obj_logits"], -1))
           for o in (plain, fused))
   even = np.flatnonzero(np.asarray(trained))
@@ -178,14 +189,8 @@ def test_model_fuses_only_untrained_objects_at_inference():
   np.testing.assert_allclose(np.asarray(fused["pred_interaction_logits"]),
                              np.asarray(plain["pred_interaction_logits"]),
                              rtol=1e-6)
-  train_fused = tk._apply(fusing, variables, image, mask, clip_image, text,
-                          object_text_embeddings=obj_text,
-                          trained_objects=trained, train=True)
-  train_plain = tk._apply(model, variables, image, mask, clip_image, text,
-                          train=True)
-  np.testing.assert_allclose(np.asarray(train_fused["pred_obj_logits"]),
-                             np.asarray(train_plain["pred_obj_logits"]),
-                             rtol=1e-6)
+  _model_takes_no_fusion_inputs(model, variables, image, mask, clip_image,
+                                text, trained_objects=trained)
 
 
 def test_trained_object_mask_is_false_exactly_on_unseen_objects():
@@ -210,18 +215,17 @@ def test_trained_object_mask_is_false_exactly_on_unseen_objects():
       [True, False, False])
 
 
-def test_model_fuses_only_untrained_candidates_at_inference():
+def test_crop_fusion_changes_only_untrained_candidates():
   """'verb' space: pred_candidate_logits are the candidates' columns, CLIP
   fused where `trained_candidates` is False, absent in training."""
-  (model, fusing, variables, rng, image, mask, clip_image,
+  (model, variables, rng, image, mask, clip_image,
    text) = _models_and_inputs(6)
   columns = jnp.asarray([0, 0, 1, 2, 4, 4], jnp.int32)  # H = 6.
   trained = jnp.asarray([True, False, True, True, False, True])
   kwargs = dict(candidate_text_embeddings=tk._text(rng, 6),
                 candidate_columns=columns, trained_candidates=trained)
   plain = tk._apply(model, variables, image, mask, clip_image, text)
-  fused = tk._apply(fusing, variables, image, mask, clip_image, text,
-                    **kwargs)
+  fused = _fused(model, variables, image, mask, clip_image, text, **kwargs)
   a = np.asarray(plain["pred_interaction_logits"])[..., np.asarray(columns)]
   b = np.asarray(fused["pred_candidate_logits"])
   assert b.shape == a.shape == (2, model.num_queries, 6)
@@ -233,7 +237,9 @@ def test_model_fuses_only_untrained_candidates_at_inference():
                              np.asarray(plain["pred_interaction_logits"]),
                              rtol=1e-6)
   assert "pred_candidate_logits" not in tk._apply(
-      fusing, variables, image, mask, clip_image, text, train=True, **kwargs)
+      model, variables, image, mask, clip_image, text, train=True)
+  _model_takes_no_fusion_inputs(model, variables, image, mask, clip_image,
+                                text, **kwargs)
 
 
 def test_trained_candidate_mask_is_false_on_unseen_pairs_of_trained_verbs():
@@ -264,7 +270,7 @@ def test_trained_candidate_mask_is_false_on_unseen_pairs_of_trained_verbs():
         config, vocabulary.closed_vocabulary(config)) is None, (split, space)
 
 
-def test_clip_fusion_inputs_name_what_the_model_fuses():
+def test_clip_fusion_inputs_name_what_is_fused():
   from configs import demo
   from ki2hoi_jax.evaluation import vocabulary
   config = demo.get_config()

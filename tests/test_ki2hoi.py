@@ -13,6 +13,7 @@ from ki2hoi_jax.config_lib import base
 from configs import demo
 from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import ki2hoi
+from ki2hoi_jax.models import param_groups
 
 KEY = jax.random.key(0, impl="unsafe_rbg")  # Fast to compile on CPU.
 K = 6  # Object classes of the tiny model.
@@ -239,7 +240,7 @@ def test_gradients_trainable_nonzero_frozen_zero_and_labels():
     return jax.grad(loss)(params)
 
   grads = grad_fn(params)
-  labels = ki2hoi.param_labels(params)
+  labels = param_groups.param_labels(params)
   flat_g = jax.tree_util.tree_leaves_with_path(grads)
   flat_l = jax.tree_util.tree_leaves(labels)
   # Known zeros at initialisation: softmax is invariant to a key bias; and
@@ -267,14 +268,14 @@ def test_gradients_trainable_nonzero_frozen_zero_and_labels():
   assert labels["backbone"]["layer2_0"]["conv1"]["kernel"] == "backbone"
   assert labels["input_proj"]["kernel"] == "default"
   assert labels["verb_predictor"]["logit_scale"] == "default"
-  mask = ki2hoi.trainable_mask(params)
+  mask = param_groups.trainable_mask(params)
   assert mask["clip_visual"]["proj"] is False
   assert mask["backbone"]["layer4_1"]["conv2"]["kernel"] is True
-  all_bb = ki2hoi.param_labels(params, backbone_frozen_stages=0)
+  all_bb = param_groups.param_labels(params, backbone_frozen_stages=0)
   assert all_bb["backbone"]["conv1"]["kernel"] == "backbone"
-  counts = ki2hoi.param_breakdown(params)
-  assert counts["total"] == ki2hoi.count_params(params)
-  assert counts["clip"] == ki2hoi.count_params(params["clip_visual"])
+  counts = param_groups.param_breakdown(params)
+  assert counts["total"] == param_groups.count_params(params)
+  assert counts["clip"] == param_groups.count_params(params["clip_visual"])
   assert counts["frozen"] > counts["clip"]
 
 
@@ -299,10 +300,10 @@ def test_text_initialised_parameters_get_the_clip_label():
   proj = ("['instance_interactor']['obj_classifier']"
           "['obj_visual_projection']")
   assert changed == {proj + "['kernel']"}
-  labels = flat(ki2hoi.param_labels(p1))
+  labels = flat(param_groups.param_labels(p1))
   assert {k for k, v in labels.items() if v == "clip"} == {
       proj + "['kernel']", proj + "['bias']"}
-  oc = ki2hoi.param_labels(p1)["instance_interactor"]["obj_classifier"]
+  oc = param_groups.param_labels(p1)["instance_interactor"]["obj_classifier"]
   assert oc["obj_logit_scale"] == "default"
   assert oc["obj_class_fc"]["kernel"] == "default"
 
@@ -384,7 +385,7 @@ def test_paper_model_builds_and_counts_parameters():
   model = ki2hoi.build_model(config)
   args = ki2hoi.dummy_inputs(config, 1, (800, 1216))
   shapes = jax.eval_shape(model.init, KEY, *args)
-  counts = ki2hoi.param_breakdown(shapes["params"])
+  counts = param_groups.param_breakdown(shapes["params"])
   print("KI2HOI paper-size parameters:", counts)
   out = jax.eval_shape(functools.partial(_apply, model), shapes, *args)
   assert out["pred_interaction_logits"].shape == (1, 64, 600)

@@ -54,9 +54,12 @@ INTERACTION_SPACES = ("hoi", "verb")
 PERSON_COCO_ID = 1
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class CandidateTable:
   """The HOI classes that post-processing scores, one column each.
+
+  Tables compare and hash by value, so that a jitted function can take one
+  as a static argument (its arrays are constants of the program).
 
   Attributes:
     interaction_column: [H] int32, column of `pred_interaction_logits` that
@@ -76,6 +79,18 @@ class CandidateTable:
   @property
   def num_candidates(self) -> int:
     return int(self.hoi_index.shape[0])
+
+  def _key(self):
+    arrays = map(np.asarray, (self.interaction_column, self.object_index,
+                              self.verb_index, self.hoi_index))
+    return (self.num_columns,) + tuple((a.dtype.str, a.shape, a.tobytes())
+                                       for a in arrays)
+
+  def __eq__(self, other):
+    return isinstance(other, CandidateTable) and self._key() == other._key()
+
+  def __hash__(self):
+    return hash(self._key())
 
 
 def hoi_candidate_table(

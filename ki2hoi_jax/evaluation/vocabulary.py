@@ -201,7 +201,7 @@ def trained_class_mask(config, prompts: Sequence[str]
   The classes outside it are those `inference.clip_pair_fusion` gives CLIP's
   crop score (models/clip_pair_scores.py): the unseen classes of a zero-shot
   split, and new prompts of an open vocabulary. None when every prompt is a
-  training class: the model then runs no crop pass at all.
+  training class: no crop pass runs at all.
   """
   closed = closed_vocabulary(config).prompts
   training = {closed[i] for i in interaction_class_indices(config, "train")}
@@ -216,7 +216,7 @@ def trained_object_mask(config, objects: Sequence[str]
   The objects outside it are those `inference.clip_pair_fusion` gives CLIP's
   object-crop score (models/clip_pair_scores.py): the unseen objects of a
   zero-shot split ('uo') and the new objects of an open vocabulary. None
-  when every object is trained: the model then runs no object-crop pass.
+  when every object is trained: no object-crop pass runs.
 
   Args:
     config: the run config (`dataset.name`, `dataset.zero_shot_split`).
@@ -343,7 +343,7 @@ def evaluation_vocabulary(config) -> Vocabulary:
 def clip_fusion_inputs(config, vocabulary: Vocabulary,
                        embed: Callable[[Sequence[str]], np.ndarray]
                        ) -> Dict[str, np.ndarray]:
-  """The model's keyword arguments of `inference.clip_pair_fusion`.
+  """The inputs of `inference.clip_pair_fusion` (evaluation/clip_fusion.py).
 
   What CLIP scores at inference (models/clip_pair_scores.py): the
   untrained interaction columns (`trained_classes`), the untrained objects

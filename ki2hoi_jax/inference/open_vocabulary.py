@@ -180,13 +180,35 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
     raise vocabulary_lib.VocabularyError(
         f"model.interaction_space must be one of "
         f"{postprocess.INTERACTION_SPACES}, got {space!r}")
-  style = config.model.prompt_style
-  dataset = config.dataset.name
   verbs, objects = parse_names(verbs), parse_names(objects)
   if not (verbs or objects or pairs or plain_prompts):
     raise vocabulary_lib.VocabularyError(
         "an open vocabulary needs verbs, objects or "
         "prompts")
+  dataset = config.dataset.name
+  train_objects = vocabulary_lib.training_objects(dataset)
+  triples = _candidate_triples(dataset, verbs, objects, pairs, plain_prompts)
+  all_objects = list(train_objects)
+  for _, o, _ in triples:
+    if o not in all_objects:
+      all_objects.append(o)
+  prompts, verb_names, table = _candidate_table(
+      triples, all_objects, space, config.model.prompt_style, dataset)
+  return vocabulary_lib.Vocabulary(space, tuple(prompts), tuple(verb_names),
+                                   tuple(all_objects), len(train_objects),
+                                   table, is_open=True)
+
+
+def _candidate_triples(dataset: str, verbs: Sequence[str],
+                       objects: Sequence[str],
+                       pairs: Sequence[Tuple[str, str]],
+                       plain_prompts: Sequence[str]
+                       ) -> List[Tuple[str, str, str]]:
+  """(verb label, object, plain prompt or '') of every candidate, no repeats.
+
+  Known verbs and objects take their training spelling (`_key` matching);
+  the order is that of `build_vocabulary`'s candidates.
+  """
   train_objects = vocabulary_lib.training_objects(dataset)
   default_objects = [o for o in train_objects if o != "no_object"]
   obj_lookup = {_key(o): o for o in train_objects}
@@ -199,7 +221,6 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
   def canon_verb(name: str) -> str:
     return verb_lookup.get(_key(name), _clean(name))
 
-  # (verb label, object, interaction prompt) of every candidate.
   triples: List[Tuple[str, str, str]] = []
   if verbs or objects:
     vs = ([canon_verb(v) for v in verbs]
@@ -209,22 +230,29 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
   triples += [(canon_verb(v), canon_obj(o), "") for v, o in pairs]
   plain_objects = [canon_obj(o) for o in objects] or default_objects
   triples += [(p, o, p) for p in plain_prompts for o in plain_objects]
-  seen, unique = set(), []
-  for t in triples:
-    if t not in seen:
-      seen.add(t)
-      unique.append(t)
+  return list(dict.fromkeys(triples))
 
-  all_objects = list(train_objects)
-  for _, o, _ in unique:
-    if o not in all_objects:
-      all_objects.append(o)
+
+def _candidate_table(triples: Sequence[Tuple[str, str, str]],
+                     all_objects: Sequence[str], space: str, style: str,
+                     dataset: str
+                     ) -> Tuple[List[str], List[str],
+                                postprocess.CandidateTable]:
+  """(interaction prompts, verb labels, candidate table) of the candidates.
+
+  Args:
+    triples: `_candidate_triples`.
+    all_objects: the object list (training objects, then new ones).
+    space: 'hoi' (a prompt per candidate) | 'verb' (a prompt per verb).
+    style: `model.prompt_style`.
+    dataset: `dataset.name` (HICO-DET candidates get their HOI index).
+  """
   verb_names: List[str] = []
   prompts: List[str] = []
   column_of: Dict[str, int] = {}
   cols, vidx, oidx, hidx = [], [], [], []
   hico = metadata.hico()
-  for v, o, plain in unique:
+  for v, o, plain in triples:
     if plain:
       prompt = plain
     elif space == "hoi":
@@ -249,9 +277,7 @@ def build_vocabulary(config, verbs: Sequence[str] = (),
       verb_index=np.asarray(vidx, np.int32),
       hoi_index=np.asarray(hidx, np.int32),
       num_columns=len(prompts))
-  return vocabulary_lib.Vocabulary(space, tuple(prompts), tuple(verb_names),
-                                   tuple(all_objects), len(train_objects),
-                                   table, is_open=True)
+  return prompts, verb_names, table
 
 
 def vocabulary_from_args(config, verbs: Any = "", objects: Any = "",

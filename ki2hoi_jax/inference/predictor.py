@@ -1,7 +1,9 @@
 """A restored KI2HOI bound to a class list: jitted forward pass -> triplets.
 
-The model runs jitted on a batch of one (one compilation per padded shape),
-then post-processing as evaluation (`config.inference`: score fusion, top-k
+The model runs jitted on a batch of one (one compilation per padded shape,
+model and class list), followed in the same program by CLIP's crop scores
+where `inference.clip_pair_fusion` > 0 (evaluation/clip_fusion.py), then
+post-processing as evaluation (`config.inference`: score fusion, top-k
 candidates, per-class triplet NMS), then the confidence threshold and top-k
 of prediction. The fused score ranks (`rank_score`); the confidence `score`
 (`S_h * S_o * S_verb`, `postprocess.select_top_k(..., with_confidence=True)`)
@@ -9,8 +11,7 @@ is shown and thresholded. Triplet dicts are described in
 `inference/predict.py`.
 """
 
-import dataclasses
-import json
+import functools
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
@@ -19,10 +20,12 @@ import numpy as np
 
 from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.clip import text_embeddings as clip_text
+from ki2hoi_jax.evaluation import clip_fusion
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
 from ki2hoi_jax.inference import images
 from ki2hoi_jax.inference import open_vocabulary
+from ki2hoi_jax.models import ki2hoi
 
 
 def decode_triplets(selected: Mapping[str, np.ndarray],
@@ -87,44 +90,38 @@ def decode_triplets(selected: Mapping[str, np.ndarray],
   return out
 
 
-# Compiled forward passes by (model config, K, candidate table, fusion,
-# top-k), so that predicting again in a notebook or a test does not recompile.
-_FORWARD_CACHE: Dict[Tuple[Any, ...], Any] = {}
-_FORWARD_CACHE_SIZE = 8
+@functools.partial(jax.jit, static_argnames=(
+    "model", "table", "score_fusion", "top_k", "fusion_weight"))
+def _forward(variables, image, mask, clip_image, text, query_text,
+             fusion_inputs, *, model, table: postprocess.CandidateTable,
+             score_fusion: str, top_k: int, fusion_weight: float):
+  """Model, CLIP crop fusion and top-k candidates of a batch.
 
+  Args:
+    variables: the model variables.
+    image, mask, clip_image: a preprocessed batch (`images.preprocess`).
+    text: [C, E] interaction text embeddings.
+    query_text: [C_q, E] text embeddings of the verb decoder's queries.
+    fusion_inputs: `vocabulary.clip_fusion_inputs` ({}: no crop fusion).
+    model: the KI2HOI module (static, as the rest).
+    table: the candidates post-processing scores.
+    score_fusion: `inference.score_fusion`.
+    top_k: `inference.top_k`.
+    fusion_weight: `inference.clip_pair_fusion`.
 
-def _jitted_forward(config, num_object_classes: int,
-                    table: postprocess.CandidateTable, score_fusion: str,
-                    num_candidates: int):
-  """jit(variables, image, mask, clip_image, text, query_text,
-  clip_fusion_inputs)."""
-  from ki2hoi_jax.models import ki2hoi  # pylint: disable=g-import-not-at-top
-  key = (json.dumps(config.model.to_dict(), sort_keys=True, default=str),
-         config.dataset.name, int(num_object_classes), score_fusion,
-         float(config.inference.clip_pair_fusion),
-         int(num_candidates),
-         *(np.asarray(getattr(table, f.name)).tobytes()
-           if isinstance(getattr(table, f.name), np.ndarray)
-           else getattr(table, f.name)
-           for f in dataclasses.fields(table)))
-  if key in _FORWARD_CACHE:
-    return _FORWARD_CACHE[key]
-  model = ki2hoi.build_model(config, num_object_classes=num_object_classes)
-
-  def forward(variables, image, mask, clip_image, text, query_text,
-              clip_fusion_inputs):
-    outputs = model.apply(variables, image, mask, clip_image, text,
-                          verb_query_text_embeddings=query_text,
-                          train=False, **clip_fusion_inputs)
-    out = postprocess.select_top_k(outputs, table, score_fusion,
-                                   num_candidates, with_confidence=True)
-    out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
-    return out
-
-  while len(_FORWARD_CACHE) >= _FORWARD_CACHE_SIZE:
-    _FORWARD_CACHE.pop(next(iter(_FORWARD_CACHE)))  # Oldest first.
-  _FORWARD_CACHE[key] = jax.jit(forward)
-  return _FORWARD_CACHE[key]
+  Returns:
+    The `postprocess.select_top_k` candidates (with `confidences`) and the
+    `pred_*` outputs.
+  """
+  outputs = model.apply(variables, image, mask, clip_image, text,
+                        verb_query_text_embeddings=query_text, train=False)
+  outputs = clip_fusion.fuse_clip_crop_scores(
+      outputs, image, mask, text, fusion_inputs, variables["params"],
+      model=model, weight=fusion_weight, crop_size=clip_image.shape[1])
+  out = postprocess.select_top_k(outputs, table, score_fusion, top_k,
+                                 with_confidence=True)
+  out.update({k: outputs[k] for k in outputs if k.startswith("pred_")})
+  return out
 
 
 class Predictor:
@@ -169,9 +166,12 @@ class Predictor:
                                                  texts)))
     self._variables = jax.device_put(
         dict(variables, params=prepared.params))
-    self._forward = _jitted_forward(
-        config, prepared.num_object_classes, vocabulary.table, fusion,
-        int(config.inference.top_k))
+    self._forward = functools.partial(
+        _forward, model=ki2hoi.build_model(
+            config, num_object_classes=prepared.num_object_classes),
+        table=vocabulary.table, score_fusion=fusion,
+        top_k=int(config.inference.top_k),
+        fusion_weight=float(config.inference.clip_pair_fusion))
     self._shapes = set()
 
   @property

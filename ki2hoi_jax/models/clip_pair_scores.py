@@ -37,18 +37,23 @@ that never had a training label although its verb did (the unseen HOIs of
 'rf_uc', 'nf_uc', 'uc', 'uo'; `vocabulary.trained_candidate_mask`) is scored
 by its trained verb's column. Such candidates get the first formula on
 their own, with c running over the candidates' HOI prompts ("a photo of a
-person standing on a chair") instead of the verb prompts; the model returns
-those scores as `pred_candidate_logits` [B, Q, H], which post-processing
-reads in place of the verb columns.
+person standing on a chair") instead of the verb prompts; those scores are
+`pred_candidate_logits` [B, Q, H], which post-processing reads in place of
+the verb columns.
 
-Training never runs this (no gradient, no cost); evaluation pays one CLIP
-image-tower pass per query and side.
+This module scores crops; `evaluation/clip_fusion.py` applies it to the
+model's outputs. Training never runs it (no gradient, no cost); evaluation
+pays one CLIP image-tower pass per query and side.
 """
 
+from typing import Any, Mapping
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ki2hoi_jax.data import transforms
+from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import roi_align
 
 CROP_MARGIN = 0.1  # As clip/pretrain.py's corpus crops.
@@ -106,6 +111,36 @@ def pair_crops(image: jnp.ndarray, mask: jnp.ndarray, sub_boxes: jnp.ndarray,
   return roi_align.roi_align(clip_in.astype(jnp.float32), boxes,
                              (size, size), sampling_ratio=0,
                              valid_size=valid_hw)
+
+
+def crop_embeddings(clip_visual: nn.Module, clip_params: Mapping[str, Any],
+                    image: jnp.ndarray, mask: jnp.ndarray,
+                    sub_boxes: jnp.ndarray, obj_boxes: jnp.ndarray, size: int,
+                    dtype: Any = jnp.float32) -> jnp.ndarray:
+  """[B, Q, E] unit CLIP embedding of the crop around each pair's boxes.
+
+  Args:
+    clip_visual: the CLIP image tower (`KI2HOI.clip_visual`), mapping
+      [N, S, S, 3] to (tokens, embedding [N, E]).
+    clip_params: its parameters (`params['clip_visual']` of the detector).
+    image, mask: the detector input, as in `pair_crops`.
+    sub_boxes, obj_boxes: [B, Q, 4] predicted boxes (cxcywh, normalised);
+      the object box twice gives the object's own crop.
+    size: CLIP input resolution S.
+    dtype: the tower's input dtype (`KI2HOI.frozen_dtype`).
+  """
+  b, q = sub_boxes.shape[:2]
+  crops = pair_crops(image, mask, sub_boxes, obj_boxes, size)
+  _, emb = clip_visual.apply({"params": clip_params},
+                             crops.reshape(b * q, size, size, 3).astype(dtype))
+  return instance_interactor.l2_normalize(
+      emb.astype(jnp.float32)).reshape(b, q, -1)
+
+
+def cosines(unit_embeddings: jnp.ndarray, text: jnp.ndarray) -> jnp.ndarray:
+  """[B, Q, C] cosines of [B, Q, E] unit embeddings with [C, E] text."""
+  return unit_embeddings @ instance_interactor.l2_normalize(
+      jnp.asarray(text, jnp.float32)).T
 
 
 def fuse_untrained(logits: jnp.ndarray, crop_logits: jnp.ndarray,

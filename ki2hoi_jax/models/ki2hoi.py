@@ -1,11 +1,11 @@
-"""KI2HOI: the full detector (docs/architecture.md components 1-6) and its factory.
+"""KI2HOI, the full detector (docs/architecture.md parts 1-6), and its factory.
 
 Variables of an initialised model:
 
 * `params`: trainable parameters, including the frozen CLIP image tower
   (`params['clip_visual']`, OpenAI names, see `ki2hoi_jax.clip.model`) and the
   ResNet (`params['backbone']`, torchvision names, see `backbone.py`); the
-  optimizer tells them apart with `param_labels` / `trainable_mask`.
+  optimizer tells them apart with `param_groups.param_labels`.
 * `frozen_bn`: the ResNet's FrozenBatchNorm constants (never mutated).
 * `batch_stats`: running statistics of the Ho-Pair Encoder batch norm
   (`model.encoder_norm='batch'`), mutated in training:
@@ -23,7 +23,9 @@ inference. The verb extraction decoder's class queries come from the same
 embeddings unless `verb_query_text_embeddings` [C_q, E] is given (evaluation
 keeps the training classes' queries, `config.model.verb_queries`).
 `object_text_embeddings` [K, E] only initialise the object classifier (pass
-them to `init`).
+them to `init`). The CLIP crop fusion of inference
+(`inference.clip_pair_fusion`) is no part of the model: it runs on the
+outputs (evaluation/clip_fusion.py).
 
 Names a DETR-R50 converter maps onto (PyTorch key -> Flax path):
   backbone.0.body.<torchvision path>  -> params/backbone/<conv>/kernel (HWIO),
@@ -59,15 +61,14 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.models import backbone as backbone_lib
-from ki2hoi_jax.models import clip_pair_scores
 from ki2hoi_jax.models import ho_pair_encoder
 from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import interaction_decoder
+from ki2hoi_jax.models import param_groups
 from ki2hoi_jax.models import position_encoding
 from ki2hoi_jax.models import roi_align
 from ki2hoi_jax.models import transformer
@@ -134,11 +135,6 @@ class KI2HOI(nn.Module):
       per-pair V_verb retrieval (False: no `verb_decoder` params, no
       `verb_attn`, no `verb_projection`).
     logit_scale_init: initial logit scale of the cosine classifiers.
-    clip_pair_fusion: weight w of CLIP's own crop score in the probability
-      of what the detector never trained, at inference: interaction classes
-      outside the training classifier, untrained objects and untrained
-      (verb, object) candidates (`clip_pair_scores`; 0: off, the paper's
-      pipeline).
     axis_name: device axis for the synced encoder batch norm (None: no sync).
     dtype: compute dtype of the trainable parts.
     frozen_dtype: compute dtype of the backbone (and of `clip_visual`, set by
@@ -172,7 +168,6 @@ class KI2HOI(nn.Module):
   classifier: str = "clip_text"
   verb_decoder: bool = True
   logit_scale_init: float = 1 / 0.07
-  clip_pair_fusion: float = 0.0
   axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   frozen_dtype: Any = jnp.float32
@@ -243,17 +238,30 @@ class KI2HOI(nn.Module):
     return (x, pos.reshape(b, h * w, d),
             fmask.reshape(b, h * w), points.reshape(b, h * w, 2))
 
+  def _clip_branch(self, clip_image):
+    """Frozen CLIP image tower: (V_sp [B, T, D] or None, embedding [B, E]).
+
+    V_sp, the projected patch tokens the interaction decoder cross-attends
+    to, exists with `clip_cross_attention` only; the raw image embedding is
+    the target of the L_re loss.
+    """
+    tokens, clip_embedding = self.clip_visual(
+        clip_image.astype(_dtype(self.frozen_dtype)))
+    tokens = jax.lax.stop_gradient(tokens)
+    clip_embedding = jax.lax.stop_gradient(clip_embedding)
+    clip_tokens = None
+    if self.clip_cross_attention:
+      dtype = _dtype(self.dtype)
+      clip_tokens = nn.Dense(self.d_model, dtype=dtype, name="clip_proj")(
+          tokens.astype(dtype))
+    return clip_tokens, clip_embedding
+
   @nn.compact
   def __call__(self, image: jnp.ndarray, mask: jnp.ndarray,
                clip_image: jnp.ndarray,
                interaction_text_embeddings: Optional[jnp.ndarray] = None,
                object_text_embeddings: Optional[jnp.ndarray] = None,
                verb_query_text_embeddings: Optional[jnp.ndarray] = None,
-               trained_classes: Optional[jnp.ndarray] = None,
-               trained_objects: Optional[jnp.ndarray] = None,
-               candidate_text_embeddings: Optional[jnp.ndarray] = None,
-               candidate_columns: Optional[jnp.ndarray] = None,
-               trained_candidates: Optional[jnp.ndarray] = None,
                *, train: bool = False) -> Dict[str, Any]:
     """Detects HOIs.
 
@@ -266,28 +274,11 @@ class KI2HOI(nn.Module):
         `classifier='linear'` only C is read (it must be the C of `init`).
       object_text_embeddings: [K, E] object-prompt embeddings: they
         initialise the object classifier (ignored with
-        `classifier='linear'`) and, with `trained_objects`, are what CLIP
-        scores the object crops against at inference.
+        `classifier='linear'`).
       verb_query_text_embeddings: [C_q, E] text embeddings of the verb
         extraction decoder's class queries (None: the interaction text
         embeddings; evaluation passes the training classes', see
         `vocabulary.verb_query_prompts`).
-      trained_classes: [C] bool, the classes of the training classifier;
-        with `clip_pair_fusion` > 0 the others get CLIP's crop score at
-        inference (None or `train`: the detector's logits alone).
-      trained_objects: [K] bool, the objects of the training split; with
-        `clip_pair_fusion` > 0 (and `object_text_embeddings`) the others get
-        CLIP's object-crop score at inference (None: all trained).
-      candidate_text_embeddings: [H, E] text embeddings of the HOI prompt
-        of each post-processing candidate ('verb' space, read with
-        `trained_candidates` only).
-      candidate_columns: [H] int, the interaction-logit column of each
-        candidate (`CandidateTable.interaction_column`).
-      trained_candidates: [H] bool, False for the candidates to fuse: the
-        untrained (verb, object) combinations of trained verbs; with
-        `clip_pair_fusion` > 0 they get CLIP's crop score against their HOI
-        prompt at inference, in `pred_candidate_logits` (None: no such
-        output).
       train: dropout and batch statistics.
 
     Returns:
@@ -300,24 +291,13 @@ class KI2HOI(nn.Module):
       layers first), interaction_clip_feature_unit [B, E] (last layer: the
       mean over queries of the L2-normalised projected features) and
       clip_image_embedding [B, E] (the raw CLIP image embedding, not
-      normalised); at inference with `trained_candidates`, also
-      pred_candidate_logits [B, N, H] (the interaction logit of each
-      candidate, fused with CLIP's for the untrained ones). All float32.
+      normalised). All float32.
     """
     dtype = _dtype(self.dtype)
     text = self._interaction_text(interaction_text_embeddings)
     memory, memory_pos, memory_mask, memory_points = self.encode(
         image, mask, train)
-
-    # Frozen CLIP branch (V_sp and the L_re target).
-    tokens, clip_embedding = self.clip_visual(
-        clip_image.astype(_dtype(self.frozen_dtype)))
-    tokens = jax.lax.stop_gradient(tokens)
-    clip_embedding = jax.lax.stop_gradient(clip_embedding)
-    clip_tokens = None
-    if self.clip_cross_attention:
-      clip_tokens = nn.Dense(self.d_model, dtype=dtype, name="clip_proj")(
-          tokens.astype(dtype))  # V_sp [B, T, D]
+    clip_tokens, clip_embedding = self._clip_branch(clip_image)
     if self.classifier == "linear":
       object_text_embeddings = None  # Random init: no CLIP text knowledge.
 
@@ -345,82 +325,52 @@ class KI2HOI(nn.Module):
         name="interaction_decoder")(
             tgt, inst["pair_embed"][None].astype(dtype), clip_tokens, memory,
             memory_pos, memory_mask, verb_feats, train)
-    predictor = verb_predictor.VerbPredictor(
+    inter_logits, inter_feat = verb_predictor.VerbPredictor(
         self.embed_dim, self.logit_scale_init, dtype, self.classifier,
-        name="verb_predictor")
-    inter_logits, inter_feat = predictor(inter_hs, retrieved, text)
-    clip_feature = jnp.mean(inter_feat, axis=2)  # [L, B, E], raw
-
-    # Pair instance layer i with interaction layer i, aligned at the end when
-    # the two decoders have different depths.
-    num = min(self.instance_decoder_layers, self.interaction_decoder_layers)
-    off_i = self.instance_decoder_layers - num
-    off_x = self.interaction_decoder_layers - num
-
-    def f32(x):
-      return x.astype(jnp.float32)
-
-    layers = [{
-        "pred_sub_boxes": f32(inst["sub_boxes"][off_i + j]),
-        "pred_obj_boxes": f32(inst["obj_boxes"][off_i + j]),
-        "pred_obj_logits": f32(inst["obj_logits"][off_i + j]),
-        "pred_human_logits": f32(inst["human_logits"][off_i + j]),
-        "pred_interaction_logits": f32(inter_logits[off_x + j]),
-        "interaction_clip_feature": clip_feature[off_x + j],
-    } for j in range(num)]
-    out = dict(layers[-1])
-    out["aux_outputs"] = layers[:-1]
-    out["interaction_clip_feature_unit"] = jnp.mean(
-        instance_interactor.l2_normalize(inter_feat[-1]), axis=1)
+        name="verb_predictor")(inter_hs, retrieved, text)
+    out = _layer_outputs(inst, inter_logits, inter_feat)
     out["clip_image_embedding"] = clip_embedding.astype(jnp.float32)
-    if self.clip_pair_fusion > 0 and not train and (
-        self.classifier == "clip_text"):
-      size = clip_image.shape[1]
-      pair = None  # [B, N, E] unit CLIP embeddings of the pair crops.
-      scale = jnp.exp(predictor.variables["params"]["logit_scale"])
-      if trained_classes is not None or trained_candidates is not None:
-        pair = self._crop_embeddings(image, mask, out["pred_sub_boxes"],
-                                     out["pred_obj_boxes"], size)
-      if trained_classes is not None:
-        out["pred_interaction_logits"] = clip_pair_scores.fuse_untrained(
-            out["pred_interaction_logits"], scale * _cosines(pair, text),
-            trained_classes, self.clip_pair_fusion)
-      if trained_candidates is not None:
-        if candidate_text_embeddings is None or candidate_columns is None:
-          raise ValueError("trained_candidates needs "
-                           "candidate_text_embeddings and candidate_columns")
-        out["pred_candidate_logits"] = clip_pair_scores.fuse_untrained(
-            out["pred_interaction_logits"][..., candidate_columns],
-            scale * _cosines(pair, candidate_text_embeddings),
-            trained_candidates, self.clip_pair_fusion)
-      if trained_objects is not None:
-        if object_text_embeddings is None:
-          raise ValueError("trained_objects needs object_text_embeddings")
-        obj_scale = self.variables["params"]["instance_interactor"][
-            "obj_classifier"]["obj_logit_scale"]
-        out["pred_obj_logits"] = clip_pair_scores.fuse_untrained_objects(
-            out["pred_obj_logits"],
-            jnp.exp(obj_scale) * _cosines(self._crop_embeddings(
-                image, mask, out["pred_obj_boxes"], out["pred_obj_boxes"],
-                size), object_text_embeddings),
-            trained_objects, self.clip_pair_fusion)
     return out
 
-  def _crop_embeddings(self, image, mask, sub_boxes, obj_boxes, size):
-    """[B, Q, E] unit CLIP embedding of a crop around each pair's boxes."""
-    b, q = sub_boxes.shape[:2]
-    crops = clip_pair_scores.pair_crops(image, mask, sub_boxes, obj_boxes,
-                                        size)
-    _, emb = self.clip_visual(crops.reshape(b * q, size, size, 3).astype(
-        _dtype(self.frozen_dtype)))
-    return instance_interactor.l2_normalize(
-        emb.astype(jnp.float32)).reshape(b, q, -1)
 
+def _layer_outputs(inst: Dict[str, jnp.ndarray], inter_logits: jnp.ndarray,
+                   inter_feat: jnp.ndarray) -> Dict[str, Any]:
+  """The output dict of the decoders' per-layer results (float32).
 
-def _cosines(unit_embeddings: jnp.ndarray, text: jnp.ndarray) -> jnp.ndarray:
-  """[B, Q, C] cosines of [B, Q, E] unit embeddings with [C, E] text."""
-  return unit_embeddings @ instance_interactor.l2_normalize(
-      jnp.asarray(text, jnp.float32)).T
+  Instance layer i is paired with interaction layer i, aligned at the end
+  when the two decoders have different depths.
+
+  Args:
+    inst: `InstanceInteractor` outputs: sub_boxes / obj_boxes [L_i, B, N, 4],
+      obj_logits [L_i, B, N, K+1], human_logits [L_i, B, N, 2].
+    inter_logits: [L_x, B, N, C] interaction logits.
+    inter_feat: [L_x, B, N, E] projected interaction features (raw).
+
+  Returns:
+    The last paired layer's `LAYER_KEYS`, `aux_outputs` (the earlier pairs)
+    and `interaction_clip_feature_unit` [B, E].
+  """
+  num = min(inst["sub_boxes"].shape[0], inter_logits.shape[0])
+  off_i = inst["sub_boxes"].shape[0] - num
+  off_x = inter_logits.shape[0] - num
+  clip_feature = jnp.mean(inter_feat, axis=2)  # [L, B, E], raw
+
+  def f32(x):
+    return x.astype(jnp.float32)
+
+  layers = [{
+      "pred_sub_boxes": f32(inst["sub_boxes"][off_i + j]),
+      "pred_obj_boxes": f32(inst["obj_boxes"][off_i + j]),
+      "pred_obj_logits": f32(inst["obj_logits"][off_i + j]),
+      "pred_human_logits": f32(inst["human_logits"][off_i + j]),
+      "pred_interaction_logits": f32(inter_logits[off_x + j]),
+      "interaction_clip_feature": clip_feature[off_x + j],
+  } for j in range(num)]
+  out = dict(layers[-1])
+  out["aux_outputs"] = layers[:-1]
+  out["interaction_clip_feature_unit"] = jnp.mean(
+      instance_interactor.l2_normalize(inter_feat[-1]), axis=1)
+  return out
 
 
 # ------------------------------------------------------------------ factory
@@ -481,7 +431,6 @@ def build_model(config, axis_name: Optional[str] = None,
       classifier=str(m.classifier),
       verb_decoder=bool(m.verb_decoder),
       logit_scale_init=float(m.logit_scale_init),
-      clip_pair_fusion=float(config.inference.get("clip_pair_fusion", 0.0)),
       axis_name=axis_name,
       dtype=jnp.dtype(m.dtype),
       frozen_dtype=frozen_dtype,
@@ -517,98 +466,6 @@ def with_text_embeddings(variables, interaction_text_embeddings):
   return variables
 
 
-# ------------------------------------------------- parameter partitioning
-
-LABEL_FROZEN = "frozen"
-LABEL_BACKBONE = "backbone"
-LABEL_DEFAULT = "default"
-LABEL_CLIP = "clip"
-
-# Parameters initialised from CLIP text embeddings (GEN-VLKT trains its
-# `obj_visual_projection` / `visual_projection` at `lr_clip`): the object
-# classifier's projection, kernel [E, K + 1] (K object-prompt columns plus a
-# random no-object column, see `ObjectClassifier`) and bias. The interaction
-# classifier has no such parameters: its text embeddings are constants.
-TEXT_INITIALISED = (("instance_interactor", "obj_classifier",
-                     "obj_visual_projection"),)
-
-
-def _label(path, backbone_frozen_stages: int) -> str:
-  keys = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
-  if keys and keys[0] == "params":  # Accept a full variables dict too.
-    keys = keys[1:]
-  if not keys:
-    return LABEL_DEFAULT
-  if keys[0] == "clip_visual":
-    return LABEL_FROZEN
-  if keys[0] == "backbone":
-    sub = keys[1] if len(keys) > 1 else ""
-    if backbone_frozen_stages > 0 and sub in ("conv1", "bn1"):
-      return LABEL_FROZEN
-    if sub.startswith("layer"):
-      stage = int(sub[len("layer"):].split("_")[0])
-      if stage <= backbone_frozen_stages:
-        return LABEL_FROZEN
-    return LABEL_BACKBONE
-  if any(tuple(keys[:len(t)]) == t for t in TEXT_INITIALISED):
-    return LABEL_CLIP
-  return LABEL_DEFAULT
-
-
-def param_labels(params, backbone_frozen_stages: int = 1):
-  """Optimizer labels: 'frozen' | 'backbone' | 'clip' | 'default' per parameter.
-
-  'frozen': the CLIP image tower, and the ResNet stem + stages
-  1..backbone_frozen_stages (DETR freezes the stem and layer1); 'backbone':
-  the other ResNet stages (backbone learning rate); 'clip': the weights
-  initialised from CLIP text embeddings (`TEXT_INITIALISED`, CLIP learning
-  rate); 'default': the rest.
-  Use with `optax.multi_transform({..., 'frozen': optax.set_to_zero()},
-  param_labels(params))`.
-
-  Args:
-    params: the `params` collection (or a variables dict holding it).
-    backbone_frozen_stages: `config.model.backbone_frozen_stages`.
-
-  Returns:
-    A pytree of strings with the structure of `params`.
-  """
-  return jax.tree_util.tree_map_with_path(
-      lambda p, _: _label(p, backbone_frozen_stages), params)
-
-
-def trainable_mask(params, backbone_frozen_stages: int = 1):
-  """Pytree of bools: True where the optimizer updates the parameter."""
-  return jax.tree_util.tree_map(
-      lambda l: l != LABEL_FROZEN,
-      param_labels(params, backbone_frozen_stages))
-
-
-def count_params(tree) -> int:
-  """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
-  return int(sum(np.prod(x.shape, dtype=np.int64)
-                 for x in jax.tree_util.tree_leaves(tree)))
-
-
-def param_breakdown(params, backbone_frozen_stages: int = 1
-                    ) -> Dict[str, int]:
-  """Parameter counts: clip / backbone / rest / total, and by optimizer label.
-
-  Args:
-    params: the `params` collection.
-    backbone_frozen_stages: as in `param_labels`.
-
-  Returns:
-    {'clip', 'backbone', 'rest', 'total', 'frozen', 'trainable'} counts
-    (frozen-BN constants are not params and are not counted).
-  """
-  params = flax.core.unfreeze(params)
-  clip = count_params(params.get("clip_visual", {}))
-  bb = count_params(params.get("backbone", {}))
-  total = count_params(params)
-  labels = jax.tree_util.tree_leaves(param_labels(params,
-                                                  backbone_frozen_stages))
-  sizes = [int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)]
-  frozen = sum(s for s, l in zip(sizes, labels) if l == LABEL_FROZEN)
-  return dict(clip=clip, backbone=bb, rest=total - clip - bb, total=total,
-              frozen=frozen, trainable=total - frozen)
+# train/run_setup.py and benchmarks/step_setup.py read these two here.
+param_labels = param_groups.param_labels
+param_breakdown = param_groups.param_breakdown
