@@ -24,6 +24,12 @@ H_A, H_B = 0, 1
 H_OTHER = int(np.flatnonzero(META.hoi_object != META.hoi_object[0])[0])
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+  """Parsed anno_bbox.mat files are cached under the test's folder."""
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def _write(tmp_path, test, train=(), labels=True):
   """anno_bbox.mat (+ anno.mat) from records; returns the read truth."""
   train = list(train) or [{"file_name": "train_0.jpg",
@@ -388,3 +394,21 @@ def test_cli_official_needs_anno_bbox(tmp_path, capsys):
     hico.main(["hico", "--protocol", "official", "--predictions", "p.json"])
   assert e.value.code == 2
   assert "--anno_bbox" in capsys.readouterr().err
+
+
+def test_parsed_anno_bbox_is_cached_until_the_file_changes(tmp_path):
+  pair = ([1, 1, 10, 10], [21, 1, 30, 10])
+  first = _write(tmp_path, [{"file_name": "a.jpg", "pairs": [(H_A, *pair)]}])
+  cache = tmp_path / "cache" / "ki2hoi_jax"
+  assert len(list(cache.glob("anno_bbox_*.npz"))) == 1
+  again = files.read_anno_bbox(str(tmp_path / "anno_bbox.mat"))
+  assert again.gt.file_names == first.gt.file_names == ("a.jpg",)
+  np.testing.assert_array_equal(again.gt.sub_boxes, first.gt.sub_boxes)
+  np.testing.assert_array_equal(again.train_instances, first.train_instances)
+  # A rewritten file (new size and time) is parsed anew.
+  changed = _write(tmp_path, [{"file_name": "b.jpg", "pairs": []},
+                              {"file_name": "c.jpg", "pairs": []}])
+  assert changed.gt.file_names == ("b.jpg", "c.jpg")
+  uncached = files.read_anno_bbox(str(tmp_path / "anno_bbox.mat"),
+                                  cache_dir="")
+  assert uncached.gt.file_names == ("b.jpg", "c.jpg")

@@ -20,8 +20,9 @@ A malformed file raises `OfficialFileError` naming the file and the field.
 """
 
 import dataclasses
+import hashlib
 import os
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
@@ -158,15 +159,77 @@ def _split(data: Mapping[str, Any], name: str, path: str) -> List[Any]:
   return _elements(data[name])
 
 
-def read_anno_bbox(path: str) -> OfficialGroundTruth:
+def default_cache_dir() -> str:
+  """`$XDG_CACHE_HOME/ki2hoi_jax` (default `~/.cache/ki2hoi_jax`)."""
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "ki2hoi_jax")
+
+
+_FORMAT = 1  # Version of the cached arrays' layout.
+
+
+def _cache_path(path: str, cache_dir: str) -> str:
+  """The cache file of `path`: keyed by its absolute path, size and mtime."""
+  st = os.stat(path)
+  key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{_FORMAT}"
+  digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+  return os.path.join(cache_dir, f"anno_bbox_{digest}.npz")
+
+
+def read_anno_bbox(path: str, cache_dir: Optional[str] = None
+                   ) -> OfficialGroundTruth:
   """Reads `anno_bbox.mat` (test pairs and training instance counts).
+
+  Parsing the file's nested structs takes scipy seconds per 10,000 images,
+  so the arrays are kept in `cache_dir` (an `.npz` per file, keyed by its
+  path, size and modification time) and read from there next time.
+
+  Args:
+    path: the file.
+    cache_dir: where parsed files are kept; None: `default_cache_dir()`;
+      '': no cache.
 
   Raises:
     OfficialFileError: missing file, variable or field; a bad `connection`.
   """
+  if not os.path.isfile(path):
+    raise OfficialFileError(f"{path}: no such file")
+  cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+  cached = _cache_path(path, cache_dir) if cache_dir else ""
+  if cached and os.path.isfile(cached):
+    with np.load(cached) as z:
+      return _ground_truth(tuple(z["file_names"].tolist()), z["image"],
+                           z["hoi"], z["sub_boxes"], z["obj_boxes"],
+                           z["train_instances"])
+  truth = _parse_anno_bbox(path)
+  if cached:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{cached}.{os.getpid()}.tmp.npz"
+    gt = truth.gt
+    np.savez(tmp, file_names=np.asarray(gt.file_names, dtype=str),
+             image=gt.image, hoi=gt.hoi, sub_boxes=gt.sub_boxes,
+             obj_boxes=gt.obj_boxes, train_instances=truth.train_instances)
+    os.replace(tmp, cached)  # Atomic: readers never see half a file.
+  return truth
+
+
+def _ground_truth(names: Tuple[str, ...], image: np.ndarray, hoi: np.ndarray,
+                  sub: np.ndarray, obj: np.ndarray, train_instances: np.ndarray
+                  ) -> OfficialGroundTruth:
+  present = np.zeros((len(names), metadata.hico().num_objects), bool)
+  present[image, metadata.hico().hoi_object[hoi]] = True
+  return OfficialGroundTruth(
+      gt=hico_ap.GroundTruth(file_names=names, image=image, hoi=hoi,
+                             sub_boxes=sub, obj_boxes=obj,
+                             object_present=present),
+      train_instances=train_instances)
+
+
+def _parse_anno_bbox(path: str) -> OfficialGroundTruth:
+  """`read_anno_bbox` without the cache."""
   data = _load(path)
   num_hois = metadata.hico().num_hois
-  hoi_object = metadata.hico().hoi_object
   names, image, hoi, sub, obj = [], [], [], [], []
   for i, rec in enumerate(_split(data, "bbox_test", path)):
     where = f"{path}: bbox_test({i + 1})"
@@ -184,16 +247,10 @@ def read_anno_bbox(path: str) -> OfficialGroundTruth:
     for h, humans, _ in _visible_entries(rec, f"{path}: bbox_train({i + 1})",
                                          num_hois):
       counts[h] += len(humans)  # Every visible entry counts.
-  image = np.asarray(image, np.int64)
-  hoi = np.asarray(hoi, np.int64)
-  present = np.zeros((len(names), metadata.hico().num_objects), bool)
-  present[image, hoi_object[hoi]] = True
-  gt = hico_ap.GroundTruth(
-      file_names=tuple(names), image=image, hoi=hoi,
-      sub_boxes=np.concatenate(sub or [np.zeros((0, 4))]),
-      obj_boxes=np.concatenate(obj or [np.zeros((0, 4))]),
-      object_present=present)
-  return OfficialGroundTruth(gt=gt, train_instances=counts)
+  return _ground_truth(
+      tuple(names), np.asarray(image, np.int64), np.asarray(hoi, np.int64),
+      np.concatenate(sub or [np.zeros((0, 4))]),
+      np.concatenate(obj or [np.zeros((0, 4))]), counts)
 
 
 def read_image_labels(path: str, file_names: Sequence[str]) -> np.ndarray:
