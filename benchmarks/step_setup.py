@@ -22,6 +22,7 @@ from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.data import splits
 from ki2hoi_jax.evaluation import vocabulary
 from ki2hoi_jax.models import ki2hoi
+from ki2hoi_jax.models import param_groups
 from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import optimizer
 from ki2hoi_jax.train import trainer
@@ -133,7 +134,7 @@ def build(name: str, per_device: int, image_hw=None,
       lambda k: model.init(k, image, mask, clip_image, text, train=False))(
           jax.random.PRNGKey(0)))
   variables = ki2hoi.with_text_embeddings(variables, text)
-  labels = optimizer.flat_labels(ki2hoi.param_labels(
+  labels = optimizer.flat_labels(param_groups.param_labels(
       variables["params"], int(config.model.backbone_frozen_stages)))
   steps_per_epoch = 1000
   tx = optimizer.make_optimizer(config, labels, steps_per_epoch)

@@ -170,6 +170,11 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+  """`python -m ki2hoi_jax.main` and the `ki2hoi` console script."""
   logging.set_verbosity(logging.INFO)
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  entry_point()

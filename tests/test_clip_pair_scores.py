@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ki2hoi_jax.clip import pretrain
+from ki2hoi_jax.clip import corpus
 from ki2hoi_jax.data import transforms
 from ki2hoi_jax.evaluation import clip_fusion
 from ki2hoi_jax.models import clip_pair_scores
@@ -23,7 +23,7 @@ def _cxcywh(x1, y1, x2, y2, w, h):
     ((0, 0, 150, 20), (100, 10, 160, 40)),  # Wider than tall image: cut.
 ])
 def test_crop_window_is_the_corpus_crop(sub, obj):
-  """The window equals clip/pretrain.py's corpus crop of the union box."""
+  """The window equals clip/corpus.py's crop of the union box."""
   h, w = 100, 160
   boxes = clip_pair_scores.union_crop_boxes(
       jnp.asarray([[_cxcywh(*sub, w, h)]]),
@@ -33,9 +33,9 @@ def test_crop_window_is_the_corpus_crop(sub, obj):
   # The corpus' window, read off an image whose pixels hold their coordinates.
   ys, xs = np.mgrid[0:h, 0:w]
   coords = np.stack([xs, ys, np.zeros_like(xs)], -1).astype(np.uint8)
-  union = pretrain._union(sub, obj)
+  union = corpus.union_box(sub, obj)
   side = max(union[2] - union[0], union[3] - union[1]) * 1.2 + 1
-  crop = pretrain._square_crop(coords, union, int(side) + 1)
+  crop = corpus.square_crop(coords, union, int(side) + 1)
   # Resizing may blur the first/last columns; the window spans them.
   assert abs(got[0] - crop[..., 0].min()) <= 1.5, (got, crop[..., 0].min())
   assert abs(got[1] - crop[..., 1].min()) <= 1.5

@@ -32,7 +32,7 @@ from ki2hoi_jax.inference import open_vocabulary as ov
 from ki2hoi_jax.inference import predict
 from ki2hoi_jax.inference import predictor as predictor_lib
 from ki2hoi_jax.models import ki2hoi
-from ki2hoi_jax.train import trainer
+from ki2hoi_jax.train import run_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIPLET_KEYS = {"human_box", "object_box", "object", "verb", "score",
@@ -248,7 +248,7 @@ def test_prompt_style_sets_the_closed_vocabulary_prompts(space, index, gerund,
   prompts = vocabulary_lib.closed_vocabulary(config).prompts
   assert prompts[index] == bare
   # The trainer embeds the closed vocabulary's prompts.
-  assert trainer.interaction_prompts(config) == list(prompts)
+  assert run_setup.interaction_prompts(config) == list(prompts)
 
 
 def test_prompt_style_sets_the_vcoco_closed_vocabulary_prompts():

@@ -11,6 +11,7 @@
 """
 
 import os
+import subprocess
 import sys
 
 import jax
@@ -18,31 +19,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import demo_utils  # tests/ is on sys.path (pytest rootdir conftest).
 from configs import demo
 from ki2hoi_jax.models import ki2hoi
 from ki2hoi_jax.train import startup
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
-
-from benchmarks import gpu  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-# Config overrides of a tiny demo model (tests/test_trainer.py's _TINY).
-_TINY = ("model.instance_decoder_layers=1", "model.interaction_decoder_layers=1",
-         "model.clip.vision_layers=1", "model.clip.text_layers=1",
-         "model.num_queries=4", "dataset.max_pairs=4")
-
-
-def _tiny_config():
-  config = demo.get_config()
-  for assignment in _TINY:
-    gpu._override(config, assignment)  # pylint: disable=protected-access
-  return config
+# The columns of benchmarks/gpu.py's table.
+_GPU_COLUMNS = ("config", "dtype", "batch", "image", "train_img_s",
+                "infer_img_s", "step_ms", "train_compile_s",
+                "infer_compile_s", "peak_gib")
 
 
 @pytest.mark.slow  # Two init compiles: about 100 s on the busy 2-core machine.
 def test_init_variables_is_bit_identical_to_plain_jit_init():
-  config = _tiny_config()
+  config = demo_utils.tiny_config()
   model = ki2hoi.build_model(config, axis_name="batch")
   image, mask, clip_image, text = ki2hoi.dummy_inputs(config)
   key = jax.random.PRNGKey(3)
@@ -82,18 +73,28 @@ def test_compilation_cache_in_workdir(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # Train and eval step compiles: about 140 s at load 8.
-@pytest.mark.usefixtures("fast_compile")
-def test_gpu_benchmark_tiny_table_parses(capsys):
-  argv = ["--config", "demo", "--batches", "8", "--dtypes", "float32",
-          "--steps", "1", "--warmup", "1", "--image_hw", "64,64",
-          "--in_process"] + [f"--set={s}" for s in _TINY]
-  assert gpu.main(argv) == 0
-  rows = gpu.parse_table(capsys.readouterr().out)
+def test_gpu_benchmark_tiny_table_parses():
+  """benchmarks/gpu.py, run as a script, prints its table with one row."""
+  cmd = [sys.executable, os.path.join(_REPO, "benchmarks", "gpu.py"),
+         "--config", "demo", "--batches", "8", "--dtypes", "float32",
+         "--steps", "1", "--warmup", "1", "--image_hw", "64,64",
+         "--in_process"] + [
+             f"--set={k}={v}" for k, v in demo_utils.TINY_MODEL.items()]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="true")  # As `fast_compile`.
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                        timeout=1200, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [line.split() for line in proc.stdout.splitlines()]
+  start = lines.index(list(_GPU_COLUMNS))
+  rows = [dict(zip(_GPU_COLUMNS, line)) for line in lines[start + 1:]]
   assert len(rows) == 1
   row = rows[0]
-  assert set(row) == set(gpu.COLUMNS)
-  assert (row["config"], row["dtype"], row["batch"], row["image"]) == (
+  assert set(row) == set(_GPU_COLUMNS)
+  assert (row["config"], row["dtype"], int(row["batch"]), row["image"]) == (
       "demo", "float32", 8, "64x64")
   for column in ("train_img_s", "infer_img_s", "step_ms"):
-    assert np.isfinite(row[column]) and row[column] > 0, column
-  assert np.isnan(row["peak_gib"]) or row["peak_gib"] > 0  # nan on CPU.
+    value = float(row[column])
+    assert np.isfinite(value) and value > 0, column
+  peak = float(row["peak_gib"])
+  assert np.isnan(peak) or peak > 0  # nan on CPU.

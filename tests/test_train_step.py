@@ -12,14 +12,12 @@ from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.evaluation import postprocess
-from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import optimizer
 from ki2hoi_jax.train import train_step as ts
 

@@ -198,7 +198,11 @@ def ensure_evaluated(workdir: str, config=None) -> Run:
   """
   workdir = os.path.abspath(workdir)
   if not eval_steps(workdir):
-    from ki2hoi_jax.train import trainer  # pylint: disable=g-import-not-at-top
-    trainer.evaluate(config if config is not None else load_config(workdir),
-                     workdir)
+    # pylint: disable=g-import-not-at-top
+    from ki2hoi_jax.train import startup
+    from ki2hoi_jax.train import trainer
+    # pylint: enable=g-import-not-at-top
+    config = config if config is not None else load_config(workdir)
+    with startup.started(config, workdir):
+      trainer.evaluate(config, workdir)
   return load_run(workdir)

@@ -1,6 +1,6 @@
 """Instance interactor: GEN-VLKT's instance decoder and its heads.
 
-Design.md component 3. N human queries and N object queries share a learnable
+docs/architecture.md component 3. N human queries and N object queries share a learnable
 pair embedding P at index i (GEN-VLKT's `pos_guided_embedd`), so human i and
 object i form pair i. Both sets go through one stack of post-norm DETR decoder
 layers (self-attention over all 2N queries), cross-attending to the encoder

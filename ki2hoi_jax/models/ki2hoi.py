@@ -68,7 +68,6 @@ from ki2hoi_jax.models import backbone as backbone_lib
 from ki2hoi_jax.models import ho_pair_encoder
 from ki2hoi_jax.models import instance_interactor
 from ki2hoi_jax.models import interaction_decoder
-from ki2hoi_jax.models import param_groups
 from ki2hoi_jax.models import position_encoding
 from ki2hoi_jax.models import roi_align
 from ki2hoi_jax.models import transformer
@@ -465,7 +464,3 @@ def with_text_embeddings(variables, interaction_text_embeddings):
       "interaction_text_embeddings": jnp.asarray(interaction_text_embeddings)}
   return variables
 
-
-# train/run_setup.py and benchmarks/step_setup.py read these two here.
-param_labels = param_groups.param_labels
-param_breakdown = param_groups.param_breakdown

@@ -1,6 +1,6 @@
 """Optimizer: AdamW, backbone and CLIP learning rates, step decay, clipping.
 
-Design.md "Training recipe": AdamW, lr 1e-4 (backbone 1e-5), weight decay
+docs/architecture.md "Training recipe": AdamW, lr 1e-4 (backbone 1e-5), weight decay
 1e-4, global-norm clipping 0.1, learning rates x 0.1 from `lr_drop_epoch`.
 Weights initialised from CLIP text embeddings (the object classifier) train
 at `clip_learning_rate` 1e-5, GEN-VLKT's `--lr_clip` with its

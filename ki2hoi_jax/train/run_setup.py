@@ -36,6 +36,7 @@ from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
 from ki2hoi_jax.models import ki2hoi
+from ki2hoi_jax.models import param_groups
 from ki2hoi_jax.train import optimizer
 from ki2hoi_jax.train import startup
 from ki2hoi_jax.train import train_step as ts
@@ -100,9 +101,8 @@ class Setup:
       classes (all; the training classes with `model.classifier='linear'`).
     verb_query_text: [C_q, E] text embeddings of the verb decoder's class
       queries at evaluation (`vocabulary.verb_query_prompts`).
-    eval_clip_fusion: the model's keyword arguments of
-      `inference.clip_pair_fusion` at evaluation
-      (`vocabulary.clip_fusion_inputs`; {}: off).
+    eval_clip_fusion: the inputs of `clip_fusion.fuse_clip_crop_scores` at
+      evaluation (`vocabulary.clip_fusion_inputs`; {}: off).
     schedules: learning-rate schedules by parameter group.
     steps_per_epoch: train steps per epoch.
     total_steps: train steps of the run.
@@ -162,12 +162,12 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
       jnp.asarray(obj_text), train=False)
   variables = pretrained.init_from_pretrained(variables, config)
   variables = ki2hoi.with_text_embeddings(variables, train_text)
-  labels = optimizer.flat_labels(ki2hoi.param_labels(
+  labels = optimizer.flat_labels(param_groups.param_labels(
       variables["params"], int(config.model.backbone_frozen_stages)))
   tx = optimizer.make_optimizer(config, labels, steps_per_epoch)
   state = ts.create_train_state(variables, tx, labels)
   state = jax.device_get(state)
-  counts = ki2hoi.param_breakdown(variables["params"],
+  counts = param_groups.param_breakdown(variables["params"],
                                   int(config.model.backbone_frozen_stages))
   logging.info("Parameters: %s", counts)
   return Setup(model=model, state=state, rng=rng, labels=labels, tx=tx,

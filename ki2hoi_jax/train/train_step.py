@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ki2hoi_jax.evaluation import clip_fusion
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import optimizer
@@ -99,9 +100,9 @@ def restore_items(state: TrainState, items: Mapping[str, Any]) -> TrainState:
 
 def _apply_model(flax_model, variables, batch, train: bool,
                  dropout_rng=None, text_embeddings=None,
-                 verb_query_text_embeddings=None, clip_fusion_inputs=None):
+                 verb_query_text_embeddings=None):
   args = [batch[k] for k in _MODEL_INPUTS]
-  kwargs = {"train": train, **(clip_fusion_inputs or {})}
+  kwargs = {"train": train}
   if text_embeddings is not None:
     args.append(text_embeddings)
   if verb_query_text_embeddings is not None:
@@ -180,6 +181,7 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
               flax_model,
               table: Optional[postprocess.CandidateTable] = None,
               score_fusion: str = "sum", top_k: int = 100,
+              clip_pair_fusion: float = 0.0,
               axis_name: str = AXIS_NAME) -> Dict[str, jnp.ndarray]:
   """Inference on this device's shard with the evaluation classifier.
 
@@ -192,12 +194,10 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
     verb_query_text_embeddings: [C_q, E] text embeddings of the verb
       decoder's class queries (None: `text_embeddings`;
       `vocabulary.verb_query_prompts`).
-    clip_fusion_inputs: keyword arguments of the model that select what
-      `inference.clip_pair_fusion` gives CLIP's crop score
-      (`trained_classes`, `trained_objects` with `object_text_embeddings`,
-      `trained_candidates` with `candidate_text_embeddings` and
-      `candidate_columns`; `vocabulary.clip_fusion_inputs`); None or {}:
-      the detector's scores alone.
+    clip_fusion_inputs: what `inference.clip_pair_fusion` gives CLIP's
+      crop score after the model (`vocabulary.clip_fusion_inputs`, read by
+      `clip_fusion.fuse_clip_crop_scores`); None or {}: the detector's
+      scores alone.
     flax_model: the linen model.
     table: candidate table of post-processing; when given, the top-k
       selection runs here on the device (postprocess.select_top_k) and only
@@ -205,6 +205,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
       outputs (used for V-COCO, whose post-processing is host-side).
     score_fusion: config.inference.score_fusion.
     top_k: config.inference.top_k.
+    clip_pair_fusion: config.inference.clip_pair_fusion, the weight w of
+      the fusion inputs.
     axis_name: device axis (unused; kept for the pmap signature).
 
   Returns:
@@ -218,8 +220,11 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
   outputs, _ = _apply_model(flax_model, variables, batch, False,
                             text_embeddings=text_embeddings,
                             verb_query_text_embeddings=(
-                                verb_query_text_embeddings),
-                            clip_fusion_inputs=clip_fusion_inputs)
+                                verb_query_text_embeddings))
+  outputs = clip_fusion.fuse_clip_crop_scores(
+      outputs, batch["image"], batch["mask"], text_embeddings,
+      clip_fusion_inputs or {}, state.params, model=flax_model,
+      weight=clip_pair_fusion, crop_size=batch["clip_image"].shape[-2])
   out = {"pred_sub_boxes": outputs["pred_sub_boxes"],
          "pred_obj_boxes": outputs["pred_obj_boxes"]}
   if table is not None:

@@ -82,7 +82,8 @@ def _p_eval_step(config, setup: run_setup.Setup):
       flax_model=setup.model,
       table=run_setup.eval_candidate_table(config),
       score_fusion=config.inference.score_fusion,
-      top_k=int(config.inference.top_k))
+      top_k=int(config.inference.top_k),
+      clip_pair_fusion=float(config.inference.clip_pair_fusion))
 
 
 @dataclasses.dataclass
