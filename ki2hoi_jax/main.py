@@ -66,9 +66,25 @@ def run(config, workdir: str) -> None:
       # pretraining.
       from ki2hoi_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
       input_pipeline.dataset_root(config, workdir)
+      _check_official_files(config, workdir)
     from ki2hoi_jax.clip import pretrain  # pylint: disable=g-import-not-at-top
     pretrain.ensure_synthetic_clip(config, workdir)  # init.synthetic_clip_steps
     _run_modes(config, workdir)
+
+
+def _check_official_files(config, workdir: str) -> None:
+  """`eval_protocol='official'` needs anno_bbox.mat: say so before training."""
+  if config.eval_protocol != "official":
+    return
+  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import validation
+  from ki2hoi_jax.train import eval_hook
+  # pylint: enable=g-import-not-at-top
+  anno_bbox, _ = eval_hook.official_files(config, workdir)
+  if not os.path.isfile(anno_bbox):
+    raise validation.ConfigError(
+        f"config.eval_protocol='official' needs {anno_bbox} (HICO-DET's "
+        "anno_bbox.mat; docs/datasets.md section 8)")
 
 
 def _run_modes(config, workdir: str) -> None:
@@ -137,6 +153,7 @@ def _user_errors() -> tuple:
   from ki2hoi_jax.checkpoints import workdir_lock
   from ki2hoi_jax.config_lib import validation
   from ki2hoi_jax.data import annotations
+  from ki2hoi_jax.evaluation import hico_official_files
   from ki2hoi_jax.evaluation import vocabulary
   from ki2hoi_jax.inference import predict
   from ki2hoi_jax.weights import pretrained
@@ -144,7 +161,8 @@ def _user_errors() -> tuple:
   return (validation.ConfigError, annotations.DatasetError,
           vocabulary.VocabularyError, pretrained.CheckpointMismatchError,
           manager.CheckpointError, workdir_lock.WorkdirLockedError,
-          predict.PredictError, FileNotFoundError, FloatingPointError)
+          predict.PredictError, hico_official_files.OfficialFileError,
+          FileNotFoundError, FloatingPointError)
 
 
 def _parse_flags(argv):

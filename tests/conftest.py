@@ -5,9 +5,13 @@ at import time of the test session.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Parsed official .mat files (evaluation/hico_official_files.py) are cached
+# in the session's own folder, also for the subprocesses of the tests.
+os.environ["KI2HOI_CACHE_DIR"] = tempfile.mkdtemp(prefix="ki2hoi_cache_")
 
 import jax  # pylint: disable=g-import-not-at-top
 

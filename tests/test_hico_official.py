@@ -27,7 +27,7 @@ H_OTHER = int(np.flatnonzero(META.hoi_object != META.hoi_object[0])[0])
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
   """Parsed anno_bbox.mat files are cached under the test's folder."""
-  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  monkeypatch.setenv("KI2HOI_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _write(tmp_path, test, train=(), labels=True):
@@ -399,7 +399,7 @@ def test_cli_official_needs_anno_bbox(tmp_path, capsys):
 def test_parsed_anno_bbox_is_cached_until_the_file_changes(tmp_path):
   pair = ([1, 1, 10, 10], [21, 1, 30, 10])
   first = _write(tmp_path, [{"file_name": "a.jpg", "pairs": [(H_A, *pair)]}])
-  cache = tmp_path / "cache" / "ki2hoi_jax"
+  cache = tmp_path / "cache"
   assert len(list(cache.glob("anno_bbox_*.npz"))) == 1
   again = files.read_anno_bbox(str(tmp_path / "anno_bbox.mat"))
   assert again.gt.file_names == first.gt.file_names == ("a.jpg",)
@@ -412,3 +412,32 @@ def test_parsed_anno_bbox_is_cached_until_the_file_changes(tmp_path):
   uncached = files.read_anno_bbox(str(tmp_path / "anno_bbox.mat"),
                                   cache_dir="")
   assert uncached.gt.file_names == ("b.jpg", "c.jpg")
+
+
+def test_training_evaluation_reports_both_protocols(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import base  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.config_lib import validation  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import eval_hook  # pylint: disable=g-import-not-at-top
+  root, preds_path = _synthetic_with_predictions(tmp_path)
+  config = base.get_config()
+  config.dataset.root = str(root)
+  gt = json.loads((root / "annotations" / "test_hico.json").read_text())
+  preds = json.loads(open(preds_path).read())
+  workdir = str(tmp_path / "work")
+  metrics = eval_hook.hico_metrics(config, workdir, gt, preds)
+  official = metrics["official"]["classes_with_gt"]["default"]["full"]
+  summary = eval_hook.summarize_eval(config, metrics)
+  assert summary["eval/mAP"] == summary["eval/mAP_full"]
+  assert summary["eval/official/mAP_full"] == pytest.approx(official)
+  assert "Official protocol" in eval_hook.metrics_table(config, metrics)
+  config.eval_protocol = "official"
+  summary = eval_hook.summarize_eval(config, metrics)
+  assert summary["eval/mAP"] == pytest.approx(official)
+  assert "(official protocol)" in eval_hook.headline(config, metrics)
+  # Without anno_bbox.mat: the python protocol alone, or a clear error.
+  os.remove(root / "anno_bbox.mat")
+  with pytest.raises(validation.ConfigError, match="anno_bbox.mat"):
+    eval_hook.hico_metrics(config, workdir, gt, preds)
+  config.eval_protocol = "python"
+  assert "official" not in eval_hook.hico_metrics(config, workdir, gt, preds)

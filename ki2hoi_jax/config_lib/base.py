@@ -153,6 +153,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.inference.nms_alpha = 1.0  # Exponent of the human IoU in triplet NMS.
   config.inference.nms_beta = 0.5  # Exponent of the object IoU in triplet NMS.
   config.eval_batch_size = 8  # Global batch size at evaluation.
+  # HICO-DET mAP that drives eval/mAP, the best checkpoint and the headline:
+  # 'python' (GEN-VLKT's evaluator) | 'official' (HICO-DET's MATLAB protocol,
+  # needs <dataset root>/anno_bbox.mat). Both are reported when the file exists.
+  config.eval_protocol = "python"
 
   # ------------------------------------------------------- run bookkeeping
   config.log_every_steps = 50  # Scalars to TensorBoard and the log.

@@ -33,6 +33,7 @@ _CHOICES = {
     "model.clip_cross_attention": (True, False),
     "model.verb_decoder": (True, False),
     "inference.score_fusion": ("sum", "genvlkt", "product"),
+    "eval_protocol": ("python", "official"),
 }
 
 _POSITIVE = ("batch_size", "eval_batch_size", "model.d_model",
@@ -127,6 +128,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError("config.dataset.zero_shot_split must be '' for V-COCO")
     if config.model.interaction_space != "verb":
       raise ConfigError("V-COCO needs config.model.interaction_space='verb'")
+    if config.eval_protocol != "python":
+      raise ConfigError("config.eval_protocol='official' is HICO-DET's "
+                        "protocol; V-COCO has its own evaluator")
   if config.model.clip.image_size % config.model.clip.patch_size:
     raise ConfigError("config.model.clip.image_size must be a multiple of "
                       "config.model.clip.patch_size")

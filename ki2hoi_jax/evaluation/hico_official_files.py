@@ -160,7 +160,9 @@ def _split(data: Mapping[str, Any], name: str, path: str) -> List[Any]:
 
 
 def default_cache_dir() -> str:
-  """`$XDG_CACHE_HOME/ki2hoi_jax` (default `~/.cache/ki2hoi_jax`)."""
+  """`$KI2HOI_CACHE_DIR`, else `$XDG_CACHE_HOME/ki2hoi_jax` (~/.cache/...)."""
+  if os.environ.get("KI2HOI_CACHE_DIR"):
+    return os.environ["KI2HOI_CACHE_DIR"]
   root = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")
   return os.path.join(root, "ki2hoi_jax")

@@ -4,9 +4,12 @@
 format, or the V-COCO predictions file) and `metrics.json`, and TensorBoard
 scalars `eval/mAP_full`, `eval/mAP_rare`, `eval/mAP_non_rare` (plus
 `eval/mAP_seen`, `eval/mAP_unseen` in zero-shot runs; V-COCO:
-`eval/role_AP_scenario_1/2`; `summarize_eval`). With several processes each
-host runs its slice of every eval batch and process 0 gathers the outputs
-(`multihost_utils.process_allgather`) and computes the mAP.
+`eval/role_AP_scenario_1/2`; `summarize_eval`). Where the dataset root has
+HICO-DET's `anno_bbox.mat`, the official protocol is reported beside the
+python one (`eval/official/...`); `config.eval_protocol` picks the one that
+drives `eval/mAP` (the best checkpoint) and the headline. With several
+processes each host runs its slice of every eval batch and process 0 gathers
+the outputs (`multihost_utils.process_allgather`) and computes the mAP.
 
 How metrics read: `metrics_table` (the evaluator's table) and `headline`
 (one line of the main numbers), for the trainer's and `main`'s output.
@@ -15,7 +18,7 @@ How metrics read: `metrics_table` (the evaluator's table) and `headline`
 import json
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from absl import logging
 import jax
@@ -24,10 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import annotations
 from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import splits
 from ki2hoi_jax.evaluation import hico
+from ki2hoi_jax.evaluation import hico_inputs
+from ki2hoi_jax.evaluation import hico_official
+from ki2hoi_jax.evaluation import hico_official_files
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vcoco as vcoco_eval
 from ki2hoi_jax.evaluation import vcoco_postprocess
@@ -41,6 +48,52 @@ def _test_annotations(config, workdir: str) -> List[Dict[str, Any]]:
   root = input_pipeline.dataset_root(config, workdir)
   path, _ = annotations.split_paths(root, "test", config.dataset.name)
   return annotations.load_json(path)
+
+
+def official_files(config, workdir: str) -> Tuple[str, str]:
+  """Paths of `anno_bbox.mat` and `anno.mat` at the dataset root."""
+  root = input_pipeline.dataset_root(config, workdir)
+  return (os.path.join(root, "anno_bbox.mat"),
+          os.path.join(root, "anno.mat"))
+
+
+def hico_metrics(config, workdir: str, gt: List[Dict[str, Any]],
+                 predictions: List[Dict[str, Any]]) -> Dict[str, Any]:
+  """HICO-DET metrics by the python protocol, plus the official one.
+
+  Returns:
+    `hico.evaluate`'s metrics, with `hico_official.evaluate`'s under
+    'official' when the dataset root has `anno_bbox.mat` (Known-Object
+    when it also has `anno.mat`).
+
+  Raises:
+    ConfigError: `eval_protocol='official'` without `anno_bbox.mat`.
+  """
+  split = config.dataset.zero_shot_split
+  metrics = dict(hico.evaluate(gt, predictions, zero_shot_split=split))
+  anno_bbox, anno = official_files(config, workdir)
+  if not os.path.isfile(anno_bbox):
+    if config.eval_protocol == "official":
+      raise validation.ConfigError(
+          f"config.eval_protocol='official' needs {anno_bbox} (HICO-DET's "
+          "anno_bbox.mat, docs/datasets.md section 8)")
+    return metrics
+  truth = hico_official_files.read_anno_bbox(anno_bbox)
+  labels = (hico_official_files.read_image_labels(anno, truth.gt.file_names)
+            if os.path.isfile(anno) else None)
+  det = hico_inputs.flatten_predictions(predictions, truth.gt.file_names)
+  metrics["official"] = hico_official.evaluate(truth, det, labels,
+                                               zero_shot_split=split or None)
+  return metrics
+
+
+def _official_means(metrics: Mapping[str, Any]) -> Dict[str, Any]:
+  """The official protocol's Default means, over the classes with test GT.
+
+  On HICO-DET's test set these are the 600-class means the papers report;
+  the synthetic test split draws a few of the 600 classes.
+  """
+  return metrics["official"]["classes_with_gt"]["default"]
 
 
 def _gather(tree: Any) -> Any:
@@ -68,6 +121,13 @@ def summarize_eval(config, metrics: Mapping[str, Any]) -> Dict[str, float]:
     out["eval/mAP_seen"] = num(z["seen"])
     out["eval/mAP_unseen"] = num(z["unseen"])
   out["eval/mAP"] = out["eval/mAP_full"]
+  if "official" in metrics:
+    means = _official_means(metrics)
+    for key in ("full", "rare", "non_rare", "seen", "unseen"):
+      if key in means:
+        out[f"eval/official/mAP_{key}"] = num(means[key])
+    if config.eval_protocol == "official":
+      out["eval/mAP"] = out["eval/official/mAP_full"]
   return out
 
 
@@ -75,7 +135,10 @@ def metrics_table(config, metrics: Mapping[str, Any]) -> str:
   """The evaluator's table of `metrics` (HICO-DET means or V-COCO role AP)."""
   if config.dataset.name == "vcoco":
     return f"V-COCO role AP (%):\n{vcoco_eval.format_metrics(metrics)}"
-  return hico.format_table(metrics)
+  table = hico.format_table(metrics)
+  if "official" in metrics:
+    table += "\n" + hico_official.format_table(metrics["official"])
+  return table
 
 
 def headline(config, metrics: Optional[Mapping[str, Any]]) -> str:
@@ -87,10 +150,18 @@ def headline(config, metrics: Optional[Mapping[str, Any]]) -> str:
   if config.dataset.name == "vcoco":
     return (f"role AP S1 {num(metrics['scenario_1'])}, "
             f"S2 {num(metrics['scenario_2'])}")
+  if config.eval_protocol == "official":
+    m = _official_means(metrics)
+    text = f"full mAP {num(m['full'])} (official protocol)"
+    if "unseen" in m:
+      text += f" (seen {num(m['seen'])}, unseen {num(m['unseen'])})"
+    return text
   text = f"full mAP {num(metrics['default']['full'])}"
   if "zero_shot" in metrics:
     z = metrics["zero_shot"]
     text += f" (seen {num(z['seen'])}, unseen {num(z['unseen'])})"
+  if "official" in metrics:
+    text += f"; official protocol {num(_official_means(metrics)['full'])}"
   return text
 
 
@@ -170,8 +241,7 @@ def run_evaluation(config, workdir: str, builder, p_eval_step, state,
     vcoco_eval.save_predictions(os.path.join(out_dir, "predictions.json"),
                                 predictions)
   else:
-    metrics = hico.evaluate(gt, predictions,
-                            zero_shot_split=config.dataset.zero_shot_split)
+    metrics = hico_metrics(config, workdir, gt, predictions)
     postprocess.write_predictions(os.path.join(out_dir, "predictions.json"),
                                   predictions)
   metrics = dict(metrics)
