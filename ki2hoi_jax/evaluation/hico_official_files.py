@@ -29,6 +29,7 @@ import scipy.io
 
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico_ap
+from ki2hoi_jax.evaluation import mat5_counts
 
 # Rows GEN-VLKT's converter keeps per HOI class (best first).
 MAX_DETECTIONS_PER_HOI = 19999
@@ -54,11 +55,14 @@ class OfficialGroundTruth:
   train_instances: np.ndarray
 
 
-def _load(path: str) -> Dict[str, Any]:
+def _load(path: str, variables: Optional[Sequence[str]] = None
+          ) -> Dict[str, Any]:
+  """The variables of a .mat file (all when `variables` is None)."""
   if not os.path.isfile(path):
     raise OfficialFileError(f"{path}: no such file")
   try:
-    return scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
+    return scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False,
+                            variable_names=variables)
   except Exception as e:  # scipy raises several types for corrupt files.
     raise OfficialFileError(f"{path}: not a readable .mat file ({e})") from e
 
@@ -230,8 +234,12 @@ def _ground_truth(names: Tuple[str, ...], image: np.ndarray, hoi: np.ndarray,
 
 def _parse_anno_bbox(path: str) -> OfficialGroundTruth:
   """`read_anno_bbox` without the cache."""
-  data = _load(path)
   num_hois = metadata.hico().num_hois
+  try:  # Skips every box of bbox_train (module mat5_counts).
+    counts = mat5_counts.train_instance_counts(path, num_hois)
+    data = _load(path, ["bbox_test"])
+  except (mat5_counts.UnsupportedMatFile, KeyError):
+    data, counts = _load(path), None  # scipy reads it all (and names errors).
   names, image, hoi, sub, obj = [], [], [], [], []
   for i, rec in enumerate(_split(data, "bbox_test", path)):
     where = f"{path}: bbox_test({i + 1})"
@@ -244,15 +252,23 @@ def _parse_anno_bbox(path: str) -> OfficialGroundTruth:
       hoi += [h] * len(humans)
       sub.append(humans)
       obj.append(objects)
+  if counts is None:
+    counts = _train_instances(data, path, num_hois)
+  return _ground_truth(
+      tuple(names), np.asarray(image, np.int64), np.asarray(hoi, np.int64),
+      np.concatenate(sub or [np.zeros((0, 4))]),
+      np.concatenate(obj or [np.zeros((0, 4))]), counts)
+
+
+def _train_instances(data: Mapping[str, Any], path: str, num_hois: int
+                     ) -> np.ndarray:
+  """[600] visible training instances from scipy's `bbox_train`."""
   counts = np.zeros(num_hois, np.int64)
   for i, rec in enumerate(_split(data, "bbox_train", path)):
     for h, humans, _ in _visible_entries(rec, f"{path}: bbox_train({i + 1})",
                                          num_hois):
       counts[h] += len(humans)  # Every visible entry counts.
-  return _ground_truth(
-      tuple(names), np.asarray(image, np.int64), np.asarray(hoi, np.int64),
-      np.concatenate(sub or [np.zeros((0, 4))]),
-      np.concatenate(obj or [np.zeros((0, 4))]), counts)
+  return counts
 
 
 def read_image_labels(path: str, file_names: Sequence[str]) -> np.ndarray:
