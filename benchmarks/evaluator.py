@@ -13,9 +13,15 @@ float64 scores without ties). It then times
   flattening (dicts -> arrays) and the vectorised evaluation itself;
 * the CLI `python -m ki2hoi_jax.evaluation.hico ... --output` as a
   subprocess (interpreter start, imports, reading, evaluation, writing),
-  with its peak RSS.
+  with its peak RSS;
+* `--gc_rounds N` (default 3): a same-run A/B of the evaluator's one
+  process-level setting, the cyclic garbage collector paused while JSON is
+  parsed and flattened (`hico._gc_paused`): N rounds, each timing that work
+  with and without the pause in alternating order; medians and their ratio.
 """
 
+import contextlib
+import gc
 import os
 import resource
 import subprocess
@@ -133,6 +139,35 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       flag_values=flag_values)
   flags.DEFINE_bool("reuse", False, "With --keep: reuse files already there.",
                     flag_values=flag_values)
+  flags.DEFINE_integer("gc_rounds", 3,
+                       "Rounds of the GC-pause A/B (0: skip it).",
+                       flag_values=flag_values)
+
+
+def _parse_and_flatten(gt_path: str, pred_path: str, pause: bool) -> float:
+  """Seconds to parse both JSON files and flatten them to arrays."""
+  gc.collect()
+  start = time.perf_counter()
+  # pylint: disable-next=protected-access
+  with hico._gc_paused() if pause else contextlib.nullcontext():
+    with open(gt_path, "rb") as f:
+      gt = hico_inputs.load_ground_truth(orjson.loads(f.read()))
+    with open(pred_path, "rb") as f:
+      hico_inputs.flatten_predictions(orjson.loads(f.read()), gt.file_names)
+  return time.perf_counter() - start
+
+
+def _gc_pause_ab(gt_path: str, pred_path: str, rounds: int) -> None:
+  times = {True: [], False: []}
+  for r in range(rounds):
+    for pause in ((True, False) if r % 2 == 0 else (False, True)):
+      times[pause].append(_parse_and_flatten(gt_path, pred_path, pause))
+  paused, running = np.median(times[True]), np.median(times[False])
+  print(f"GC pause A/B ({rounds} rounds, alternating): parse + flatten "
+        f"{paused:.2f} s paused, {running:.2f} s with the collector running "
+        f"(ratio {running / paused:.2f}x; all: paused "
+        f"{[round(t, 2) for t in times[True]]}, running "
+        f"{[round(t, 2) for t in times[False]]})")
 
 
 def main(argv) -> int:
@@ -194,6 +229,8 @@ def main(argv) -> int:
           f"wall, {usage.ru_utime + usage.ru_stime:.2f} s CPU, peak RSS "
           f"{usage.ru_maxrss / 1024:.0f} MB; its own timing: "
           f"{proc.stderr.strip()}")
+    if args.gc_rounds:
+      _gc_pause_ab(gt_path, pred_path, args.gc_rounds)
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
   return 0
 
