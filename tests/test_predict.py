@@ -23,6 +23,7 @@ from ki2hoi_jax.checkpoints import manager as checkpoint_manager
 from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.clip import text_embeddings as clip_text
 from ki2hoi_jax.config_lib import saved as saved_config
+from ki2hoi_jax.config_lib import validation
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
@@ -649,6 +650,9 @@ def test_saved_config_round_trip(trained):
   other.model.d_model = 48
   assert saved_config.check_config_matches(other, restored.config) == [
       "model.d_model: 32 -> 48"]
+  # Predicting with another model than the checkpoint's stops with one line.
+  with pytest.raises(validation.ConfigError, match=r"model\.d_model is 32"):
+    predict.run(other, workdir, [], str(workdir) + "/unused")
 
 
 def test_predict_from_config_default_images(trained, capsys):

@@ -217,7 +217,11 @@ def run(config, checkpoint: str, images: Sequence[str], out_dir: str, *,
       raise FileNotFoundError(f"no config saved with {restored.directory}; "
                               "pass --config")
     config = saved_config.config_from_saved(restored.config)
-  else:
+  elif restored.config is not None:
+    # Another model than the checkpoint's stops here with one line; other
+    # differences (dataset paths, ...) are logged.
+    saved_config.check_saved_config(config, restored.config,
+                                    restored.directory)
     saved_config.check_config_matches(config, restored.config)
   predictor = predictor_lib.build_predictor(
       config, restored, verbs=verbs, objects=objects,
