@@ -284,10 +284,15 @@ def init_from_pretrained(variables: Mapping[str, Any],
     variables = load_pretrained(variables, path, prefix="params/clip_visual",
                                 allow_partial=allow, source_prefix="visual")
   if config.init.detr_checkpoint:
-    if config.model.backbone_norm != "frozen":
-      raise ValueError("config.init.detr_checkpoint needs "
-                       "config.model.backbone_norm='frozen' (DETR's frozen "
-                       f"batch norm), got {config.model.backbone_norm!r}.")
+    # Converted DETR-R50: frozen batch norm; a synthetic detector
+    # (train/pretrain_detector.py) records the norm it was trained with.
+    norm = load_checkpoint_meta(config.init.detr_checkpoint).get(
+        "backbone_norm", "frozen")
+    if config.model.backbone_norm != norm:
+      raise ValueError(f"config.init.detr_checkpoint needs "
+                       f"config.model.backbone_norm={norm!r} (the "
+                       f"checkpoint's backbone norm), got "
+                       f"{config.model.backbone_norm!r}.")
     variables = load_pretrained(variables, config.init.detr_checkpoint,
                                 prefix="", allow_partial=allow)
   return variables
