@@ -1,7 +1,8 @@
 """Synthetic "COCO-DETR": corpus seeds, set-prediction pretraining, loading.
 
 One short pretraining of the tests' tiny model on 96-px images (module
-fixture) serves the AP and the loading tests.
+fixture, about 100 s on 2 CPU cores: the two tests that use it are `slow`)
+serves the AP and the loading tests.
 """
 
 import json
@@ -93,6 +94,7 @@ def pretrained_run(tmp_path_factory):
   return config, out, figure, random
 
 
+@pytest.mark.slow
 def test_pretraining_beats_a_random_detector(pretrained_run):
   _, out, figure, random = pretrained_run
   print(pretrain_detector.format_figure(figure))
@@ -105,6 +107,7 @@ def test_pretraining_beats_a_random_detector(pretrained_run):
   assert written["steps"] == STEPS and "sports_ball" in written["objects"]
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_through_init_detr_checkpoint(pretrained_run):
   config, out, _, _ = pretrained_run
   meta = pretrained.load_checkpoint_meta(out)
