@@ -48,7 +48,8 @@ def test_arguments_help_and_errors(capsys):
     "ki2hoi_jax.clip.pretrain", "ki2hoi_jax.data.synthetic",
     "ki2hoi_jax.data.tfds_builder", "ki2hoi_jax.evaluation.hico",
     "ki2hoi_jax.evaluation.vcoco", "ki2hoi_jax.inference.predict",
-    "ki2hoi_jax.weights.convert_clip", "ki2hoi_jax.weights.convert_detr"])
+    "ki2hoi_jax.weights.convert_clip", "ki2hoi_jax.weights.convert_detr",
+    "ki2hoi_jax.train.pretrain_detector"])
 def test_every_entry_point_helps_in_one_process(module_name, capsys):
   """All in one process: no flag of one module clashes with another's."""
   module = importlib.import_module(module_name)
