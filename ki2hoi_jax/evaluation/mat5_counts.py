@@ -25,7 +25,7 @@ file, other field types); the caller reads it with scipy then.
 
 import struct
 import zlib
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -50,6 +50,9 @@ class _Reader:
     self.order = order
     self._u32 = struct.Struct(order + "I").unpack_from
     self._u32x2 = struct.Struct(order + "II").unpack_from
+    self._dims2 = struct.Struct(order + "ii").unpack_from
+    self._one = {typ: struct.Struct(order + fmt).unpack_from
+                 for typ, fmt in _FORMATS.items()}
 
   def tag(self, pos: int) -> Tuple[int, int, int, int]:
     """(type, byte count, data start, next element) of the element at pos."""
@@ -80,30 +83,44 @@ class _Reader:
       return 0, (0,), start, end
     _, _, flags_start, pos = self.tag(start)
     cls = self._u32(self.buf, flags_start)[0] & 0xFF
-    dims, pos = self.numbers(pos)
-    return cls, dims, self.tag(pos)[3], end  # Past the array name.
+    typ, count, dims_start, nxt = self.tag(pos)
+    if typ == 5 and count == 8:  # Two int32 dimensions, the usual case.
+      dims = self._dims2(self.buf, dims_start)
+    else:
+      dims, nxt = self.numbers(pos)
+    return cls, dims, self.tag(nxt)[3], end  # Past the array name.
 
-  def fields(self, pos: int, dims: Tuple[int, ...]
-             ) -> Iterator[Dict[str, int]]:
-    """For each struct element, field name -> position of its miMATRIX."""
+  def fields(self, pos: int, dims: Tuple[int, ...], wanted: Sequence[str]
+             ) -> Iterator[List[int]]:
+    """For each struct element, the positions of the `wanted` fields' miMATRIX.
+
+    Raises:
+      KeyError: a wanted field the struct does not have.
+    """
     (size,), pos = self.numbers(pos)
     _, count, start, pos = self.tag(pos)
     raw = self.buf[start:start + count]
     names = [raw[k:k + size].split(b"\0")[0].decode()
              for k in range(0, count, size)]
+    slots = [names.index(w) if w in names else None for w in wanted]
+    if None in slots:
+      raise KeyError(f"struct fields {names} lack one of {list(wanted)}")
     tag = self.tag
     for _ in range(_size(dims)):
-      element = {}
-      for name in names:
-        element[name] = pos
+      element = []
+      for _ in names:
+        element.append(pos)
         pos = tag(pos)[3]
-      yield element
+      yield [element[k] for k in slots]
 
   def scalar(self, pos: int) -> float:
     cls, dims, contents, _ = self.matrix(pos)
     if cls == _STRUCT_CLASS or _size(dims) != 1:
       raise UnsupportedMatFile("expected a scalar")
-    return float(self.numbers(contents)[0][0])
+    typ, _, start, _ = self.tag(contents)
+    if typ not in self._one:
+      raise UnsupportedMatFile(f"numeric data of type {typ}")
+    return self._one[typ](self.buf, start)[0]
 
 
 def _size(dims: Tuple[int, ...]) -> int:
@@ -148,23 +165,25 @@ def _count_images(reader: _Reader, pos: int, counts: np.ndarray) -> None:
   cls, dims, contents, _ = reader.matrix(pos)
   if cls != _STRUCT_CLASS:
     raise UnsupportedMatFile("bbox_train is not a struct array")
-  for image in reader.fields(contents, dims):
-    cls, hoi_dims, hoi_contents, _ = reader.matrix(image["hoi"])
+  totals = [0] * counts.size
+  for (hoi_pos,) in reader.fields(contents, dims, ("hoi",)):
+    cls, hoi_dims, hoi_contents, _ = reader.matrix(hoi_pos)
     if cls != _STRUCT_CLASS:
       if _size(hoi_dims) == 0:
         continue  # An image without HOIs.
       raise UnsupportedMatFile("hoi is not a struct array")
-    for hoi in reader.fields(hoi_contents, hoi_dims):
-      if reader.scalar(hoi["invis"]):
+    for invis, hoi_id, connection in reader.fields(
+        hoi_contents, hoi_dims, ("invis", "id", "connection")):
+      if reader.scalar(invis):
         continue
-      hoi_id = int(reader.scalar(hoi["id"]))
+      hoi_id = int(reader.scalar(hoi_id))
       if not 1 <= hoi_id <= counts.size:
         raise UnsupportedMatFile(f"hoi id {hoi_id} out of range")
-      conn_cls, conn_dims, _, _ = reader.matrix(hoi["connection"])
+      conn_cls, conn_dims, _, _ = reader.matrix(connection)
       if conn_cls == _STRUCT_CLASS:
         raise UnsupportedMatFile("connection is a struct")
-      rows = conn_dims[0] if _size(conn_dims) else 0
-      counts[hoi_id - 1] += rows
+      totals[hoi_id - 1] += conn_dims[0] if _size(conn_dims) else 0
+  counts += np.asarray(totals, np.int64)
 
 
 def train_instance_counts(path: str, num_hois: int) -> np.ndarray:
