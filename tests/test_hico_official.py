@@ -435,6 +435,15 @@ def test_training_evaluation_reports_both_protocols(tmp_path):
   summary = eval_hook.summarize_eval(config, metrics)
   assert summary["eval/mAP"] == pytest.approx(official)
   assert "(official protocol)" in eval_hook.headline(config, metrics)
+  # anno_bbox.mat of other test images: skipped, or a clear error.
+  renamed = [dict(r, file_name="x" + r["file_name"]) for r in gt]
+  renamed_preds = [dict(p, file_name="x" + p["file_name"]) for p in preds]
+  with pytest.raises(validation.ConfigError, match="other test images"):
+    eval_hook.hico_metrics(config, workdir, renamed, renamed_preds)
+  config.eval_protocol = "python"
+  assert "official" not in eval_hook.hico_metrics(config, workdir, renamed,
+                                                  renamed_preds)
+  config.eval_protocol = "official"
   # Without anno_bbox.mat: the python protocol alone, or a clear error.
   os.remove(root / "anno_bbox.mat")
   with pytest.raises(validation.ConfigError, match="anno_bbox.mat"):

@@ -67,7 +67,9 @@ def hico_metrics(config, workdir: str, gt: List[Dict[str, Any]],
     when it also has `anno.mat`).
 
   Raises:
-    ConfigError: `eval_protocol='official'` without `anno_bbox.mat`.
+    ConfigError: `eval_protocol='official'` without `anno_bbox.mat`, or with
+      one whose test images are not those of the test JSON (with 'python'
+      the official protocol is then skipped, with a warning).
   """
   split = config.dataset.zero_shot_split
   metrics = dict(hico.evaluate(gt, predictions, zero_shot_split=split))
@@ -79,6 +81,13 @@ def hico_metrics(config, workdir: str, gt: List[Dict[str, Any]],
           "anno_bbox.mat, docs/datasets.md section 8)")
     return metrics
   truth = hico_official_files.read_anno_bbox(anno_bbox)
+  if set(truth.gt.file_names) != {r["file_name"] for r in gt}:
+    message = (f"{anno_bbox} lists other test images than the test "
+               "annotations JSON")
+    if config.eval_protocol == "official":
+      raise validation.ConfigError(message)
+    logging.warning("%s: the official protocol is not reported.", message)
+    return metrics
   labels = (hico_official_files.read_image_labels(anno, truth.gt.file_names)
             if os.path.isfile(anno) else None)
   det = hico_inputs.flatten_predictions(predictions, truth.gt.file_names)
