@@ -84,16 +84,8 @@ def train_step_and_batch(config, setup, num_devices: int, per_device: int,
     (p_train_step, train batch [D, B, ...] of the step's keys, the full
     random batch).
   """
-  p_train = ts.make_p_train_step(
-      flax_model=setup.model, tx=setup.tx, labels=setup.labels,
-      loss_config=config.loss, class_indices=setup.train_classes,
-      interaction_space=config.model.interaction_space,
-      schedules=setup.schedules,
-      grad_accum_steps=int(config.optimizer.grad_accum_steps))
-  label_key = ("hoi_labels" if config.model.interaction_space == "hoi"
-               else "verb_labels")
+  p_train, keys = trainer.make_train_step(config, setup)
   batch = random_batch(config, num_devices, per_device, image_hw)
-  keys = trainer._TRAIN_KEYS + (label_key,)  # pylint: disable=protected-access
   return p_train, {k: batch[k] for k in keys}, batch
 
 

@@ -142,6 +142,20 @@ def _log_train(run: _Run, done: int, history: Sequence[Mapping[str, Any]],
   return scalars
 
 
+def make_train_step(config, setup: run_setup.Setup
+                    ) -> Tuple[Any, Tuple[str, ...]]:
+  """The pmapped train step of `setup` and the batch keys it takes."""
+  p_train_step = ts.make_p_train_step(
+      flax_model=setup.model, tx=setup.tx, labels=setup.labels,
+      loss_config=config.loss, class_indices=setup.train_classes,
+      interaction_space=config.model.interaction_space,
+      schedules=setup.schedules,
+      grad_accum_steps=int(config.optimizer.grad_accum_steps))
+  label_key = ("hoi_labels" if config.model.interaction_space == "hoi"
+               else "verb_labels")
+  return p_train_step, _TRAIN_KEYS + (label_key,)
+
+
 def _train_steps(run: _Run, state: ts.TrainState, start_step: int
                  ) -> Tuple[ts.TrainState, Dict[str, float],
                             Optional[Dict[str, Any]], Optional[int]]:
@@ -152,15 +166,7 @@ def _train_steps(run: _Run, state: ts.TrainState, start_step: int
     step of that evaluation or None).
   """
   cfg, setup, total = run.config, run.setup, run.setup.total_steps
-  p_train_step = ts.make_p_train_step(
-      flax_model=setup.model, tx=setup.tx, labels=setup.labels,
-      loss_config=cfg.loss, class_indices=setup.train_classes,
-      interaction_space=cfg.model.interaction_space,
-      schedules=setup.schedules,
-      grad_accum_steps=int(cfg.optimizer.grad_accum_steps))
-  label_key = ("hoi_labels" if cfg.model.interaction_space == "hoi"
-               else "verb_labels")
-  train_keys = _TRAIN_KEYS + (label_key,)
+  p_train_step, train_keys = make_train_step(cfg, setup)
   train_iter = (input_pipeline.create_train_iterator(
       cfg, run.builder, start_step=start_step, batch_size=run.micro_batch)
                 if start_step < total else iter(()))
