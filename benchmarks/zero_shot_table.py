@@ -16,7 +16,13 @@ subprocess with its own workdir `<root>/<split>_<clip>_seed<s>` (kept: a rerun
 reuses finished runs, so an interrupted table resumes). The synthetic CLIP is
 pretrained once into `<root>/clip/` (or pass `--clip_checkpoint`); its web
 corpus and held-out crops come from renderer seed ranges disjoint from the
-detector's train and test images (clip/pretrain.py). All variants get the same
+detector's train and test images (clip/pretrain.py). The detector starts from
+a synthetic "COCO-DETR" (train/pretrain_detector.py, `--detector_steps`, the
+demo's by default), pretrained once per seed into `<root>/detector_seed<s>/`
+from its own renderer range; `--detector_steps 0` trains it from scratch on
+the HOI labels (give such runs their own `--root`: the workdir names do not
+say which detector they started from, the rows' `detector_checkpoint`
+does). All variants get the same
 budget (`--epochs`, the learning-rate drop at the same fraction).
 
 With `--verb_queries both` (default) each trained model is also evaluated with
@@ -51,6 +57,7 @@ from ki2hoi_jax import cli
 from ki2hoi_jax.analysis import zero_shot_table as table_lib
 from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.evaluation import vocabulary
+from ki2hoi_jax.train import pretrain_detector
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEMO = os.path.join(_REPO, "configs", "demo.py")
@@ -91,7 +98,8 @@ def queries_differ(split: str) -> bool:
 
 
 def train_and_evaluate(root: str, split: str, clip: str, seed: int,
-                       clip_checkpoint: str, epochs: int, verb_queries: str,
+                       clip_checkpoint: str, detector_checkpoint: str,
+                       epochs: int, verb_queries: str,
                        tag: str = "", overrides: Sequence[str] = (),
                        fusions: Optional[Sequence[float]] = None
                        ) -> List[Dict]:
@@ -112,6 +120,9 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       # The demo config pretrains a synthetic CLIP when no checkpoint is
       # given: the random row must not.
       "--config.init.synthetic_clip_steps=0",
+      f"--config.init.detr_checkpoint={detector_checkpoint}",
+      # '' above: the detector starts from scratch, not from one of its own.
+      "--config.init.synthetic_detector_steps=0",
       f"--config.optimizer.num_epochs={epochs}",
       f"--config.optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
       "--config.eval_at_start=False", *overrides]
@@ -138,6 +149,7 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
                         f"--config.inference.clip_pair_fusion={w}"], log)
     rows.append(dict(_final_metrics(workdir), split=split, clip=clip,
                      variant=tag, seed=seed, verb_queries=mode,
+                     detector_checkpoint=detector_checkpoint,
                      clip_pair_fusion=w, train_seconds=train_seconds))
   with open(done, "w") as f:
     json.dump(rows, f, indent=1)
@@ -154,6 +166,25 @@ def _ensure_clip(root: str, clip_checkpoint: Optional[str],
     subprocess.run([sys.executable, "-m", "ki2hoi_jax.clip.pretrain",
                     "--out", path, "--steps", str(steps)], cwd=_REPO,
                    check=True)
+  return path
+
+
+def _ensure_detector(root: str, seed: int, steps: int) -> str:
+  """The synthetic detector of seed `seed` ('' when `steps` is 0).
+
+  Pretrained once per seed into `<root>/detector_seed<s>/` with the demo's
+  corpus size and shared by every split and CLIP of that seed (the corpus
+  has no interaction labels, so no split sees its unseen HOIs through it).
+  """
+  if steps <= 0:
+    return ""
+  path = os.path.join(root, f"detector_seed{seed}", "synthetic_detr.msgpack")
+  if not os.path.exists(pretrain_detector.ap_path(path)):  # Written last.
+    images = int(files.load_config(_DEMO).init.synthetic_detector_images)
+    subprocess.run([sys.executable, "-m", "ki2hoi_jax.train.pretrain_detector",
+                    "--config", _DEMO, "--out", path, "--steps", str(steps),
+                    "--seed", str(seed), "--num_images", str(images)],
+                   cwd=_REPO, check=True)
   return path
 
 
@@ -181,6 +212,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       flag_values=flag_values)
   flags.DEFINE_integer("clip_steps", 1500, "Pretraining steps when "
                        "--clip_checkpoint is empty.", flag_values=flag_values)
+  flags.DEFINE_integer(
+      "detector_steps",
+      int(files.load_config(_DEMO).init.synthetic_detector_steps),
+      "Synthetic detector pretraining steps (train/pretrain_detector.py), "
+      "one detector per seed under <root>/detector_seed<s>/; 0 trains the "
+      "detector from scratch on the HOI labels.", flag_values=flag_values)
   flags.DEFINE_enum("verb_queries", "both",
                     ("both", "training_classes", "all_classes"),
                     "Verb-query modes each model is evaluated with.",
@@ -209,8 +246,9 @@ def main(argv) -> int:
     for clip_kind in args.clips:
       for seed in seeds:
         t0 = time.perf_counter()
+        detector = _ensure_detector(args.root, seed, args.detector_steps)
         new = train_and_evaluate(args.root, split, clip_kind, seed, clip,
-                                 args.epochs, args.verb_queries, args.tag,
+                                 detector, args.epochs, args.verb_queries, args.tag,
                                  args.overrides, fusions)
         rows += new
         print(f"{table_lib.SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} "

@@ -69,6 +69,10 @@ def run(config, workdir: str) -> None:
       _check_official_files(config, workdir)
     from ki2hoi_jax.clip import pretrain  # pylint: disable=g-import-not-at-top
     pretrain.ensure_synthetic_clip(config, workdir)  # init.synthetic_clip_steps
+    if config.mode in ("train", "all"):  # Only training starts from it.
+      from ki2hoi_jax.train import pretrain_detector  # pylint: disable=g-import-not-at-top
+      # init.synthetic_detector_steps
+      pretrain_detector.ensure_synthetic_detector(config, workdir)
     _run_modes(config, workdir)
 
 

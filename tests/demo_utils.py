@@ -46,6 +46,7 @@ TINY_OVERRIDES = (
     "--config.log_every_steps=2",
     "--config.progress_bar=False",
     "--config.init.synthetic_clip_steps=0",  # A random CLIP: no pretraining.
+    "--config.init.synthetic_detector_steps=0",  # A random detector too.
     # A random CLIP has no crop score worth reading (and the fusion would
     # compile one more CLIP pass per eval); test_clip_pair_scores tests it.
     "--config.inference.clip_pair_fusion=0",

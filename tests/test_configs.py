@@ -242,6 +242,12 @@ def test_checkpoint_check_passes_synthetic_and_complete_runs():
   config.init.clip_checkpoint = ""
   config.init.synthetic_clip_steps = 100
   validation.validate(config)
+  # So does a synthetic detector (train/pretrain_detector.py).
+  config.init.detr_checkpoint = ""
+  with pytest.raises(validation.ConfigError, match="init.detr_checkpoint"):
+    validation.validate(config)
+  config.init.synthetic_detector_steps = 100
+  validation.validate(config)
   # The demo's tiny model takes no checkpoint on any dataset.
   demo = _load("demo")
   demo.dataset.root = "/data/hico_20160224_det"

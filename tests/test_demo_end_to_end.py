@@ -42,6 +42,7 @@ def demo_run(tmp_path_factory):
          "--config.optimizer.lr_drop_epoch=100000",
          "--config.dataset.zero_shot_split=",
          "--config.init.synthetic_clip_steps=0",
+         "--config.init.synthetic_detector_steps=0",
          "--config.dataset.train_short_sides=(128,)",
          "--config.dataset.eval_short_side=128",
          "--config.dataset.max_size=160", "--config.dataset.hflip=False",

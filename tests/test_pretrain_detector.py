@@ -1,12 +1,13 @@
 """Synthetic "COCO-DETR": corpus seeds, set-prediction pretraining, loading.
 
 One short pretraining of the tests' tiny model on 96-px images (module
-fixture, about 100 s on 2 CPU cores: the two tests that use it are `slow`)
-serves the AP and the loading tests.
+fixture, about 100 s on 2 CPU cores: the tests that use it are `slow`)
+serves the AP, the loading and the workdir-reuse tests.
 """
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -132,3 +133,34 @@ def test_checkpoint_loads_through_init_detr_checkpoint(pretrained_run):
   config.model.backbone_norm = "frozen"
   with pytest.raises(ValueError, match="backbone_norm='group'"):
     pretrained.init_from_pretrained(variables, config)
+
+
+@pytest.mark.slow
+def test_workdir_detector_is_reused_or_remade(pretrained_run, tmp_path):
+  config, out, _, _ = pretrained_run
+  config = _config({"init.synthetic_detector_steps": STEPS,
+                    "init.synthetic_detector_images": 600, "seed": 0})
+  workdir = tmp_path / "run"
+  (workdir / "detector").mkdir(parents=True)
+  path = str(workdir / "detector" / "synthetic_detr.msgpack")
+  for suffix in ("", ".json", ".report.txt"):
+    shutil.copy(out + suffix, path + suffix)
+  assert pretrain_detector.stale_settings(config, path) == ["missing"]
+  shutil.copy(pretrain_detector.ap_path(out), pretrain_detector.ap_path(path))
+  assert pretrain_detector.stale_settings(config, path) == []
+  # Made with these settings: reused, not retrained (a retraining would
+  # rewrite the file).
+  mtime = os.path.getmtime(path)
+  pretrain_detector.ensure_synthetic_detector(config, str(workdir))
+  assert config.init.detr_checkpoint == path
+  assert os.path.getmtime(path) == mtime
+  other = _config({"init.synthetic_detector_steps": STEPS + 1,
+                   "init.synthetic_detector_images": 600,
+                   "dataset.max_size": SIZE + 32})
+  stale = pretrain_detector.stale_settings(other, path)
+  assert stale == [f"steps {STEPS} (wanted {STEPS + 1})",
+                   f"max_size {SIZE} (wanted {SIZE + 32})"]
+  # A given checkpoint wins; steps 0 leaves the config alone.
+  other.init.detr_checkpoint = "/given.msgpack"
+  pretrain_detector.ensure_synthetic_detector(other, str(workdir))
+  assert other.init.detr_checkpoint == "/given.msgpack"

@@ -96,6 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.init.tokenizer_dir = ""  # transformers CLIP folder with vocab.json/merges.txt; '' = packaged BPE vocab.
   config.init.synthetic_clip_steps = 0  # > 0 and clip_checkpoint '': pretrain a synthetic-knowledge CLIP this many steps into <workdir>/clip/ once and use it (python -m ki2hoi_jax.clip.pretrain; the demo).
   config.init.synthetic_clip_images = 2000  # Renderer images of that CLIP's web corpus.
+  config.init.synthetic_detector_steps = 0  # > 0, detr_checkpoint '' and the synthetic dataset: pretrain the detector this many steps on the synthetic detection corpus into <workdir>/detector/ once and use it (python -m ki2hoi_jax.train.pretrain_detector; the demo).
+  config.init.synthetic_detector_images = 2000  # Renderer images of that detector's corpus.
   config.init.allow_partial = False  # Allow loading a checkpoint that lacks or mismatches some tensors.
   config.init.allow_random = False  # Allow a run on a real dataset (dataset.root set) with clip_checkpoint or detr_checkpoint '' (random CLIP / backbone and decoders); without it such a run stops with an error.
 

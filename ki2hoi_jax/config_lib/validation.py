@@ -64,7 +64,8 @@ _NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
                  "inference.nms_alpha", "inference.nms_beta",
                  "eval_every_steps", "dataset.synthetic_num_train",
                  "dataset.synthetic_num_test", "init.synthetic_clip_steps",
-                 "init.synthetic_clip_images")
+                 "init.synthetic_clip_images", "init.synthetic_detector_steps",
+                 "init.synthetic_detector_images")
 
 # Probabilities and thresholds.
 _UNIT_INTERVAL = ("model.dropout", "loss.focal_alpha",
@@ -158,7 +159,8 @@ def check_pretrained_weights(config: ml_collections.ConfigDict) -> None:
   With `dataset.root` set (a real dataset; '' is the synthetic one) both
   `init.clip_checkpoint` and `init.detr_checkpoint` are needed, unless
   `init.allow_random`. A synthetic-knowledge CLIP (`init.synthetic_clip_steps
-  > 0`, made before training) counts as a CLIP checkpoint.
+  > 0`, made before training) counts as a CLIP checkpoint, the synthetic
+  detector (`init.synthetic_detector_steps > 0`) as a DETR one.
   """
   init = config.init
   if not config.dataset.root or init.allow_random:
@@ -167,6 +169,8 @@ def check_pretrained_weights(config: ml_collections.ConfigDict) -> None:
            if not init[name]]
   if "clip_checkpoint" in empty and init.synthetic_clip_steps > 0:
     empty.remove("clip_checkpoint")
+  if "detr_checkpoint" in empty and init.synthetic_detector_steps > 0:
+    empty.remove("detr_checkpoint")
   if empty:
     raise ConfigError(
         f"config.init.{' and config.init.'.join(empty)} "

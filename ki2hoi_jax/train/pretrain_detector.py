@@ -11,20 +11,11 @@ corpus the renderer draws from its own seed range
 no interaction labels):
 
   python -m ki2hoi_jax.train.pretrain_detector --config configs/demo.py \
-      --out W/detector/synthetic_detr.msgpack [--steps 1500] \
-      [--batch_size 16] [--seed 0] [--num_images 2000]
+      --out W/detector/synthetic_detr.msgpack [--steps N] \
+      [--batch_size 8] [--seed 0] [--num_images N]
 
-Set prediction. The N human queries predict people (box, person vs
-no-object), the N object queries objects (box, object class or no-object);
-there are no pairs to form, so each side is matched to its own ground truth
-with the Hungarian matcher of HOI training (`matching.hungarian_match`, scipy
-on the host). Cost: -p(class) * `loss.cost_object_class` + L1 *
-`loss.cost_bbox` - GIoU * `loss.cost_giou` (normalised cxcywh). Loss per
-side and decoder layer (every layer with `loss.aux_loss`): L1 *
-`bbox_loss_coef` + (1 - GIoU) * `giou_loss_coef`, normalised by the ground
-truth boxes of the batch, and DETR's cross-entropy
-(`losses.weighted_cross_entropy`, unmatched queries -> no-object with
-`no_object_weight`) * `human_class_loss_coef` / `object_class_loss_coef`.
+Set prediction, each query set matched to its own ground truth on the host
+(`train/detector_loss.py`).
 AdamW with `optimizer.weight_decay` and `optimizer.grad_clip_norm`, a linear
 warm-up over 5 % of the steps, then cosine decay; random horizontal flips.
 
@@ -38,6 +29,9 @@ the config's norms have them), `--out.json` (metadata: `format`, `covers`
 each object) on held-out corpus images, with instance counts. The object
 classifier comes along: its columns are trained on every object class.
 Deterministic for a seed.
+
+`ensure_synthetic_detector` makes it once per workdir for `main`
+(`config.init.synthetic_detector_steps`).
 """
 
 import functools
@@ -47,6 +41,7 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,95 +54,14 @@ from ki2hoi_jax.data import metadata
 from ki2hoi_jax.data import synthetic_detection as corpus_lib
 from ki2hoi_jax.evaluation import box_ap
 from ki2hoi_jax.models import instance_detector
-from ki2hoi_jax.train import box_ops
-from ki2hoi_jax.train import losses
-from ki2hoi_jax.train import matching
+from ki2hoi_jax.train import detector_loss
 from ki2hoi_jax.weights import convert_detr
 from ki2hoi_jax.weights import pretrained
 
 Array = jnp.ndarray
-
-
-# ------------------------------------------------------------------- loss
-
-
-def set_loss(boxes: Array, logits: Array, gt_boxes: Array, gt_labels: Array,
-             gt_mask: Array, loss_config) -> Dict[str, Array]:
-  """Hungarian-matched loss terms of one query set (module docstring).
-
-  Args:
-    boxes: [B, Q, 4] predicted normalised cxcywh.
-    logits: [B, Q, C+1] class logits, no-object last.
-    gt_boxes: [B, G, 4] ground-truth normalised cxcywh.
-    gt_labels: [B, G] int class in 0..C-1.
-    gt_mask: [B, G] bool, True on real boxes.
-    loss_config: config.loss (cost weights, `no_object_weight`).
-
-  Returns:
-    Unweighted scalar terms `l1`, `giou` (1 - GIoU), `ce`.
-  """
-  prob = jax.nn.softmax(logits, axis=-1)  # [B, Q, C+1]
-  cost_cls = -jnp.take_along_axis(prob, gt_labels[:, None, :], axis=-1)
-  xyxy, gt_xyxy = box_ops.cxcywh_to_xyxy(boxes), box_ops.cxcywh_to_xyxy(
-      gt_boxes)
-  cost = (loss_config.cost_object_class * cost_cls
-          + loss_config.cost_bbox * box_ops.pairwise_l1(boxes, gt_boxes)
-          - loss_config.cost_giou * box_ops.pairwise_giou(xyxy, gt_xyxy))
-  cost = jnp.where(gt_mask[:, None, :], cost, matching.PADDING_COST)
-  indices, matched = matching.hungarian_match(cost, gt_mask)  # [B, 2, G]
-  num_q = boxes.shape[1]
-  # assign[b, g, q] = 1 where GT g is matched to query q.
-  assign = jax.nn.one_hot(indices[:, 0], num_q) * matched[..., None]
-  pred = jnp.einsum("bgq,bqd->bgd", assign, boxes)  # [B, G, 4]
-  m = matched.astype(jnp.float32)
-  num = jnp.maximum(m.sum(), 1.0)
-  l1 = jnp.sum(jnp.abs(pred - gt_boxes).sum(-1) * m) / num
-  giou = box_ops.elementwise_giou(box_ops.cxcywh_to_xyxy(pred), gt_xyxy)
-  no_object = logits.shape[-1] - 1
-  label_of_query = jnp.einsum("bgq,bg->bq", assign,
-                              gt_labels.astype(jnp.float32))
-  target = jnp.where(assign.sum(1) > 0,
-                     jnp.round(label_of_query).astype(jnp.int32), no_object)
-  ce_sum, ce_w = losses.weighted_cross_entropy(
-      logits, target, loss_config.no_object_weight,
-      jnp.ones(target.shape, jnp.float32))
-  return {"l1": l1, "giou": jnp.sum((1.0 - giou) * m) / num,
-          "ce": ce_sum / jnp.maximum(ce_w, 1e-6)}
-
-
-def detection_loss(outputs: Dict[str, Array], targets: Dict[str, Array],
-                   loss_config) -> Tuple[Array, Dict[str, Array]]:
-  """Weighted loss of both query sets over the decoder layers.
-
-  Args:
-    outputs: `InstanceDetector` outputs ([L, B, N, ...] per key).
-    targets: `person_boxes`, `object_boxes` [B, G, 4] normalised cxcywh,
-      `person_mask`, `object_mask` [B, G] bool, `object_labels` [B, G].
-    loss_config: config.loss.
-
-  Returns:
-    (loss, metrics of the last layer: `loss_{human,object}_{l1,giou,ce}`).
-  """
-  c = loss_config
-  num_layers = outputs["sub_boxes"].shape[0]
-  layers = range(num_layers) if c.aux_loss else [num_layers - 1]
-  total, metrics = 0.0, {}
-  for i in layers:
-    human = set_loss(outputs["sub_boxes"][i], outputs["human_logits"][i],
-                     targets["person_boxes"],
-                     jnp.zeros_like(targets["object_labels"]),
-                     targets["person_mask"], c)
-    obj = set_loss(outputs["obj_boxes"][i], outputs["obj_logits"][i],
-                   targets["object_boxes"], targets["object_labels"],
-                   targets["object_mask"], c)
-    total = total + (c.bbox_loss_coef * (human["l1"] + obj["l1"])
-                     + c.giou_loss_coef * (human["giou"] + obj["giou"])
-                     + c.human_class_loss_coef * human["ce"]
-                     + c.object_class_loss_coef * obj["ce"])
-    metrics = {**{f"loss_human_{k}": v for k, v in human.items()},
-               **{f"loss_object_{k}": v for k, v in obj.items()}}
-  metrics["loss"] = total
-  return total, metrics
+# Optimizer settings of every pretraining (the CLI's defaults, and `main`'s).
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_LEARNING_RATE = 1e-3
 
 
 # ------------------------------------------------------------------ batches
@@ -237,7 +151,7 @@ def pretrain(config, corpus: corpus_lib.DetectionCorpus, *, steps: int,
       out = detector.apply({"params": p, **state}, image, mask, train=True,
                            mutable=mutable, rngs={"dropout": rng})
       out, new_state = out if mutable else (out, {})
-      loss, _ = detection_loss(out, targets, config.loss)
+      loss, _ = detector_loss.detection_loss(out, targets, config.loss)
       return loss, new_state
     (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params)
@@ -311,7 +225,7 @@ def ap_figure(config, variables: Dict[str, Any],
   Returns:
     {'person': {'ap', 'max_recall', 'num_instances', 'num_detections'},
     'objects': {name: the same} for each object with instances,
-    'mean_object_ap', 'num_images'}.
+    'mean_object_ap', 'num_held_out_images'}.
   """
   det = predict(config, variables, corpus)
   n, q = det["person_score"].shape
@@ -334,7 +248,7 @@ def ap_figure(config, variables: Dict[str, Any],
   return {"person": person.get(0, {}), "objects": objects,
           "mean_object_ap": float(np.mean([r["ap"] for r in
                                            objects.values()])),
-          "num_images": n}
+          "num_held_out_images": n}
 
 
 def format_figure(figure: Dict[str, Any]) -> str:
@@ -395,7 +309,7 @@ def write_checkpoint(config, variables: Dict[str, Any], out: str,
 
 def run(config, out: str, *, steps: int, batch_size: int, seed: int,
         num_images: int, num_held_out: int = 200,
-        learning_rate: float = 5e-4, progress: bool = True
+        learning_rate: float = DEFAULT_LEARNING_RATE, progress: bool = True
         ) -> Dict[str, Any]:
   """Corpus, pretraining, AP figure, files (the CLI's work).
 
@@ -432,6 +346,9 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   figure = ap_figure(config, variables, held_out)
   figure.update(steps=steps, batch_size=batch_size, seed=seed,
                 num_images=num_images, learning_rate=learning_rate,
+                image_size=int(d.synthetic_image_size),
+                train_short_sides=[int(s) for s in d.train_short_sides],
+                max_size=int(d.max_size),
                 final_loss=loss_history[-1],
                 seconds=round(time.time() - start, 1))
   write_checkpoint(config, variables, out, (
@@ -440,6 +357,72 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   with open(ap_path(out), "w") as f:
     json.dump(figure, f, indent=1)
   return figure
+
+
+# ----------------------------------------------------------------- workdir
+
+
+def _wanted_settings(config) -> Dict[str, Any]:
+  """The settings a workdir's synthetic detector must have been made with."""
+  d = config.dataset
+  return {"steps": int(config.init.synthetic_detector_steps),
+          "num_images": int(config.init.synthetic_detector_images),
+          "seed": int(config.seed),
+          "batch_size": DEFAULT_BATCH_SIZE,
+          "learning_rate": DEFAULT_LEARNING_RATE,
+          "image_size": int(d.synthetic_image_size),
+          "train_short_sides": [int(s) for s in d.train_short_sides],
+          "max_size": int(d.max_size)}
+
+
+def stale_settings(config, path: str) -> List[str]:
+  """Why the synthetic detector at `path` does not serve `config` ([]: it does).
+
+  The settings are read from `ap_path(path)`, written last: a file left by a
+  killed run reads 'missing'.
+  """
+  try:
+    with open(ap_path(path)) as f:
+      made = json.load(f)
+  except (OSError, ValueError):
+    return ["missing"]
+  stale = [f"{k} {made.get(k)!r} (wanted {v!r})"
+           for k, v in _wanted_settings(config).items() if made.get(k) != v]
+  if stale:
+    logging.warning("Remaking the synthetic detector %s: %s.", path,
+                    ", ".join(stale))
+  return stale
+
+
+def ensure_synthetic_detector(config, workdir: str) -> None:
+  """Points `init.detr_checkpoint` at the workdir's synthetic detector.
+
+  With `config.init.synthetic_detector_steps > 0` and an empty
+  `init.detr_checkpoint` (a user's own checkpoint always wins), the detector
+  is pretrained once into `<workdir>/detector/synthetic_detr.msgpack` (`run`,
+  seed `config.seed`) and reused by every later mode and run; one left
+  incomplete by a killed run, or made with other settings
+  (`stale_settings`), is made again. Other processes of a multi-host run
+  wait for process 0.
+
+  Args:
+    config: the run config (changed in place).
+    workdir: the run's workdir.
+  """
+  init = config.init
+  if init.detr_checkpoint or init.synthetic_detector_steps <= 0:
+    return
+  path = os.path.join(workdir, "detector", "synthetic_detr.msgpack")
+  if jax.process_index() == 0 and stale_settings(config, path):
+    figure = run(config, path, steps=int(init.synthetic_detector_steps),
+                 batch_size=DEFAULT_BATCH_SIZE, seed=int(config.seed),
+                 num_images=int(init.synthetic_detector_images),
+                 progress=bool(config.progress_bar))
+    print(format_figure(figure), flush=True)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("synthetic_detector")
+  init.detr_checkpoint = path
 
 
 # --------------------------------------------------------------------- CLI
@@ -453,18 +436,22 @@ def define_flags(flag_values: flags.FlagValues) -> None:
       os.path.dirname(__file__), "..", "..", "configs", "demo.py"),
                       "Config file whose detector is trained.",
                       flag_values=flag_values)
-  flags.DEFINE_integer("steps", 1500, "Optimizer steps.",
+  flags.DEFINE_integer("steps", None, "Optimizer steps (default: the "
+                       "config's init.synthetic_detector_steps).",
                        flag_values=flag_values)
-  flags.DEFINE_integer("batch_size", 16, "Images per step.",
+  flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per step.",
                        flag_values=flag_values)
   flags.DEFINE_integer("seed", 0, "Corpus, init and batch-order seed.",
                        flag_values=flag_values)
-  flags.DEFINE_integer("num_images", 2000, "Renderer images of the corpus.",
+  flags.DEFINE_integer("num_images", None, "Renderer images of the corpus "
+                       "(default: the config's "
+                       "init.synthetic_detector_images).",
                        flag_values=flag_values)
   flags.DEFINE_integer("num_held_out", 200,
                        "Held-out renderer images of the AP figure.",
                        flag_values=flag_values)
-  flags.DEFINE_float("learning_rate", 5e-4, "Peak learning rate.",
+  flags.DEFINE_float("learning_rate", DEFAULT_LEARNING_RATE,
+                     "Peak learning rate.",
                      flag_values=flag_values)
 
 
@@ -472,9 +459,15 @@ def main(argv: Sequence[str]) -> int:
   """Command-line program (argv[0]: its name); returns the exit status."""
   args = cli.parse_flags(argv, define_flags, __doc__)
   config = files.load_config(args.config)
-  figure = run(config, args.out, steps=args.steps,
+  steps = args.steps or int(config.init.synthetic_detector_steps)
+  if steps <= 0:
+    raise ValueError(f"--steps is not given and {args.config} has "
+                     "init.synthetic_detector_steps 0: pass --steps N")
+  figure = run(config, args.out, steps=steps,
                batch_size=args.batch_size, seed=args.seed,
-               num_images=args.num_images, num_held_out=args.num_held_out,
+               num_images=(args.num_images
+                           or int(config.init.synthetic_detector_images)),
+               num_held_out=args.num_held_out,
                learning_rate=args.learning_rate)
   print(format_figure(figure))
   print(f"Wrote {args.out}, {pretrained.metadata_path(args.out)}, "
