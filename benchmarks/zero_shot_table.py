@@ -17,13 +17,13 @@ reuses finished runs, so an interrupted table resumes). The synthetic CLIP is
 pretrained once into `<root>/clip/` (or pass `--clip_checkpoint`); its web
 corpus and held-out crops come from renderer seed ranges disjoint from the
 detector's train and test images (clip/pretrain.py). The detector starts from
-a synthetic "COCO-DETR" (train/pretrain_detector.py, `--detector_steps`, the
-demo's by default), pretrained once per seed into `<root>/detector_seed<s>/`
-from its own renderer range; `--detector_steps 0` trains it from scratch on
-the HOI labels (give such runs their own `--root`: the workdir names do not
-say which detector they started from, the rows' `detector_checkpoint`
-does). All variants get the same
-budget (`--epochs`, the learning-rate drop at the same fraction).
+a synthetic "COCO-DETR" (train/pretrain_detector.py, `--detector_steps`),
+pretrained once into `<root>/detector/` from its own renderer range and shared
+by every run; `--detector_steps 0` trains the detector from scratch on the
+HOI labels (give such runs their own `--root`: the workdir names do not say
+which detector they started from, the rows' `detector_checkpoint` does). All
+variants get the same budget (`--epochs`, the learning-rate drop at the same
+fraction).
 
 With `--verb_queries both` (default) each trained model is also evaluated with
 `model.verb_queries='all_classes'` wherever that changes the verb decoder's
@@ -169,22 +169,21 @@ def _ensure_clip(root: str, clip_checkpoint: Optional[str],
   return path
 
 
-def _ensure_detector(root: str, seed: int, steps: int) -> str:
-  """The synthetic detector of seed `seed` ('' when `steps` is 0).
+def _ensure_detector(root: str, steps: int) -> str:
+  """The synthetic detector of every run under `root` ('' when `steps` is 0).
 
-  Pretrained once per seed into `<root>/detector_seed<s>/` with the demo's
-  corpus size and shared by every split and CLIP of that seed (the corpus
-  has no interaction labels, so no split sees its unseen HOIs through it).
+  Pretrained once (seed 0, the demo's corpus size) into `<root>/detector/`
+  and shared by every split, CLIP and seed, as one public DETR-R50 serves
+  every run of the paper (its corpus has no interaction labels, so no split
+  sees its unseen HOIs through it).
   """
   if steps <= 0:
     return ""
-  path = os.path.join(root, f"detector_seed{seed}", "synthetic_detr.msgpack")
+  path = os.path.join(root, "detector", "synthetic_detr.msgpack")
   if not os.path.exists(pretrain_detector.ap_path(path)):  # Written last.
-    images = int(files.load_config(_DEMO).init.synthetic_detector_images)
     subprocess.run([sys.executable, "-m", "ki2hoi_jax.train.pretrain_detector",
                     "--config", _DEMO, "--out", path, "--steps", str(steps),
-                    "--seed", str(seed), "--num_images", str(images)],
-                   cwd=_REPO, check=True)
+                    "--seed", "0"], cwd=_REPO, check=True)
   return path
 
 
@@ -213,10 +212,9 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer("clip_steps", 1500, "Pretraining steps when "
                        "--clip_checkpoint is empty.", flag_values=flag_values)
   flags.DEFINE_integer(
-      "detector_steps",
-      int(files.load_config(_DEMO).init.synthetic_detector_steps),
+      "detector_steps", 1200,
       "Synthetic detector pretraining steps (train/pretrain_detector.py), "
-      "one detector per seed under <root>/detector_seed<s>/; 0 trains the "
+      "one detector under <root>/detector/ for every run; 0 trains the "
       "detector from scratch on the HOI labels.", flag_values=flag_values)
   flags.DEFINE_enum("verb_queries", "both",
                     ("both", "training_classes", "all_classes"),
@@ -241,14 +239,15 @@ def main(argv) -> int:
   splits = ["" if s == "full" else s for s in args.splits]
   os.makedirs(args.root, exist_ok=True)
   clip = _ensure_clip(args.root, args.clip_checkpoint, args.clip_steps)
+  detector = _ensure_detector(args.root, args.detector_steps)
   rows = []
   for split in splits:
     for clip_kind in args.clips:
       for seed in seeds:
         t0 = time.perf_counter()
-        detector = _ensure_detector(args.root, seed, args.detector_steps)
         new = train_and_evaluate(args.root, split, clip_kind, seed, clip,
-                                 detector, args.epochs, args.verb_queries, args.tag,
+                                 detector, args.epochs, args.verb_queries,
+                                 args.tag,
                                  args.overrides, fusions)
         rows += new
         print(f"{table_lib.SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} "

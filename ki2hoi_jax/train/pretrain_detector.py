@@ -11,7 +11,7 @@ corpus the renderer draws from its own seed range
 no interaction labels):
 
   python -m ki2hoi_jax.train.pretrain_detector --config configs/demo.py \
-      --out W/detector/synthetic_detr.msgpack [--steps N] \
+      --out W/detector/synthetic_detr.msgpack --steps 1200 \
       [--batch_size 8] [--seed 0] [--num_images N]
 
 Set prediction, each query set matched to its own ground truth on the host
