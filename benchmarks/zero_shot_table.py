@@ -36,6 +36,15 @@ and the table prints both (models/clip_pair_scores.py); `--fusions W,...`
 picks the values instead (`--fusions 0.5`: the training run's evaluation
 only).
 
+Result files: each trained model writes `<--results_dir>/<name>.json`
+(default benchmarks/results/table1/; ki2hoi_jax/analysis/table_results.py:
+its rows, overrides, git commit, the settings of its CLIP and detector, and
+a fingerprint of the renderer and the config) when it finishes; commit each
+as it lands. `--render` prints the table from those files alone and refuses
+those whose fingerprint differs from the current code's:
+
+  python benchmarks/zero_shot_table.py --render [--results_dir DIR]
+
 `--tag NAME --overrides=--config.x=y [--overrides=...]` trains a variant
 (workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
 benchmark. The printed table and `<root>/table.json` hold every finished run
@@ -49,11 +58,14 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
+import numpy as np
 
 from ki2hoi_jax import cli
+from ki2hoi_jax.analysis import hoi_metrics
+from ki2hoi_jax.analysis import table_results
 from ki2hoi_jax.analysis import zero_shot_table as table_lib
 from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.evaluation import vocabulary
@@ -61,6 +73,7 @@ from ki2hoi_jax.train import pretrain_detector
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEMO = os.path.join(_REPO, "configs", "demo.py")
+_RESULTS = os.path.join(_REPO, "benchmarks", "results", "table1")
 
 def _run(args: Sequence[str], log_path: str) -> None:
   """Runs `python -m ki2hoi_jax.main args` (output to log_path)."""
@@ -74,18 +87,33 @@ def _run(args: Sequence[str], log_path: str) -> None:
     raise RuntimeError(f"run failed (exit {proc.returncode}); see {log_path}")
 
 
-def _final_metrics(workdir: str) -> Dict[str, float]:
-  """mAP (%) of the newest eval/step_<n>/metrics.json of a workdir."""
+def _last_metrics(workdir: str) -> Tuple[int, Dict]:
+  """(step, metrics.json) of the newest eval/step_<n>/ of a workdir."""
   eval_dir = os.path.join(workdir, "eval")
   steps = sorted(int(d.split("_")[1]) for d in os.listdir(eval_dir)
                  if d.startswith("step_"))
   with open(os.path.join(eval_dir, f"step_{steps[-1]}", "metrics.json")) as f:
-    metrics = json.load(f)
-  summary = metrics["summary"]
-  out = {"step": steps[-1]}
+    return steps[-1], json.load(f)
+
+
+def _pair_counts(metrics: Dict) -> Dict[str, int]:
+  """Unseen test pairs and unseen HOIs with test pairs ({} when no split)."""
+  split = hoi_metrics.metrics_split(metrics)
+  if not split:
+    return {}
+  num_gt = np.asarray(metrics["per_hoi"]["num_gt"], np.int64)
+  unseen = hoi_metrics.unseen_mask(split, len(num_gt))
+  return {"unseen_test_pairs": int(num_gt[unseen].sum()),
+          "unseen_hois_with_test_pairs": int((num_gt[unseen] > 0).sum())}
+
+
+def _final_metrics(workdir: str) -> Dict[str, float]:
+  """mAP (%) and pair counts of a workdir's newest evaluation."""
+  step, metrics = _last_metrics(workdir)
+  out = {"step": step, **_pair_counts(metrics)}
   for column in table_lib.COLUMNS:
-    if f"eval/mAP_{column}" in summary:
-      out[column] = float(summary[f"eval/mAP_{column}"])
+    if f"eval/mAP_{column}" in metrics["summary"]:
+      out[column] = float(metrics["summary"][f"eval/mAP_{column}"])
   return out
 
 
@@ -101,59 +129,92 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
                        clip_checkpoint: str, detector_checkpoint: str,
                        epochs: int, verb_queries: str,
                        tag: str = "", overrides: Sequence[str] = (),
-                       fusions: Optional[Sequence[float]] = None
-                       ) -> List[Dict]:
+                       fusions: Optional[Sequence[float]] = None,
+                       results_dir: str = "") -> List[Dict]:
   """One trained model, evaluated with each requested verb-query mode.
 
   `fusions`: the `inference.clip_pair_fusion` values it is evaluated with in
   a zero-shot split (the first is the training run's own); default the
-  demo's and, when that is above 0, also 0.
+  demo's and, when that is above 0, also 0. With `results_dir`, the model's
+  result file (analysis/table_results.py) is written there unless it exists.
   """
   name = f"{split or 'full'}_{clip}{'_' + tag if tag else ''}_seed{seed}"
   workdir = os.path.join(root, name)
   log = workdir + ".log"
-  overrides = [
-      f"--workdir={workdir}", f"--config.seed={seed}",
-      f"--config.dataset.zero_shot_split={split}",
-      f"--config.init.clip_checkpoint="
-      f"{clip_checkpoint if clip == 'synthetic' else ''}",
+  # What defines the run (its result file's config fingerprint); the
+  # checkpoint paths are recorded as the checkpoints' own settings.
+  pinned = [
+      f"seed={seed}", f"dataset.zero_shot_split={split}",
       # The demo config pretrains a synthetic CLIP when no checkpoint is
       # given: the random row must not.
-      "--config.init.synthetic_clip_steps=0",
-      f"--config.init.detr_checkpoint={detector_checkpoint}",
-      # '' above: the detector starts from scratch, not from one of its own.
-      "--config.init.synthetic_detector_steps=0",
-      f"--config.optimizer.num_epochs={epochs}",
-      f"--config.optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
-      "--config.eval_at_start=False", *overrides]
+      "init.synthetic_clip_steps=0",
+      # The detector starts from `detector_checkpoint` or from scratch,
+      # never from one of its own.
+      "init.synthetic_detector_steps=0",
+      f"optimizer.num_epochs={epochs}",
+      f"optimizer.lr_drop_epoch={max(1, round(epochs * 5 / 6))}",
+      "eval_at_start=False",
+      *(o[len("--config."):] for o in overrides)]
+  args = [f"--workdir={workdir}",
+          f"--config.init.clip_checkpoint="
+          f"{clip_checkpoint if clip == 'synthetic' else ''}",
+          f"--config.init.detr_checkpoint={detector_checkpoint}",
+          *(f"--config.{o}" for o in pinned)]
   evaluations = table_lib.evaluation_plan(
       split, verb_queries, fusions, queries_differ(split),
       float(files.load_config(_DEMO).inference.clip_pair_fusion))
-  rows = []
   done = os.path.join(workdir, "table_rows.json")
   if os.path.exists(done):
     with open(done) as f:
-      return json.load(f)
+      rows = json.load(f)
+    for r in rows:  # Rows written before the pair counts were recorded.
+      r.update(_pair_counts(_last_metrics(workdir)[1]))
+  else:
+    rows = _train_and_evaluate(workdir, args, evaluations, log, split=split,
+                               clip=clip, variant=tag, seed=seed,
+                               detector_checkpoint=detector_checkpoint)
+    with open(done, "w") as f:
+      json.dump(rows, f, indent=1)
+  if results_dir and not os.path.exists(
+      os.path.join(results_dir, name + ".json")):
+    table_results.write_result(
+        results_dir, name, rows, pinned, _DEMO, _REPO,
+        detector=_settings(pretrain_detector.ap_path(detector_checkpoint)
+                           if detector_checkpoint else ""),
+        clip=_settings(clip_checkpoint[:-len(".msgpack")] + ".accuracy.json"
+                       if clip == "synthetic" else ""))
+  return rows
+
+
+def _train_and_evaluate(workdir: str, args: List[str],
+                        evaluations: List, log: str, **row) -> List[Dict]:
+  """Trains in `workdir`, evaluates each (verb queries, fusion); the rows."""
   start = time.perf_counter()
   own_queries, own_fusion = evaluations[0]
-  _run(overrides + ["--config.mode=train",
-                    f"--config.model.verb_queries={own_queries}",
-                    f"--config.inference.clip_pair_fusion={own_fusion}"],
-       log)
+  _run(args + ["--config.mode=train",
+               f"--config.model.verb_queries={own_queries}",
+               f"--config.inference.clip_pair_fusion={own_fusion}"], log)
   train_seconds = time.perf_counter() - start
+  rows = []
   for i, (mode, w) in enumerate(evaluations):
     if i:
       # The best checkpoint: the only evaluated one, the last step's.
-      _run(overrides + ["--config.mode=eval",
-                        f"--config.model.verb_queries={mode}",
-                        f"--config.inference.clip_pair_fusion={w}"], log)
-    rows.append(dict(_final_metrics(workdir), split=split, clip=clip,
-                     variant=tag, seed=seed, verb_queries=mode,
-                     detector_checkpoint=detector_checkpoint,
+      _run(args + ["--config.mode=eval",
+                   f"--config.model.verb_queries={mode}",
+                   f"--config.inference.clip_pair_fusion={w}"], log)
+    rows.append(dict(_final_metrics(workdir), **row, verb_queries=mode,
                      clip_pair_fusion=w, train_seconds=train_seconds))
-  with open(done, "w") as f:
-    json.dump(rows, f, indent=1)
   return rows
+
+
+def _settings(figure_path: str) -> Optional[Dict]:
+  """The settings and headline of a pretraining's figure file (None: none)."""
+  if not figure_path:
+    return None
+  with open(figure_path) as f:
+    figure = json.load(f)
+  return {k: v for k, v in figure.items()
+          if not isinstance(v, dict) or k in ("person", "hoi", "object")}
 
 
 def _ensure_clip(root: str, clip_checkpoint: Optional[str],
@@ -190,7 +251,7 @@ def _ensure_detector(root: str, steps: int) -> str:
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The command line's flags (`ki2hoi_jax.cli`)."""
   flags.DEFINE_string("root", None, "Folder of the runs (reused: finished "
-                      "runs are read, not rerun).", required=True,
+                      "runs are read, not rerun); needed unless --render.",
                       flag_values=flag_values)
   flags.DEFINE_list("splits", [s or "full" for s in table_lib.SPLITS],
                     "Zero-shot splits; 'full' = fully supervised.",
@@ -229,11 +290,22 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_list("fusions", None, "inference.clip_pair_fusion values each "
                     "model of a zero-shot split is evaluated with (default: "
                     "the demo's and 0).", flag_values=flag_values)
+  flags.DEFINE_string("results_dir", _RESULTS, "Folder of the result files "
+                      "(one JSON per trained model, written when it "
+                      "finishes; '' writes none).", flag_values=flag_values)
+  flags.DEFINE_bool("render", False, "Print the table of --results_dir's "
+                    "files (refusing those whose fingerprint differs) and "
+                    "run nothing.", flag_values=flag_values)
 
 
 def main(argv) -> int:
   """Command-line program (argv[0]: its name); returns the exit status."""
   args = cli.parse_flags(argv, define_flags, __doc__)
+  if args.render:
+    print(table_results.render(args.results_dir, _DEMO))
+    return 0
+  if not args.root:
+    raise ValueError("--root is needed (or --render)")
   seeds = [int(s) for s in args.seeds]
   fusions = None if args.fusions is None else [float(w) for w in args.fusions]
   splits = ["" if s == "full" else s for s in args.splits]
@@ -247,8 +319,8 @@ def main(argv) -> int:
         t0 = time.perf_counter()
         new = train_and_evaluate(args.root, split, clip_kind, seed, clip,
                                  detector, args.epochs, args.verb_queries,
-                                 args.tag,
-                                 args.overrides, fusions)
+                                 args.tag, args.overrides, fusions,
+                                 args.results_dir)
         rows += new
         print(f"{table_lib.SPLIT_NAMES[split]:>16} {clip_kind:9} {args.tag} "
               f"seed {seed}: "
@@ -271,8 +343,9 @@ def main(argv) -> int:
   print(f"\nSynthetic Table I ({args.epochs} epochs, demo model, mAP % on "
         f"held-out images, mean ± half-range over seeds):\n")
   print(table_lib.format_table(rows))
+  print("\n" + table_lib.format_pair_counts(rows))
   return 0
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, user_errors=(OSError, ValueError))

@@ -66,3 +66,22 @@ def format_table(rows: List[Dict]) -> str:
     lines.append(f"| {SPLIT_NAMES[split]} | {clip} | {variant or 'default'} "
                  f"| {mode} | {w:g} | " + " | ".join(cells) + f" | {seeds} |")
   return "\n".join(lines)
+
+
+def format_pair_counts(rows: List[Dict]) -> str:
+  """Markdown: unseen test pairs and unseen HOIs with test pairs, per seed.
+
+  Rows without `unseen_test_pairs` (written before it was recorded) are
+  left out.
+  """
+  counts = {}
+  for r in rows:
+    if r["split"] and "unseen_test_pairs" in r:
+      counts.setdefault(r["split"], {})[r["seed"]] = (
+          r["unseen_test_pairs"], r["unseen_hois_with_test_pairs"])
+  lines = ["| setting | seed | unseen test pairs | unseen HOIs with test "
+           "pairs |", "|---|---|---|---|"]
+  for split in sorted(counts, key=SPLITS.index):
+    for seed, (pairs, hois) in sorted(counts[split].items()):
+      lines.append(f"| {SPLIT_NAMES[split]} | {seed} | {pairs} | {hois} |")
+  return "\n".join(lines)

@@ -40,7 +40,6 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,25 +273,12 @@ def _wanted_settings(config) -> Dict[str, Any]:
 def stale_settings(config, path: str) -> List[str]:
   """Why the synthetic CLIP at `path` does not serve `config` ([]: it does).
 
-  Args:
-    config: the run config (`init.synthetic_clip_*`, `seed`,
-      `model.prompt_style`).
-    path: the checkpoint; its settings are read from `accuracy_path(path)`.
-
-  Returns:
-    One entry per differing setting ('missing' when there is no figure).
+  Its settings (`init.synthetic_clip_*`, `seed`, `model.prompt_style`) are
+  read from `accuracy_path(path)` (`pretrained.stale_settings`).
   """
-  try:
-    with open(accuracy_path(path)) as f:
-      made = json.load(f)
-  except (OSError, ValueError):
-    return ["missing"]
-  stale = [f"{k} {made.get(k)!r} (wanted {v!r})"
-           for k, v in _wanted_settings(config).items() if made.get(k) != v]
-  if stale:
-    logging.warning("Remaking the synthetic CLIP %s: %s.", path,
-                    ", ".join(stale))
-  return stale
+  return pretrained.stale_settings(accuracy_path(path),
+                                   _wanted_settings(config),
+                                   f"synthetic CLIP {path}")
 
 
 def ensure_synthetic_clip(config, workdir: str) -> None:
@@ -315,15 +301,16 @@ def ensure_synthetic_clip(config, workdir: str) -> None:
   if init.clip_checkpoint or init.synthetic_clip_steps <= 0:
     return
   path = os.path.join(workdir, "clip", "synthetic_clip.msgpack")
-  if jax.process_index() == 0 and stale_settings(config, path):
+
+  def make():
     figure = run(config, path, steps=int(init.synthetic_clip_steps),
                  batch_size=128, seed=int(config.seed),
                  num_images=int(init.synthetic_clip_images),
                  progress=bool(config.progress_bar))
     print(format_figure(figure), flush=True)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("synthetic_clip")
+
+  pretrained.make_once(accuracy_path(path), _wanted_settings(config),
+                       f"synthetic CLIP {path}", make)
   init.clip_checkpoint = path
 
 

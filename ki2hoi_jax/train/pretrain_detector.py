@@ -41,7 +41,6 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -378,20 +377,12 @@ def _wanted_settings(config) -> Dict[str, Any]:
 def stale_settings(config, path: str) -> List[str]:
   """Why the synthetic detector at `path` does not serve `config` ([]: it does).
 
-  The settings are read from `ap_path(path)`, written last: a file left by a
-  killed run reads 'missing'.
+  Its settings (`_wanted_settings`) are read from `ap_path(path)`, written
+  last: a file left by a killed run reads 'missing'
+  (`pretrained.stale_settings`).
   """
-  try:
-    with open(ap_path(path)) as f:
-      made = json.load(f)
-  except (OSError, ValueError):
-    return ["missing"]
-  stale = [f"{k} {made.get(k)!r} (wanted {v!r})"
-           for k, v in _wanted_settings(config).items() if made.get(k) != v]
-  if stale:
-    logging.warning("Remaking the synthetic detector %s: %s.", path,
-                    ", ".join(stale))
-  return stale
+  return pretrained.stale_settings(ap_path(path), _wanted_settings(config),
+                                   f"synthetic detector {path}")
 
 
 def ensure_synthetic_detector(config, workdir: str) -> None:
@@ -413,15 +404,16 @@ def ensure_synthetic_detector(config, workdir: str) -> None:
   if init.detr_checkpoint or init.synthetic_detector_steps <= 0:
     return
   path = os.path.join(workdir, "detector", "synthetic_detr.msgpack")
-  if jax.process_index() == 0 and stale_settings(config, path):
+
+  def make():
     figure = run(config, path, steps=int(init.synthetic_detector_steps),
                  batch_size=DEFAULT_BATCH_SIZE, seed=int(config.seed),
                  num_images=int(init.synthetic_detector_images),
                  progress=bool(config.progress_bar))
     print(format_figure(figure), flush=True)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("synthetic_detector")
+
+  pretrained.make_once(ap_path(path), _wanted_settings(config),
+                       f"synthetic detector {path}", make)
   init.detr_checkpoint = path
 
 

@@ -25,11 +25,12 @@ google-research/vision_transformer (`vit_jax/checkpoint.py`).
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 from flax import serialization
 from flax import traverse_util
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -308,3 +309,38 @@ def load_checkpoint_meta(path: str) -> Dict[str, Any]:
     return {}
   with open(metadata_path(path)) as f:
     return json.load(f)
+
+
+def stale_settings(figure_path: str, wanted: Mapping[str, Any],
+                   what: str) -> List[str]:
+  """Why a file pretrained into a workdir does not serve a run ([]: it does).
+
+  Args:
+    figure_path: the JSON its pretraining writes last, with the settings it
+      was made with (absent after a killed run).
+    wanted: the settings the run needs.
+    what: its name in the warning ('synthetic CLIP /w/clip/...').
+
+  Returns:
+    One entry per differing setting ('missing' when there is no figure).
+  """
+  try:
+    with open(figure_path) as f:
+      made = json.load(f)
+  except (OSError, ValueError):
+    return ["missing"]
+  stale = [f"{k} {made.get(k)!r} (wanted {v!r})"
+           for k, v in wanted.items() if made.get(k) != v]
+  if stale:
+    logging.warning("Remaking the %s: %s.", what, ", ".join(stale))
+  return stale
+
+
+def make_once(figure_path: str, wanted: Mapping[str, Any], what: str,
+              make: Callable[[], None]) -> None:
+  """Calls `make` on process 0 when `stale_settings`; the others wait."""
+  if jax.process_index() == 0 and stale_settings(figure_path, wanted, what):
+    make()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(what)

@@ -1,0 +1,138 @@
+"""Result files of the synthetic Table I and the table rendered from them.
+
+Each trained model of `benchmarks/zero_shot_table.py` (a setting, CLIP,
+variant and seed) writes one JSON file, committed as soon as it lands:
+
+  {"name": "uo_synthetic_seed0", "rows": [<one per evaluation: split, clip,
+   variant, seed, verb_queries, clip_pair_fusion, full, seen, unseen, step,
+   train_seconds, ...>], "overrides": ["dataset.zero_shot_split=uo", ...],
+   "fingerprint": {"renderer": <hex>, "config": <hex>}, "git_commit": ...,
+   "detector": {<settings of its pretrained detector>} or null,
+   "clip": {<settings of its synthetic CLIP>} or null}
+
+The fingerprint pins what the numbers depend on: `renderer` hashes the
+renderer's source files (`RENDERER_FILES`: what the synthetic images and
+labels are), `config` the demo config with the file's `overrides` applied
+(checkpoint paths, the workdir and the evaluation-only fields left out:
+`config_fingerprint`). `render` prints the markdown table from a folder of
+such files and refuses (lists apart, never averages in) every file whose
+fingerprint differs from what the current code gives, so a table in the
+docs cannot silently mix worlds or configs.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ki2hoi_jax.analysis import zero_shot_table
+from ki2hoi_jax.config_lib import files
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The renderer: scenes, shapes, the HICO-format writer, the class lists.
+RENDERER_FILES = ("data/synthetic_scenes.py", "data/synthetic_shapes.py",
+                  "data/synthetic.py", "data/metadata.py")
+# Fields that do not change what a run learns or how it is scored.
+_UNPINNED = ("mode", "progress_bar", "log_every_steps", "init.clip_checkpoint",
+             "init.detr_checkpoint", "model.verb_queries",
+             "inference.clip_pair_fusion", "eval_at_start")
+
+
+def renderer_fingerprint() -> str:
+  """sha256 (16 hex digits) of the renderer's source files."""
+  digest = hashlib.sha256()
+  for rel in RENDERER_FILES:
+    with open(os.path.join(_PACKAGE, rel), "rb") as f:
+      digest.update(rel.encode() + b"\0" + f.read())
+  return digest.hexdigest()[:16]
+
+
+def config_fingerprint(config_path: str, overrides: Sequence[str]) -> str:
+  """sha256 (16 hex digits) of the config with `overrides`, unpinned fields out.
+
+  Args:
+    config_path: the config file (configs/demo.py).
+    overrides: 'field=value' assignments (`files.load_config`).
+  """
+  config = files.load_config(config_path, overrides).to_dict()
+  for dotted in _UNPINNED:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node.pop(leaf, None)
+  text = json.dumps(config, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit(repo: str) -> str:
+  """HEAD of the repository at `repo` ('' outside a git checkout)."""
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
+                          capture_output=True, text=True, check=True
+                          ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+
+
+def write_result(results_dir: str, name: str, rows: List[Dict[str, Any]],
+                 overrides: Sequence[str], config_path: str, repo: str,
+                 detector: Optional[Dict[str, Any]] = None,
+                 clip: Optional[Dict[str, Any]] = None) -> str:
+  """Writes `<results_dir>/<name>.json` (module docstring); returns its path."""
+  record = {
+      "name": name, "rows": rows, "overrides": list(overrides),
+      "fingerprint": {"renderer": renderer_fingerprint(),
+                      "config": config_fingerprint(config_path, overrides)},
+      "git_commit": git_commit(repo), "detector": detector, "clip": clip}
+  os.makedirs(results_dir, exist_ok=True)
+  path = os.path.join(results_dir, name + ".json")
+  with open(path, "w") as f:
+    json.dump(record, f, indent=1)
+  return path
+
+
+def read_results(results_dir: str, config_path: str
+                 ) -> Tuple[List[Dict[str, Any]], List[str]]:
+  """Rows of the result files that match the current code, and the refused.
+
+  Returns:
+    (rows of every file whose fingerprint matches, names of the others with
+    what differs).
+  """
+  rows, refused = [], []
+  renderer = renderer_fingerprint()
+  for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+    with open(path) as f:
+      record = json.load(f)
+    stale = []
+    if record["fingerprint"]["renderer"] != renderer:
+      stale.append("renderer")
+    if record["fingerprint"]["config"] != config_fingerprint(
+        config_path, record["overrides"]):
+      stale.append("config")
+    if stale:
+      refused.append(f"{os.path.basename(path)} ({' and '.join(stale)} "
+                     "changed since it was written)")
+    else:
+      rows += record["rows"]
+  return rows, refused
+
+
+def render(results_dir: str, config_path: str) -> str:
+  """The markdown table of a results folder, refused files listed below it.
+
+  Raises:
+    ValueError: no result file matches the current code.
+  """
+  rows, refused = read_results(results_dir, config_path)
+  if not rows:
+    raise ValueError(f"no result file in {results_dir} matches the current "
+                     f"renderer and config (refused: {refused or 'none'})")
+  text = zero_shot_table.format_table(rows)
+  text += "\n\n" + zero_shot_table.format_pair_counts(rows)
+  if refused:
+    text += "\n\nRefused (fingerprint differs): " + "; ".join(refused)
+  return text

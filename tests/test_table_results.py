@@ -1,0 +1,70 @@
+"""Result files of the synthetic Table I (analysis/table_results.py)."""
+
+import json
+import os
+
+import pytest
+
+from ki2hoi_jax.analysis import table_results
+from ki2hoi_jax.analysis import zero_shot_table
+
+DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "configs", "demo.py")
+OVERRIDES = ["seed=1", "dataset.zero_shot_split=uo", "optimizer.num_epochs=3"]
+
+
+def _row(seed, unseen, pairs):
+  return {"split": "uo", "clip": "synthetic", "variant": "", "seed": seed,
+          "verb_queries": "training_classes", "clip_pair_fusion": 0.5,
+          "full": 30.0, "seen": 40.0, "unseen": unseen,
+          "unseen_test_pairs": pairs, "unseen_hois_with_test_pairs": 3}
+
+
+def test_config_fingerprint_pins_what_a_run_learns():
+  base = table_results.config_fingerprint(DEMO, OVERRIDES)
+  assert base == table_results.config_fingerprint(DEMO, OVERRIDES)
+  # Evaluation-only and path fields are not pinned ...
+  assert base == table_results.config_fingerprint(DEMO, OVERRIDES + [
+      "init.clip_checkpoint=/x.msgpack", "inference.clip_pair_fusion=0.0",
+      "progress_bar=False"])
+  # ... what training or scoring reads is.
+  assert base != table_results.config_fingerprint(
+      DEMO, OVERRIDES + ["optimizer.learning_rate=1e-3"])
+  assert base != table_results.config_fingerprint(
+      DEMO, OVERRIDES + ["inference.score_fusion=sum"])
+
+
+def test_render_uses_matching_files_and_refuses_the_others(tmp_path):
+  results = str(tmp_path)
+  for seed, unseen in ((0, 10.0), (1, 20.0)):
+    table_results.write_result(results, f"uo_synthetic_seed{seed}",
+                               [_row(seed, unseen, 40 + seed)],
+                               OVERRIDES[1:] + [f"seed={seed}"], DEMO,
+                               str(tmp_path))
+  rows, refused = table_results.read_results(results, DEMO)
+  assert [r["unseen"] for r in rows] == [10.0, 20.0] and not refused
+  text = table_results.render(results, DEMO)
+  assert "| UO | synthetic | default | training_classes | 0.5 |" in text
+  assert "15.00 ± 5.00" in text  # Mean ± half-range of 10 and 20.
+  assert "| UO | 1 | 41 | 3 |" in text  # The pair counts.
+  # A file written by another renderer is refused, not averaged in.
+  path = tmp_path / "uo_synthetic_seed1.json"
+  record = json.loads(path.read_text())
+  record["fingerprint"]["renderer"] = "0" * 16
+  path.write_text(json.dumps(record))
+  rows, refused = table_results.read_results(results, DEMO)
+  assert [r["unseen"] for r in rows] == [10.0]
+  assert refused == ["uo_synthetic_seed1.json (renderer changed since it "
+                     "was written)"]
+  assert "Refused (fingerprint differs): uo_synthetic_seed1.json" in (
+      table_results.render(results, DEMO))
+  os.remove(tmp_path / "uo_synthetic_seed0.json")
+  with pytest.raises(ValueError, match="no result file"):
+    table_results.render(results, DEMO)
+
+
+def test_pair_counts_table_skips_rows_without_counts():
+  rows = [_row(0, 1.0, 14), {**_row(1, 2.0, 0), "split": "uv"}]
+  del rows[1]["unseen_test_pairs"]
+  text = zero_shot_table.format_pair_counts(rows)
+  assert text.splitlines()[2:] == ["| UO | 0 | 14 | 3 |"]
