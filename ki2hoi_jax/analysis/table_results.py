@@ -32,7 +32,8 @@ from ki2hoi_jax.config_lib import files
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The renderer: scenes, shapes, the HICO-format writer, the class lists.
-RENDERER_FILES = ("data/synthetic_scenes.py", "data/synthetic_shapes.py",
+RENDERER_FILES = ("data/synthetic_scenes.py", "data/synthetic_poses.py",
+                  "data/synthetic_shapes.py", "data/synthetic_objects.py",
                   "data/synthetic.py", "data/metadata.py")
 # Fields that do not change what a run learns or how it is scored.
 _UNPINNED = ("mode", "progress_bar", "log_every_steps", "init.clip_checkpoint",

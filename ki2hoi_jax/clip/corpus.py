@@ -53,19 +53,19 @@ class Corpus:
   obj: np.ndarray
 
 
-def renderer_hois() -> List[Tuple[str, str]]:
+def renderer_hois(world: str = "basic") -> List[Tuple[str, str]]:
   """(verb, object) of every HOI the renderer draws (HICO-DET mode)."""
   meta = metadata.hico()
   out = []
-  for h in synthetic_scenes.hoi_subset("hico_det"):
+  for h in synthetic_scenes.hoi_subset("hico_det", world):
     v, o = meta.hois[h]
     out.append((meta.verbs[v], meta.objects[o]))
   return out
 
 
-def renderer_objects() -> List[str]:
+def renderer_objects(world: str = "basic") -> List[str]:
   """The object classes the renderer draws."""
-  return sorted({o for _, o in renderer_hois()})
+  return sorted({o for _, o in renderer_hois(world)})
 
 
 def square_crop(pixels: np.ndarray, box: Sequence[float], size: int
@@ -107,7 +107,7 @@ def pair_captions(verbs: Sequence[str], obj: str,
 
 def web_corpus(seed: int, split: int, num_images: int, image_size: int,
                crop_size: int, progress: bool = False,
-               prompt_style: str = "gerund") -> Corpus:
+               prompt_style: str = "gerund", world: str = "basic") -> Corpus:
   """Draws the captioned crops of `num_images` renderer images.
 
   Args:
@@ -119,17 +119,19 @@ def web_corpus(seed: int, split: int, num_images: int, image_size: int,
     progress: show a progress bar.
     prompt_style: style of the HOI and verb captions
       (`config.model.prompt_style`).
+    world: the renderer's world ('basic' or 'compositional',
+      `config.dataset.synthetic_world`).
 
   Returns:
     The Corpus (module docstring).
   """
-  hoi_ids = {h: i for i, h in enumerate(renderer_hois())}
-  obj_ids = {o: i for i, o in enumerate(renderer_objects())}
+  hoi_ids = {h: i for i, h in enumerate(renderer_hois(world))}
+  obj_ids = {o: i for i, o in enumerate(renderer_objects(world))}
   images, kinds, caps, hois, objs = [], [], [], [], []
   for i in tqdm.trange(num_images, desc="corpus", disable=not progress):
     rng = np.random.default_rng([seed, split, i])
     pixels, groups = synthetic_scenes.sample_image(rng, image_size,
-                                                   "hico_det")
+                                                   "hico_det", world)
     scene_caps = []
     for g in groups:
       t = g["template"]

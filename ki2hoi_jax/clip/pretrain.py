@@ -153,11 +153,12 @@ def pretrain(clip_cfg, corpus: corpus_lib.Corpus, *, steps: int,
 
 
 def accuracy(params: Dict[str, Any], clip_cfg, corpus: corpus_lib.Corpus,
-             tokenizer_dir: str = "", prompt_style: str = "gerund"
-             ) -> Dict[str, Dict[str, float]]:
+             tokenizer_dir: str = "", prompt_style: str = "gerund",
+             world: str = "basic") -> Dict[str, Dict[str, float]]:
   """Top-1 accuracy on held-out crops among the renderer's prompts.
 
-  The HOI prompts are in `prompt_style`, that of the corpus' captions.
+  The HOI prompts are in `prompt_style`, that of the corpus' captions; the
+  prompts are those of the renderer's `world`, that of the corpus.
 
   Returns:
     {'hoi': {...}, 'object': {...}}, each with `accuracy` (%), `chance` (%:
@@ -167,7 +168,8 @@ def accuracy(params: Dict[str, Any], clip_cfg, corpus: corpus_lib.Corpus,
   """
   model = clip_model.clip_from_config(clip_cfg)
   ctx = int(clip_cfg["context_length"])
-  hois, objects = corpus_lib.renderer_hois(), corpus_lib.renderer_objects()
+  hois = corpus_lib.renderer_hois(world)
+  objects = corpus_lib.renderer_objects(world)
 
   @jax.jit
   def embed(images, tokens):
@@ -216,7 +218,8 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
 
   Args:
     config: a run config (`model.clip`, `model.prompt_style`,
-      `dataset.synthetic_image_size`, `init.tokenizer_dir`).
+      `dataset.synthetic_image_size`, `dataset.synthetic_world`,
+      `init.tokenizer_dir`).
     out: output `.msgpack` path.
     steps: optimizer steps.
     batch_size: images per step.
@@ -232,19 +235,22 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   cfg = config.model.clip
   style = config.model.prompt_style
   size = int(config.dataset.synthetic_image_size)
+  world = config.dataset.synthetic_world
   start = time.time()
   corpus = corpus_lib.web_corpus(seed, corpus_lib.WEB_SPLIT, num_images,
-                                 size, int(cfg.image_size), progress, style)
+                                 size, int(cfg.image_size), progress, style,
+                                 world)
   held_out = corpus_lib.web_corpus(seed, corpus_lib.HELD_OUT_SPLIT,
                                    num_held_out, size, int(cfg.image_size),
-                                   progress, style)
+                                   progress, style, world)
   params, losses = pretrain(cfg, corpus, steps=steps, batch_size=batch_size,
                             seed=seed, learning_rate=learning_rate,
                             tokenizer_dir=config.init.tokenizer_dir,
                             progress=progress)
-  figure = accuracy(params, cfg, held_out, config.init.tokenizer_dir, style)
-  figure.update(prompt_style=style, steps=steps, batch_size=batch_size,
-                seed=seed, num_images=num_images,
+  figure = accuracy(params, cfg, held_out, config.init.tokenizer_dir, style,
+                    world)
+  figure.update(prompt_style=style, world=world, steps=steps,
+                batch_size=batch_size, seed=seed, num_images=num_images,
                 num_examples=len(corpus.images),
                 num_captions=len(corpus.captions), final_loss=losses[-1],
                 seconds=round(time.time() - start, 1))
@@ -267,14 +273,16 @@ def _wanted_settings(config) -> Dict[str, Any]:
   return {"steps": int(config.init.synthetic_clip_steps),
           "num_images": int(config.init.synthetic_clip_images),
           "seed": int(config.seed),
-          "prompt_style": config.model.prompt_style}
+          "prompt_style": config.model.prompt_style,
+          "world": config.dataset.synthetic_world}
 
 
 def stale_settings(config, path: str) -> List[str]:
   """Why the synthetic CLIP at `path` does not serve `config` ([]: it does).
 
-  Its settings (`init.synthetic_clip_*`, `seed`, `model.prompt_style`) are
-  read from `accuracy_path(path)` (`pretrained.stale_settings`).
+  Its settings (`init.synthetic_clip_*`, `seed`, `model.prompt_style`,
+  `dataset.synthetic_world`) are read from `accuracy_path(path)`
+  (`pretrained.stale_settings`).
   """
   return pretrained.stale_settings(accuracy_path(path),
                                    _wanted_settings(config),

@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.synthetic_num_train = 400  # Synthetic dataset size when root is ''.
   config.dataset.synthetic_num_test = 100  # Synthetic test images when root is ''.
   config.dataset.synthetic_image_size = 256  # Longest side of synthetic images.
+  config.dataset.synthetic_world = "basic"  # Synthetic scenes: 'basic' or 'compositional' (14 objects, shared verbs; HICO-DET only; docs/synthetic_world.md).
 
   # ------------------------------------------------------------------ model
   config.model = ml_collections.ConfigDict()

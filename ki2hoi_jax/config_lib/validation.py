@@ -18,6 +18,7 @@ _CHOICES = {
     "dataset.zero_shot_split": ("",) + metadata.ZERO_SHOT_SPLITS,
     "dataset.on_bad_box": ("clip", "reject"),
     "dataset.on_bad_image": ("skip", "fail"),
+    "dataset.synthetic_world": ("basic", "compositional"),
     "model.interaction_space": ("hoi", "verb"),
     "model.verb_queries": ("training_classes", "all_classes"),
     "model.prompt_style": metadata.PROMPT_STYLES,
@@ -127,6 +128,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.dataset.name == "vcoco":
     if config.dataset.zero_shot_split:
       raise ConfigError("config.dataset.zero_shot_split must be '' for V-COCO")
+    if config.dataset.synthetic_world != "basic":
+      raise ConfigError("config.dataset.synthetic_world must be 'basic' for "
+                        "V-COCO")
     if config.model.interaction_space != "verb":
       raise ConfigError("V-COCO needs config.model.interaction_space='verb'")
     if config.eval_protocol != "python":

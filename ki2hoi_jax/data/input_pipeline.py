@@ -306,8 +306,9 @@ _ROOT_NAME = "config.dataset.root"
 def dataset_root(config, workdir: str, generate: bool = False) -> str:
   """The dataset folder of a run: `dataset.root`, or the synthetic dataset.
 
-  With `dataset.root == ''` that is `<workdir>/synthetic_<name>`, which
-  `generate=True` creates (ki2hoi_jax.data.synthetic) when it is missing.
+  With `dataset.root == ''` that is `<workdir>/synthetic_<name>` (world
+  'basic') or `<workdir>/synthetic_<name>_<world>` (`dataset.synthetic_world`),
+  which `generate=True` creates (ki2hoi_jax.data.synthetic) when it is missing.
 
   Raises:
     annotations.DatasetRootError: `dataset.root` is not a folder or has no
@@ -317,13 +318,16 @@ def dataset_root(config, workdir: str, generate: bool = False) -> str:
   if cfg.root:
     annotations.check_root(cfg.root, cfg.name, name=_ROOT_NAME, full=False)
     return cfg.root
-  root = os.path.join(workdir, f"synthetic_{cfg.name}")
+  world = cfg.synthetic_world
+  suffix = "" if world == "basic" else f"_{world}"
+  root = os.path.join(workdir, f"synthetic_{cfg.name}{suffix}")
   ann, _ = annotations.split_paths(root, "test", cfg.name)
   if generate and not os.path.exists(ann):
     from ki2hoi_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     synthetic.generate(root, num_train=cfg.synthetic_num_train,
                        num_test=cfg.synthetic_num_test, seed=config.seed,
-                       image_size=cfg.synthetic_image_size, dataset=cfg.name)
+                       image_size=cfg.synthetic_image_size, dataset=cfg.name,
+                       world=world)
   return root
 
 

@@ -5,7 +5,8 @@ datasets (docs: docs/datasets.md sections 2 and 7), so that every part of the pi
 (TFDS builder, training, evaluation, prediction files) runs unchanged on them:
 
   python -m ki2hoi_jax.data.synthetic --out /tmp/synth --num_train 400 \
-      --num_test 100 --seed 0 [--image_size 256] [--dataset hico_det|vcoco]
+      --num_test 100 --seed 0 [--image_size 256] [--dataset hico_det|vcoco] \
+      [--world basic|compositional]
 
 HICO-DET mode writes `images/{train2015,test2015}/HICO_*.jpg`,
 `annotations/{trainval_hico,test_hico}.json`, `annotations/corre_hico.npy`
@@ -16,6 +17,8 @@ V-COCO mode writes `images/{train2014,val2014}/COCO_*.jpg`,
 `annotations/corre_vcoco.npy`.
 Class ids are the real ones (COCO object ids, HICO verb/HOI ids, V-COCO verb
 classes), restricted to the subset the grammar can draw (`hoi_subset()`).
+`--world compositional` (HICO-DET only) draws the larger world of
+docs/synthetic_world.md instead of the default 'basic' one.
 
 This module is the dataset writer (annotation records, file layout, CLI).
 What an image shows is the visual grammar in synthetic_scenes.py (scene
@@ -43,7 +46,7 @@ from ki2hoi_jax.data import synthetic_scenes as scenes
 _JPEG_QUALITY = 90
 _MIN_IMAGE_SIZE = 96  # Smallest supported longest side.
 
-hoi_subset = scenes.hoi_subset  # Public path: synthetic.hoi_subset(dataset).
+hoi_subset = scenes.hoi_subset  # Public: synthetic.hoi_subset(dataset, world).
 
 
 def _hico_record(groups, file_name: str, img_id: int) -> dict:
@@ -101,7 +104,8 @@ _LAYOUT = {
 
 
 def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
-             image_size: int = 256, dataset: str = "hico_det") -> dict:
+             image_size: int = 256, dataset: str = "hico_det",
+             world: str = "basic") -> dict:
   """Writes a synthetic dataset in the HICO-DET (or V-COCO) file layout.
 
   Args:
@@ -111,6 +115,7 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
     seed: random seed; equal seeds give byte-identical files.
     image_size: longest image side in pixels (>= 96).
     dataset: 'hico_det' or 'vcoco'.
+    world: 'basic' or 'compositional' (synthetic_scenes.py; HICO-DET only).
 
   Returns:
     Summary: {'dataset', 'root', 'train_images', 'test_images', 'train_pairs',
@@ -119,7 +124,7 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
     map the HOI id (HICO-DET, 1-based) or verb class (V-COCO, 0-based) to its
     number of entries.
   """
-  scenes.check_dataset(dataset)
+  scenes.templates(dataset, world)  # Checks both names.
   if image_size < _MIN_IMAGE_SIZE:
     raise ValueError(f"image_size must be >= {_MIN_IMAGE_SIZE}, got "
                      f"{image_size}")
@@ -142,7 +147,7 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
       img_id = i + 1 if dataset == "hico_det" else next_id
       next_id += 1
       rng = np.random.default_rng([seed, split_id, i])
-      pixels, groups = scenes.sample_image(rng, image_size, dataset)
+      pixels, groups = scenes.sample_image(rng, image_size, dataset, world)
       name = layout["names"][split_id].format(img_id)
       Image.fromarray(pixels).save(os.path.join(img_dir, name), "JPEG",
                                    quality=_JPEG_QUALITY)
@@ -183,6 +188,9 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_enum("dataset", "hico_det", scenes.DATASETS,
                     "Format and class vocabulary to write.",
                     flag_values=flag_values)
+  flags.DEFINE_enum("world", "basic", scenes.WORLDS,
+                    "Scene world to draw ('compositional': HICO-DET only).",
+                    flag_values=flag_values)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -193,7 +201,7 @@ def main(argv: Sequence[str]) -> int:
   """
   args = cli.parse_flags(argv, define_flags, __doc__)
   summary = generate(args.out, args.num_train, args.num_test, args.seed,
-                     args.image_size, args.dataset)
+                     args.image_size, args.dataset, args.world)
   short = {k: v for k, v in summary.items() if not k.endswith("class_counts")}
   short["train_classes"] = len(summary["train_class_counts"])
   short["test_classes"] = len(summary["test_class_counts"])

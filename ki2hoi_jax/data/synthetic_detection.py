@@ -67,10 +67,11 @@ class DetectionCorpus:
     return int(self.images.shape[0])
 
 
-def renderer_object_ids() -> np.ndarray:
-  """Sorted HICO-DET indices of the objects the renderer draws."""
+def renderer_object_ids(world: str = "basic") -> np.ndarray:
+  """Sorted HICO-DET indices of the objects the renderer's `world` draws."""
   meta = metadata.hico()
-  ids = {meta.hois[h][1] for h in synthetic_scenes.hoi_subset("hico_det")}
+  ids = {meta.hois[h][1]
+         for h in synthetic_scenes.hoi_subset("hico_det", world)}
   return np.asarray(sorted(ids), np.int32)
 
 
@@ -85,8 +86,8 @@ def _resize(pixels: np.ndarray, out_hw) -> np.ndarray:
 
 def detection_corpus(seed: int, split: int, num_images: int,
                      image_size: int, short_sides: Sequence[int],
-                     max_size: int, progress: bool = False
-                     ) -> DetectionCorpus:
+                     max_size: int, progress: bool = False,
+                     world: str = "basic") -> DetectionCorpus:
   """Draws `num_images` boxed renderer images (module docstring).
 
   Args:
@@ -99,6 +100,8 @@ def detection_corpus(seed: int, split: int, num_images: int,
     short_sides: short sides to resize to, one drawn per image.
     max_size: limit of the long side, and the padded size S.
     progress: show a progress bar.
+    world: the renderer's world ('basic' or 'compositional', the config's
+      `dataset.synthetic_world`).
 
   Returns:
     The DetectionCorpus.
@@ -122,7 +125,7 @@ def detection_corpus(seed: int, split: int, num_images: int,
                        disable=not progress):
     rng = np.random.default_rng([seed, split, i])
     pixels, groups = synthetic_scenes.sample_image(rng, image_size,
-                                                   "hico_det")
+                                                   "hico_det", world)
     h, w = pixels.shape[:2]
     short = int(short_sides[int(rng.integers(len(short_sides)))])
     oh, ow = transforms.resized_size(h, w, short, max_size)

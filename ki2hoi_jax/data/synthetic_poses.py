@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ki2hoi_jax.data import synthetic_objects as objects
 from ki2hoi_jax.data import synthetic_shapes as shapes
 
 
@@ -37,7 +38,7 @@ class _Group:
     self.obj, self.p, self.s, self.f, self.u, self.cj = obj, p, s, f, u, cj
     self.ox, self.oy = ox, oy
     self.sid = 1 if s > 0 else 0
-    self.w, self.h = shapes.object_size(obj, p) if obj else (0.0, 0.0)
+    self.w, self.h = objects.object_size(obj, p) if obj else (0.0, 0.0)
 
   def pt(self, a: float, b: float) -> shapes.Point:
     """The point `a` person heights right of the anchor, `b` above it."""
@@ -46,9 +47,9 @@ class _Group:
   def place(self, x0: float, y0: float, facing: Optional[int] = None
             ) -> List[shapes.Prim]:
     """The object drawn in the box with top-left corner (x0, y0)."""
-    return shapes.draw_object(self.obj, x0, y0, self.w, self.h,
-                              self.f if facing is None else facing, self.p,
-                              self.cj)
+    return objects.draw_object(self.obj, x0, y0, self.w, self.h,
+                               self.f if facing is None else facing, self.p,
+                               self.cj)
 
   def arms_down(self) -> List[shapes.Point]:
     return [self.pt(-0.17, 0.46), self.pt(0.17, 0.46)]
@@ -101,6 +102,10 @@ def _strap(g: _Group, points: Sequence[shapes.Point]) -> shapes.Prim:
 # ------------------------------------------------------------- poses
 # One function per pose: the person's limbs and where the object goes.
 
+_VEHICLES = ("bicycle", "motorcycle")  # Handlebar objects.
+_WATER = (70, 140, 235)
+_SPONGE = (250, 220, 60)
+
 
 def _far(g: _Group, smile: bool = False) -> _Parts:
   parts = _Parts(*_standing(g, g.arms_down(), smile=smile))
@@ -124,14 +129,21 @@ def _hold(g: _Group) -> _Parts:
   hands = g.one_arm(g.pt(g.s * 0.33, 0.52))
   parts = _Parts(*_standing(g, hands))
   hx, hy = hands[g.sid]
-  if g.obj == "bicycle":
-    k = shapes.bike_points(0, 0, g.w, g.h, -g.s)
-    x0 = hx - k["bar"][0] + g.s * 0.02 * g.w
-    parts.obj = g.place(x0, g.oy - g.h, facing=-g.s)
+  if g.obj in _VEHICLES:
+    parts.obj = _by_handlebar(g, hx)
+  elif g.obj == "handbag":  # Hangs from the hand by its handle.
+    parts.obj = g.place(hx - g.w / 2, hy - 0.08 * g.h)
   elif g.obj:
     cx = hx + g.s * 0.3 * g.w
     parts.obj = g.place(cx - g.w / 2, hy - g.h / 2)
   return parts
+
+
+def _by_handlebar(g: _Group, hx: float) -> List[shapes.Prim]:
+  """A bicycle or motorcycle on the ground, handlebar at hand x `hx`."""
+  k = objects.mount_points(g.obj, 0, 0, g.w, g.h, -g.s)
+  x0 = hx - k["bar"][0] + g.s * 0.02 * g.w
+  return g.place(x0, g.oy - g.h, facing=-g.s)
 
 
 def _carry(g: _Group) -> _Parts:
@@ -263,20 +275,20 @@ def _sit_on(g: _Group) -> _Parts:
 
 
 def _on_bicycle(g: _Group, feet: str) -> _Parts:
-  """Seated on a bicycle, hands on the handlebar; feet: 'pedals' | 'ground'."""
+  """Astride a bicycle, motorcycle or horse; feet: 'pedals' | 'ground'."""
   p, s, oy, h = g.p, g.s, g.oy, g.h
   x0 = g.ox - g.w / 2
   obj = g.place(x0, oy - h, facing=s)
-  k = shapes.bike_points(x0, oy - h, g.w, h, s)
+  k = objects.mount_points(g.obj, x0, oy - h, g.w, h, s)
   sx, _ = k["seat"]
-  if feet == "pedals":
-    knee = (sx + s * 0.17 * p, oy - h + 0.12 * p)
+  hip = k.get("hip", (sx, oy - h))  # Bicycles: the hip on the saddle top.
+  if feet == "pedals":  # Pedals, footrests or stirrups.
+    knee = (sx + s * 0.17 * p, hip[1] + 0.12 * p)
     foot = (k["bb"][0] + s * 0.03 * p, k["bb"][1])
     legs = dict(feet=[foot, foot], knees=[knee, knee])
   else:
     legs = dict(feet=[(sx + s * 0.04 * p, oy), (sx + s * 0.1 * p, oy)])
-  back, front = shapes.figure(p, (sx, oy - h), hands=[k["bar"], k["bar"]],
-                              **legs)
+  back, front = shapes.figure(p, hip, hands=[k["bar"], k["bar"]], **legs)
   return _Parts(back, front, obj, obj_first=True)
 
 
@@ -302,12 +314,115 @@ def _run(g: _Group) -> _Parts:
   return _Parts(*shapes.figure(g.p, g.pt(0, 0.44), feet, hands))
 
 
+# Poses of the compositional world only (synthetic_scenes.py).
+
+
+def _dribble(g: _Group) -> _Parts:
+  hands = g.one_arm(g.pt(g.s * 0.3, 0.5))
+  parts = _Parts(*_standing(g, hands))
+  hx, hy = hands[g.sid]
+  cx, y0 = hx + g.s * 0.03 * g.p, g.oy - 0.03 * g.p - g.h
+  parts.obj = g.place(cx - g.w / 2, y0)
+  for off in (-0.15, 0.0, 0.15):  # Bounce lines between hand and ball.
+    x = cx + off * g.w
+    parts.extra.append(shapes.line([(x, hy + 0.05 * g.p),
+                                    (x, y0 - 0.03 * g.p)], shapes.BLACK, 1))
+  return parts
+
+
+def _spin(g: _Group) -> _Parts:
+  hands = g.one_arm(g.pt(g.s * 0.12, 1.12))
+  parts = _Parts(*_standing(g, hands))
+  hx, hy = hands[g.sid]
+  cy = hy - 0.02 * g.p - g.h / 2
+  parts.obj = g.place(hx - g.w / 2, cy - g.h / 2)
+  rx, ry = 0.75 * g.w, 0.5 * g.h + 0.08 * g.p
+  for start in (200, 20):  # Spin arcs around the object.
+    parts.extra.append(shapes.arc((hx - rx, cy - ry, hx + rx, cy + ry), start,
+                                  start + 120, shapes.BLACK, 1))
+  return parts
+
+
+def _lead(g: _Group) -> _Parts:
+  """Walking (legs apart), a vehicle by the handlebar or an animal on a line."""
+  hands = g.one_arm(g.pt(g.s * 0.31, 0.5))
+  parts = _Parts(*shapes.figure(g.p, g.pt(0, 0.46),
+                                [g.pt(-0.17, 0), g.pt(0.17, 0)], hands))
+  hx, hy = hands[g.sid]
+  if g.obj in _VEHICLES:
+    parts.obj = _by_handlebar(g, hx)
+    return parts
+  near = hx + g.s * (0.12 + 0.1 * g.u[0]) * g.p
+  x0 = near if g.s > 0 else near - g.w
+  parts.obj = g.place(x0, g.oy - g.h, facing=g.s)
+  head = objects.head_point(g.obj, x0, g.oy - g.h, g.w, g.h, g.s)
+  parts.extra.append(shapes.line([(hx, hy), head], shapes.BLACK,
+                                 max(1.0, 0.012 * g.p)))  # Rein or leash.
+  return parts
+
+
+def _wash(g: _Group) -> _Parts:
+  hands = g.one_arm(g.pt(g.s * 0.36, 0.38))
+  parts = _Parts(*_standing(g, hands))
+  hx, hy = hands[g.sid]
+  near = g.ox + g.s * 0.26 * g.p
+  x0 = near if g.s > 0 else near - g.w
+  parts.obj = g.place(x0, g.oy - g.h, facing=g.f)
+  r = 0.05 * g.p
+  parts.front.append(shapes.rect(hx - r, hy - 0.7 * r, hx + r, hy + 0.7 * r,
+                                 _SPONGE, radius=0.3 * r))
+  for i, dy in enumerate((0.08, 0.16, 0.24)):  # Water drops.
+    x = hx + (i - 1) * 0.6 * r
+    parts.extra.append(shapes.ellipse(x, hy + dy * g.p, 0.35 * r, 0.5 * r,
+                                      _WATER))
+  return parts
+
+
+def _hop_on(g: _Group) -> _Parts:
+  """Beside a mount's rear, one leg raised over the seat, a hand on the bar."""
+  p, s = g.p, g.s
+  k0 = objects.mount_points(g.obj, 0, 0, g.w, g.h, s)
+  x0 = g.ox + s * 0.34 * p - k0["seat"][0]
+  parts = _Parts([], [], g.place(x0, g.oy - g.h, facing=s), obj_first=True)
+  sx, sy = x0 + k0["seat"][0], g.oy - g.h + k0["seat"][1]
+  hands = g.one_arm((x0 + k0["bar"][0], g.oy - g.h + k0["bar"][1]))
+  feet, knees = [None, None], [None, None]
+  feet[1 - g.sid] = g.pt(-s * 0.05, 0)
+  feet[g.sid] = (sx, sy - 0.03 * p)
+  knees[g.sid] = (g.ox + s * 0.2 * p, min(sy - 0.12 * p, g.oy - 0.64 * p))
+  parts.back, parts.front = shapes.figure(p, g.pt(0, 0.46), feet, hands,
+                                          knees=knees)
+  return parts
+
+
+def _skate(g: _Group) -> _Parts:
+  """One foot on the moving board, the other pushing off the ground."""
+  p, s = g.p, g.s
+  cx = g.ox + s * 0.1 * p
+  board_top = g.oy - g.h + 1
+  feet = [None, None]
+  feet[g.sid] = (cx + s * 0.05 * p, board_top)
+  feet[1 - g.sid] = g.pt(-s * 0.2, 0)
+  back, front = shapes.figure(p, g.pt(0, 0.5), feet,
+                              [g.pt(-0.3, 0.72), g.pt(0.3, 0.72)])
+  parts = _Parts(back, front, g.place(cx - g.w / 2, g.oy - g.h),
+                 obj_first=True)
+  tail = cx - s * (g.w / 2 + 0.04 * p)
+  for dy in (0.02, 0.07, 0.12):  # Motion lines behind the board.
+    y = g.oy - dy * p
+    parts.extra.append(shapes.line([(tail, y), (tail - s * 0.16 * p, y)],
+                                   shapes.BLACK, 1))
+  return parts
+
+
 _POSES = {
     "far": _far, "smile": _smile, "hold": _hold, "carry": _carry,
     "catch": _catch, "throw": _throw, "kick": _kick, "face": _face,
     "fly": _fly, "under": _under, "wear": _wear, "sling": _sling,
     "stand_on": _stand_on, "sit_on": _sit_on, "ride": _ride,
-    "perch": _perch, "walk": _walk, "run": _run,
+    "perch": _perch, "walk": _walk, "run": _run, "dribble": _dribble,
+    "spin": _spin, "lead": _lead, "wash": _wash, "hop_on": _hop_on,
+    "skate": _skate,
 }
 
 

@@ -59,8 +59,42 @@ which things happen is random and never decides a label.
   boxes and layering, another pose); stand_on chair in 'rf_uc'; all
   skateboard HOIs in 'uo'; 17 in 'nf_uc' and 3 in 'uc'.
 * Boxes are the tight pixel extents ([x1, y1, x2, y2], inclusive) of each
-  drawn person or object (at least 12 px a side); kite strings and motion
-  lines belong to no box.
+  drawn person or object (at least 12 px a side); kite strings, reins,
+  leashes, sponges, water drops and motion lines belong to no box.
+
+World 'compositional'
+---------------------
+All of the above describes world 'basic', the default. World
+'compositional' (`world='compositional'`, HICO-DET mode only; table
+`_COMPOSITIONAL`, described with its zero-shot relatives in
+docs/synthetic_world.md) drops the umbrella, adds 7 objects (frisbee,
+motorcycle, horse, dog, bench, handbag, bottle: synthetic_objects.py) and
+draws 64 HOIs in which most verbs go with several objects (ride a bicycle, a
+motorcycle, a horse, a skateboard; throw, catch, hold, spin a ball and a
+frisbee) and most objects with several verbs. Existing poses serve the new
+objects (ride/perch/hold on a motorcycle, ride on a horse -> ride +
+straddle, sit_on a bench or a skateboard); new poses add the verbs:
+
+  pose      cue                                         HICO verbs
+  --------  ------------------------------------------  -------------------
+  dribble   hand down-out, ball below it near the       dribble
+            ground, vertical bounce lines between
+  spin      one arm straight up, object on the          spin
+            fingertip, two spin arcs around it
+  lead      walking stride (legs apart), a vehicle by   walk + push + hold
+            its handlebar / an animal on a line from    walk
+            the hand to its head (rein, leash)
+  wash      arm out to the object's middle, yellow      wash
+            sponge at the hand, blue drops below
+  hop_on    at a mount's rear, one leg raised with the  hop_on
+            foot on the seat, a hand on the bar
+  skate     one foot on the board, the other pushing    ride + stand_on
+            off the ground, motion lines behind
+
+Its weights give about 14-16 rare HOIs (< 10 instances in 400 training
+images) and about 35 instances for the most frequent; for each zero-shot
+setting it draws at least 6 unseen HOIs, each with a seen relative
+(`zero_shot_relatives`).
 """
 
 import dataclasses
@@ -132,30 +166,104 @@ _TEMPLATES = (
     _Template("perch", "bicycle", ("sit_on",), (), 3, 0),
     _Template("sling", "backpack", ("carry", "hold"), (), 3, 0),
 )
+
+
+def _hico_only(pose: str, obj: str, hico_verbs: Tuple[str, ...],
+               weight: float) -> _Template:
+  return _Template(pose, obj, hico_verbs, (), weight, 0)
+
+
+_WALK_V = ("walk", "push", "hold")  # Walking a vehicle by its handlebar.
+# World 'compositional' (HICO-DET mode only): 14 objects, most verbs with
+# several objects and most objects with several verbs (module docstring).
+_COMPOSITIONAL = (
+    _hico_only("hold", "sports_ball", ("hold",), 5),
+    _hico_only("kick", "sports_ball", ("kick",), 4),
+    _hico_only("throw", "sports_ball", ("throw",), 3.5),
+    _hico_only("catch", "sports_ball", ("catch",), 3),
+    _hico_only("carry", "sports_ball", ("carry", "hold"), 2),
+    _hico_only("dribble", "sports_ball", ("dribble",), 2.5),
+    _hico_only("spin", "sports_ball", ("spin",), 0.5),
+    _hico_only("far", "sports_ball", _NI, 2.5),
+    _hico_only("throw", "frisbee", ("throw",), 3),
+    _hico_only("catch", "frisbee", ("catch",), 3),
+    _hico_only("hold", "frisbee", ("hold",), 2.3),
+    _hico_only("spin", "frisbee", ("spin",), 0.7),
+    _hico_only("far", "frisbee", _NI, 2.2),
+    _hico_only("ride", "bicycle", ("ride",), 4),
+    _hico_only("perch", "bicycle", ("sit_on",), 2.3),
+    _hico_only("lead", "bicycle", _WALK_V, 2.3),
+    _hico_only("hold", "bicycle", ("hold",), 2.2),
+    _hico_only("hop_on", "bicycle", ("hop_on",), 2.2),
+    _hico_only("wash", "bicycle", ("wash",), 0.5),
+    _hico_only("far", "bicycle", _NI, 2.3),
+    _hico_only("ride", "motorcycle", ("ride",), 3.5),
+    _hico_only("perch", "motorcycle", ("sit_on",), 2.3),
+    _hico_only("lead", "motorcycle", _WALK_V, 2.2),
+    _hico_only("hold", "motorcycle", ("hold",), 2.2),
+    _hico_only("hop_on", "motorcycle", ("hop_on",), 0.5),
+    _hico_only("wash", "motorcycle", ("wash",), 0.5),
+    _hico_only("far", "motorcycle", _NI, 2.2),
+    _hico_only("ride", "horse", ("ride", "straddle"), 3.5),
+    _hico_only("lead", "horse", ("walk",), 2.3),
+    _hico_only("wash", "horse", ("wash",), 2.2),
+    _hico_only("hop_on", "horse", ("hop_on",), 0.5),
+    _hico_only("far", "horse", _NI, 2.2),
+    _hico_only("lead", "dog", ("walk",), 3),
+    _hico_only("far", "dog", _NI, 2.2),
+    _hico_only("stand_on", "skateboard", ("stand_on",), 2.5),
+    _hico_only("skate", "skateboard", ("ride", "stand_on"), 3),
+    _hico_only("carry", "skateboard", ("carry", "hold"), 2.3),
+    _hico_only("sit_on", "skateboard", ("sit_on",), 0.6),
+    _hico_only("far", "skateboard", _NI, 2.2),
+    _hico_only("sit_on", "chair", ("sit_on",), 3),
+    _hico_only("stand_on", "chair", ("stand_on",), 0.5),
+    _hico_only("far", "chair", _NI, 2.2),
+    _hico_only("sit_on", "bench", ("sit_on",), 3),
+    _hico_only("far", "bench", _NI, 2.2),
+    _hico_only("wear", "backpack", ("wear",), 3),
+    _hico_only("sling", "backpack", ("carry", "hold"), 2.3),
+    _hico_only("carry", "backpack", ("carry", "hold"), 2.3),
+    _hico_only("far", "backpack", _NI, 2.2),
+    _hico_only("hold", "handbag", ("hold",), 2),
+    _hico_only("carry", "handbag", ("carry", "hold"), 2.3),
+    _hico_only("far", "handbag", _NI, 2.2),
+    _hico_only("face", "cup", ("drink_with",), 3),
+    _hico_only("hold", "cup", ("hold",), 2.2),
+    _hico_only("far", "cup", _NI, 2.2),
+    _hico_only("face", "bottle", ("drink_with",), 2),
+    _hico_only("hold", "bottle", ("hold",), 2),
+    _hico_only("far", "bottle", _NI, 2.2),
+    _hico_only("fly", "kite", ("fly", "hold"), 3),
+    _hico_only("far", "kite", _NI, 2.2),
+)
+WORLDS = ("basic", "compositional")
+_WORLD_TEMPLATES = {"basic": _TEMPLATES, "compositional": _COMPOSITIONAL}
 _MAY_LOSE_OBJECT = ("hold", "throw", "kick", "face")
 
 
-def hoi_subset(dataset: str = "hico_det") -> tuple:
+def hoi_subset(dataset: str = "hico_det", world: str = "basic") -> tuple:
   """The interaction classes the generator can produce.
 
   Args:
     dataset: 'hico_det' or 'vcoco'.
+    world: 'basic' or 'compositional' (HICO-DET only).
 
   Returns:
     HICO-DET: sorted 0-based HOI indices (into `metadata.hico().hois`).
     V-COCO: sorted `(verb_class, object_index)` pairs (object 80 = no object).
   """
-  check_dataset(dataset)
+  table = templates(dataset, world)
   out = set()
   if dataset == "hico_det":
     meta = metadata.hico()
-    for t in _TEMPLATES:
+    for t in table:
       if t.hico_weight > 0:
         o = meta.objects.index(t.obj)
         out.update(meta.hoi_index(meta.verbs.index(v), o) for v in t.hico_verbs)
     return tuple(sorted(out))
   meta = metadata.vcoco()
-  for t in _TEMPLATES:
+  for t in table:
     if t.vcoco_weight <= 0:
       continue
     for verb in t.vcoco_verbs:
@@ -167,6 +275,45 @@ def hoi_subset(dataset: str = "hico_det") -> tuple:
         if t.pose in _MAY_LOSE_OBJECT:
           out.add((v, meta.no_object_index))
   return tuple(sorted(out))
+
+
+def templates(dataset: str, world: str) -> Tuple[_Template, ...]:
+  """The scene templates of `world`; raises ValueError for unknown names."""
+  check_dataset(dataset)
+  if world not in WORLDS:
+    raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+  if dataset == "vcoco" and world != "basic":
+    raise ValueError(f"world {world!r} has no V-COCO labels; use 'basic'")
+  return _WORLD_TEMPLATES[world]
+
+
+def zero_shot_relatives(world: str = "compositional") -> dict:
+  """Per zero-shot setting, the drawn unseen HOIs and their seen relatives.
+
+  A relative is a drawn HOI that is seen in the setting and shares the
+  unseen HOI's verb or object: its verb in 'uo' (whose unseen HOIs are those
+  of unseen objects), its object in 'uv' (unseen verbs).
+
+  Args:
+    world: 'basic' or 'compositional'.
+
+  Returns:
+    {setting: {unseen HOI index: sorted tuple of relative HOI indices}} for
+    the settings `metadata.ZERO_SHOT_SPLITS`, HOI indices 0-based.
+  """
+  meta = metadata.hico()
+  drawn = set(hoi_subset("hico_det", world))
+  out = {}
+  for split in metadata.ZERO_SHOT_SPLITS:
+    unseen = set(meta.unseen_hois(split))
+    seen = sorted(drawn - unseen)
+    share_verb, share_object = split != "uv", split != "uo"
+    out[split] = {
+        h: tuple(r for r in seen
+                 if (share_verb and meta.hoi_verb[r] == meta.hoi_verb[h])
+                 or (share_object and meta.hoi_object[r] == meta.hoi_object[h]))
+        for h in sorted(drawn & unseen)}
+  return out
 
 
 def check_dataset(dataset: str) -> None:
@@ -186,14 +333,16 @@ def _image_size(rng: np.random.Generator, size: int) -> Tuple[int, int]:
   return int(round(size * aspect)), size
 
 
-def _sample_groups(rng: np.random.Generator, dataset: str) -> List[dict]:
+def _sample_groups(rng: np.random.Generator, dataset: str,
+                   world: str) -> List[dict]:
   """1-3 groups: template, side, facing, variations, jitter and scale."""
+  table = templates(dataset, world)
   weights = np.array([t.hico_weight if dataset == "hico_det" else
-                      t.vcoco_weight for t in _TEMPLATES], np.float64)
+                      t.vcoco_weight for t in table], np.float64)
   n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
   groups = []
   for _ in range(n):
-    t = _TEMPLATES[int(rng.choice(len(_TEMPLATES), p=weights / weights.sum()))]
+    t = table[int(rng.choice(len(table), p=weights / weights.sum()))]
     draw_object = t.obj is not None
     if (dataset == "vcoco" and t.pose in _MAY_LOSE_OBJECT
         and rng.uniform() < _MISSING_OBJECT_PROB):
@@ -256,15 +405,22 @@ def _group_boxes(group_items, width: int, height: int) -> dict:
   return boxes
 
 
-def sample_image(rng: np.random.Generator, image_size: int, dataset: str):
+def sample_image(rng: np.random.Generator, image_size: int, dataset: str,
+                 world: str = "basic"):
   """Draws one image.
+
+  Args:
+    rng: the image's random generator.
+    image_size: longest image side in pixels.
+    dataset: 'hico_det' or 'vcoco'.
+    world: 'basic' or 'compositional' (HICO-DET only).
 
   Returns:
     (image [H, W, 3] uint8, groups): groups is a list of dicts with keys
     'template', 'person_box', 'object_box' (None when no object is drawn).
   """
   width, height = _image_size(rng, image_size)
-  groups = _sample_groups(rng, dataset)
+  groups = _sample_groups(rng, dataset, world)
   p0 = rng.uniform(0.42, 0.62) * height
   p, exts, total_w = _fit(groups, p0, width, height, image_size)
   gaps = rng.dirichlet(np.ones(len(groups) + 1)) * (width - total_w)

@@ -10,7 +10,8 @@ which parts an image shows and where.
   a red frame; skateboard = yellow flat board on black wheels; umbrella = teal
   dome with white ribs on a dark hooked handle; backpack = green rounded box
   with a light pocket; chair = brown side-view chair; cup = purple tapered cup
-  with a handle; kite = pink/white diamond with a tail.
+  with a handle; kite = pink/white diamond with a tail. The objects of world
+  'compositional' are drawn by synthetic_objects.py.
 * Background (`background`): muted sky and ground colours, a smooth texture
   and low-contrast clutter.
 
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-_MIN_BOX = 12  # Smallest object side in pixels.
+MIN_BOX = 12  # Smallest object side in pixels.
 
 # Fixed colours (RGB).
 SKIN = (232, 184, 140)
@@ -143,7 +144,7 @@ def jitter(colour, cj) -> Tuple[int, int, int]:
 
 def object_size(obj: str, p: float) -> Tuple[float, float]:
   rw, rh = _OBJECT_SIZES[obj]
-  return max(rw * p, _MIN_BOX), max(rh * p, _MIN_BOX)
+  return max(rw * p, MIN_BOX), max(rh * p, MIN_BOX)
 
 
 def bike_points(x0, y0, w, h, f) -> Dict[str, Point]:

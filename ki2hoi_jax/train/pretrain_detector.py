@@ -315,8 +315,8 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   Args:
     config: a run config (`model`, `loss`, `optimizer.weight_decay`,
       `optimizer.grad_clip_norm`, `dataset.synthetic_image_size`,
-      `dataset.train_short_sides`, `dataset.eval_short_side`,
-      `dataset.max_size`).
+      `dataset.synthetic_world`, `dataset.train_short_sides`,
+      `dataset.eval_short_side`, `dataset.max_size`).
     out: output `.msgpack` path.
     steps: optimizer steps.
     batch_size: images per step.
@@ -334,11 +334,11 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   corpus = corpus_lib.detection_corpus(
       seed, corpus_lib.DETECTOR_SPLIT, num_images,
       int(d.synthetic_image_size), tuple(d.train_short_sides),
-      int(d.max_size), progress)
+      int(d.max_size), progress, d.synthetic_world)
   held_out = corpus_lib.detection_corpus(
       seed, corpus_lib.DETECTOR_HELD_OUT_SPLIT, num_held_out,
       int(d.synthetic_image_size), (int(d.eval_short_side),),
-      int(d.max_size), progress)
+      int(d.max_size), progress, d.synthetic_world)
   variables, loss_history = pretrain(
       config, corpus, steps=steps, batch_size=batch_size, seed=seed,
       learning_rate=learning_rate, progress=progress)
@@ -346,6 +346,7 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
   figure.update(steps=steps, batch_size=batch_size, seed=seed,
                 num_images=num_images, learning_rate=learning_rate,
                 image_size=int(d.synthetic_image_size),
+                world=d.synthetic_world,
                 train_short_sides=[int(s) for s in d.train_short_sides],
                 max_size=int(d.max_size),
                 final_loss=loss_history[-1],
@@ -370,6 +371,7 @@ def _wanted_settings(config) -> Dict[str, Any]:
           "batch_size": DEFAULT_BATCH_SIZE,
           "learning_rate": DEFAULT_LEARNING_RATE,
           "image_size": int(d.synthetic_image_size),
+          "world": d.synthetic_world,
           "train_short_sides": [int(s) for s in d.train_short_sides],
           "max_size": int(d.max_size)}
 
