@@ -65,9 +65,11 @@ import numpy as np
 
 from ki2hoi_jax import cli
 from ki2hoi_jax.analysis import hoi_metrics
+from ki2hoi_jax.analysis import runs
 from ki2hoi_jax.analysis import table_results
 from ki2hoi_jax.analysis import zero_shot_table as table_lib
 from ki2hoi_jax.config_lib import files
+from ki2hoi_jax.data import annotations
 from ki2hoi_jax.evaluation import vocabulary
 from ki2hoi_jax.train import pretrain_detector
 
@@ -107,10 +109,26 @@ def _pair_counts(metrics: Dict) -> Dict[str, int]:
           "unseen_hois_with_test_pairs": int((num_gt[unseen] > 0).sum())}
 
 
+def _localisation(workdir: str, split: str) -> Dict[str, int]:
+  """Unseen test pairs of the newest evaluation boxed / kept / kept right."""
+  if not split:
+    return {}
+  config = runs.load_config(workdir)
+  step = runs.eval_steps(workdir)[-1]
+  counts = hoi_metrics.unseen_pair_localisation(
+      runs.read_predictions(os.path.join(workdir, "eval", f"step_{step}",
+                                         "predictions.json")),
+      annotations.load_json(runs.annotations_path(config, workdir, "test")),
+      split)
+  return {f"unseen_pairs_{k}": v for k, v in counts.items()
+          if k != "unseen_test_pairs"}
+
+
 def _final_metrics(workdir: str) -> Dict[str, float]:
-  """mAP (%) and pair counts of a workdir's newest evaluation."""
+  """mAP (%), pair counts and localisation of a workdir's newest evaluation."""
   step, metrics = _last_metrics(workdir)
-  out = {"step": step, **_pair_counts(metrics)}
+  out = {"step": step, **_pair_counts(metrics),
+         **_localisation(workdir, hoi_metrics.metrics_split(metrics))}
   for column in table_lib.COLUMNS:
     if f"eval/mAP_{column}" in metrics["summary"]:
       out[column] = float(metrics["summary"][f"eval/mAP_{column}"])
@@ -169,6 +187,9 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
       rows = json.load(f)
     for r in rows:  # Rows written before the pair counts were recorded.
       r.update(_pair_counts(_last_metrics(workdir)[1]))
+    if rows and "unseen_pairs_kept" not in rows[-1]:
+      # The newest evaluation's predictions are those of the last row.
+      rows[-1].update(_localisation(workdir, split))
   else:
     rows = _train_and_evaluate(workdir, args, evaluations, log, split=split,
                                clip=clip, variant=tag, seed=seed,

@@ -5,8 +5,10 @@ import os
 
 import pytest
 
+from ki2hoi_jax.analysis import hoi_metrics
 from ki2hoi_jax.analysis import table_results
 from ki2hoi_jax.analysis import zero_shot_table
+from ki2hoi_jax.data import metadata
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), "configs", "demo.py")
@@ -46,7 +48,7 @@ def test_render_uses_matching_files_and_refuses_the_others(tmp_path):
   text = table_results.render(results, DEMO)
   assert "| UO | synthetic | default | training_classes | 0.5 |" in text
   assert "15.00 ± 5.00" in text  # Mean ± half-range of 10 and 20.
-  assert "| UO | 1 | 41 | 3 |" in text  # The pair counts.
+  assert "| UO | synthetic | default | 1 | 41 | 3 | - | - | - |" in text
   # A file written by another renderer is refused, not averaged in.
   path = tmp_path / "uo_synthetic_seed1.json"
   record = json.loads(path.read_text())
@@ -64,7 +66,41 @@ def test_render_uses_matching_files_and_refuses_the_others(tmp_path):
 
 
 def test_pair_counts_table_skips_rows_without_counts():
-  rows = [_row(0, 1.0, 14), {**_row(1, 2.0, 0), "split": "uv"}]
+  rows = [_row(0, 1.0, 14), {**_row(1, 2.0, 0), "split": "uv"},
+          {**_row(0, 1.0, 14), "clip_pair_fusion": 0.0,
+           "unseen_pairs_object_boxed": 5, "unseen_pairs_kept": 3,
+           "unseen_pairs_kept_right_class": 2}]
   del rows[1]["unseen_test_pairs"]
   text = zero_shot_table.format_pair_counts(rows)
-  assert text.splitlines()[2:] == ["| UO | 0 | 14 | 3 |"]
+  # One line per model: the row with localisation counts wins.
+  assert text.splitlines()[2:] == [
+      "| UO | synthetic | default | 0 | 14 | 3 | 5 | 3 | 2 |"]
+
+
+def test_unseen_pair_localisation_counts_known_cases():
+  meta = metadata.hico()
+  skate = meta.objects.index("skateboard")
+  unseen = meta.hoi_index(meta.verbs.index("ride"), skate)  # 'uo': unseen.
+  seen = meta.hoi_index(meta.verbs.index("ride"), meta.objects.index(
+      "bicycle"))
+  assert unseen in meta.unseen_hois("uo") and seen not in meta.unseen_hois(
+      "uo")
+  person, board = [0, 0, 19, 39], [0, 40, 19, 49]
+  gt = [{"file_name": "a.jpg", "annotations": [
+      {"bbox": person, "category_id": 1}, {"bbox": board, "category_id": 42},
+      {"bbox": [50, 0, 69, 39], "category_id": 1},
+      {"bbox": [50, 40, 69, 49], "category_id": 42}],
+         "hoi_annotation": [
+             {"subject_id": 0, "object_id": 1, "hoi_category_id": unseen + 1},
+             {"subject_id": 2, "object_id": 3, "hoi_category_id": unseen + 1},
+             {"subject_id": 0, "object_id": 1, "hoi_category_id": seen + 1}]}]
+  pred = [{"file_name": "a.jpg", "predictions": [
+      {"bbox": person, "category_id": 1}, {"bbox": board, "category_id": 2},
+      {"bbox": [50, 40, 69, 49], "category_id": 42}],
+           "hoi_prediction": [{"subject_id": 0, "object_id": 1,
+                               "hoi_category_id": seen + 1, "score": 0.9}]}]
+  # Pair 1: kept (boxes match) but with the seen class; pair 2: its object
+  # is boxed, no kept pair covers it; the seen pair is not counted.
+  assert hoi_metrics.unseen_pair_localisation(pred, gt, "uo") == {
+      "unseen_test_pairs": 2, "object_boxed": 2, "kept": 1,
+      "kept_right_class": 0}

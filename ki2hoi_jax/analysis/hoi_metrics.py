@@ -7,11 +7,12 @@ for a class without test GT. The masks here select the classes that the
 evaluator's means are taken over (rare, unseen, with test GT).
 """
 
-from typing import Any, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ki2hoi_jax.data import metadata
+from ki2hoi_jax.evaluation import boxes
 from ki2hoi_jax.evaluation import hico
 
 Records = Sequence[Mapping[str, Any]]
@@ -84,3 +85,50 @@ def most_frequent_test_hois(metrics: Mapping[str, Any], k: int) -> List[int]:
   num_gt = np.asarray(metrics["per_hoi"]["num_gt"], np.int64)
   order = np.argsort(-num_gt, kind="stable")
   return [int(h) for h in order[:k] if num_gt[h] > 0]
+
+
+def unseen_pair_localisation(predictions: Records, annotations: Records,
+                             split: str) -> Dict[str, int]:
+  """How far the detector got on each unseen test pair of a zero-shot split.
+
+  A ground-truth pair of an unseen HOI counts as `object_boxed` when one of
+  the image's predicted boxes (any class) covers its object with IoU >=
+  0.5, `kept` when one of the image's kept pairs (`hoi_prediction`) covers
+  both its human and its object box with IoU >= 0.5, and `kept_right_class`
+  when such a pair also has its HOI class (the evaluator's +1 IoU).
+
+  Args:
+    predictions: GEN-VLKT prediction records (an evaluation's
+      predictions.json).
+    annotations: the test annotation records (test_hico.json).
+    split: the zero-shot split whose unseen HOIs are counted.
+
+  Returns:
+    {'unseen_test_pairs', 'object_boxed', 'kept', 'kept_right_class'}.
+  """
+  unseen = set(metadata.hico().unseen_hois(split))
+  by_name = {p["file_name"]: p for p in predictions}
+  out = dict(unseen_test_pairs=0, object_boxed=0, kept=0, kept_right_class=0)
+  for record in annotations:
+    pred = by_name.get(record["file_name"], {})
+    det = np.array([d["bbox"] for d in pred.get("predictions", [])],
+                   np.float64).reshape(-1, 4)
+    pairs = pred.get("hoi_prediction", [])
+    sub = det[[q["subject_id"] for q in pairs]].reshape(-1, 4)
+    obj = det[[q["object_id"] for q in pairs]].reshape(-1, 4)
+    cls = np.array([q["hoi_category_id"] for q in pairs], np.int64)
+    for h in record["hoi_annotation"]:
+      if h["hoi_category_id"] - 1 not in unseen:
+        continue
+      gt_h = np.asarray(record["annotations"][h["subject_id"]]["bbox"],
+                        np.float64)
+      gt_o = np.asarray(record["annotations"][h["object_id"]]["bbox"],
+                        np.float64)
+      hit = ((boxes.iou_plus1(sub, gt_h) >= 0.5)
+             & (boxes.iou_plus1(obj, gt_o) >= 0.5))
+      out["unseen_test_pairs"] += 1
+      out["object_boxed"] += int(np.any(boxes.iou_plus1(det, gt_o) >= 0.5))
+      out["kept"] += int(hit.any())
+      out["kept_right_class"] += int(np.any(
+          hit & (cls == h["hoi_category_id"])))
+  return out

@@ -69,19 +69,32 @@ def format_table(rows: List[Dict]) -> str:
 
 
 def format_pair_counts(rows: List[Dict]) -> str:
-  """Markdown: unseen test pairs and unseen HOIs with test pairs, per seed.
+  """Markdown: unseen test pairs per seed, and how many the detector found.
 
-  Rows without `unseen_test_pairs` (written before it was recorded) are
-  left out.
+  One line per (setting, CLIP, variant, seed): the unseen test pairs, the
+  unseen HOIs with test pairs and, from the row with localisation counts
+  (the model's last evaluation), how many of the pairs had their object
+  boxed, were kept as a pair and were kept with their own class
+  (`hoi_metrics.unseen_pair_localisation`; '-' where not recorded). Rows
+  without `unseen_test_pairs` are left out.
   """
-  counts = {}
+  lines = ["| setting | CLIP | variant | seed | unseen test pairs | unseen HOIs "
+           "with test pairs | object boxed | pair kept | kept, own class |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  best = {}
   for r in rows:
-    if r["split"] and "unseen_test_pairs" in r:
-      counts.setdefault(r["split"], {})[r["seed"]] = (
-          r["unseen_test_pairs"], r["unseen_hois_with_test_pairs"])
-  lines = ["| setting | seed | unseen test pairs | unseen HOIs with test "
-           "pairs |", "|---|---|---|---|"]
-  for split in sorted(counts, key=SPLITS.index):
-    for seed, (pairs, hois) in sorted(counts[split].items()):
-      lines.append(f"| {SPLIT_NAMES[split]} | {seed} | {pairs} | {hois} |")
+    if not r["split"] or "unseen_test_pairs" not in r:
+      continue
+    k = (r["split"], r["clip"], r.get("variant", ""), r["seed"])
+    if k not in best or "unseen_pairs_kept" in r:
+      best[k] = r
+  for k in sorted(best, key=lambda k: (SPLITS.index(k[0]),
+                                       CLIPS.index(k[1]), k[2], k[3])):
+    r = best[k]
+    found = [str(r.get(f"unseen_pairs_{c}", "-"))
+             for c in ("object_boxed", "kept", "kept_right_class")]
+    lines.append(f"| {SPLIT_NAMES[k[0]]} | {k[1]} | {k[2] or 'default'} | "
+                 f"{k[3]} | {r['unseen_test_pairs']} | "
+                 f"{r['unseen_hois_with_test_pairs']} | " + " | ".join(found)
+                 + " |")
   return "\n".join(lines)
