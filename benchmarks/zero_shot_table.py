@@ -190,6 +190,8 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
     if rows and "unseen_pairs_kept" not in rows[-1]:
       # The newest evaluation's predictions are those of the last row.
       rows[-1].update(_localisation(workdir, split))
+    with open(done, "w") as f:
+      json.dump(rows, f, indent=1)
   else:
     rows = _train_and_evaluate(workdir, args, evaluations, log, split=split,
                                clip=clip, variant=tag, seed=seed,
