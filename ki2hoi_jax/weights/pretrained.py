@@ -343,4 +343,6 @@ def make_once(figure_path: str, wanted: Mapping[str, Any], what: str,
     make()
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(what)
+    # A name the same on every host (the workdir path may be spelt apart).
+    multihost_utils.sync_global_devices(
+        "pretrained " + os.path.basename(figure_path))
