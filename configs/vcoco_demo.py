@@ -21,6 +21,7 @@ def get_config():
   config = demo.get_config()
   config.dataset.name = "vcoco"
   config.dataset.zero_shot_split = ""  # V-COCO has no zero-shot splits.
+  config.dataset.synthetic_world = "basic"  # The world with V-COCO labels.
   config.model.interaction_space = "verb"  # One prompt per verb class (29).
   config.init.synthetic_clip_steps = 0  # Not zero-shot: a random CLIP.
   # The synthetic detector's corpus and classes are the HICO-format world's:

@@ -1,5 +1,7 @@
 """Tests of the compositional synthetic world (synthetic_scenes.py)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,46 @@ def test_markdown_lists_every_setting():
     assert f"### {split}" in text
   assert "--config.dataset.synthetic_world=compositional" in text
   assert "(none)" not in text
+
+
+def test_test_split_is_balanced_over_templates():
+  table = scenes.templates("hico_det", WORLD)
+  rare = min(range(len(table)), key=lambda k: table[k].hico_weight)
+  counts = {False: np.zeros(len(table)), True: np.zeros(len(table))}
+  for balanced in counts:
+    for i in range(600):
+      for g in scenes._sample_groups(np.random.default_rng([7, 1, i]),
+                                     "hico_det", WORLD, balanced):
+        counts[balanced][table.index(g["template"])] += 1
+  expected = counts[True].sum() / len(table)  # About 19 draws a template.
+  assert counts[True].min() >= expected / 3
+  assert counts[True].max() <= expected * 2
+  # The rarest template (weight 0.5, a 20th of the most frequent) is drawn
+  # about 4 times as often in a balanced split.
+  assert counts[True][rare] > 2 * counts[False][rare]
+  assert scenes.balanced_test_split(WORLD)
+  assert not scenes.balanced_test_split("basic")
+
+
+def _drawn_hois(seed, split_id, i, world, balanced):
+  """HICO HOI ids (1-based) of image i as `sample_image` draws its groups."""
+  meta = metadata.hico()
+  rng = np.random.default_rng([seed, split_id, i])
+  scenes._image_size(rng, 128)
+  return sorted(
+      meta.hoi_index(meta.verbs.index(v), meta.objects.index(g["template"].obj))
+      + 1 for g in scenes._sample_groups(rng, "hico_det", world, balanced)
+      for v in g["template"].hico_verbs)
+
+
+@pytest.mark.parametrize("world", ["basic", WORLD])
+def test_writer_balances_the_compositional_test_split_only(tmp_path, world):
+  synthetic.generate(str(tmp_path), num_train=3, num_test=3, seed=0,
+                     image_size=128, world=world)
+  for split_id, split in enumerate(("trainval", "test")):
+    with open(tmp_path / "annotations" / f"{split}_hico.json") as f:
+      records = json.load(f)
+    balanced = split == "test" and world == WORLD
+    for i, record in enumerate(records):
+      assert sorted(h["hoi_category_id"] for h in record["hoi_annotation"]
+                    ) == _drawn_hois(0, split_id, i, world, balanced)

@@ -1,5 +1,6 @@
 """Result files of the synthetic Table I (analysis/table_results.py)."""
 
+import dataclasses
 import json
 import os
 
@@ -9,6 +10,7 @@ from ki2hoi_jax.analysis import hoi_metrics
 from ki2hoi_jax.analysis import table_results
 from ki2hoi_jax.analysis import zero_shot_table
 from ki2hoi_jax.data import metadata
+from ki2hoi_jax.data import synthetic_scenes
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), "configs", "demo.py")
@@ -34,6 +36,18 @@ def test_config_fingerprint_pins_what_a_run_learns():
       DEMO, OVERRIDES + ["optimizer.learning_rate=1e-3"])
   assert base != table_results.config_fingerprint(
       DEMO, OVERRIDES + ["inference.score_fusion=sum"])
+
+
+def test_renderer_fingerprint_follows_the_drawn_world(monkeypatch):
+  compositional = table_results.renderer_fingerprint("compositional")
+  assert compositional == table_results.renderer_fingerprint("compositional")
+  assert compositional != table_results.renderer_fingerprint("basic")
+  # A changed template weight changes what the images show.
+  table = list(synthetic_scenes.templates("hico_det", "compositional"))
+  table[0] = dataclasses.replace(table[0], hico_weight=50.0)
+  monkeypatch.setitem(synthetic_scenes._WORLD_TEMPLATES, "compositional",
+                      tuple(table))
+  assert compositional != table_results.renderer_fingerprint("compositional")
 
 
 def test_render_uses_matching_files_and_refuses_the_others(tmp_path):

@@ -10,14 +10,16 @@ variant and seed) writes one JSON file, committed as soon as it lands:
    "detector": {<settings of its pretrained detector>} or null,
    "clip": {<settings of its synthetic CLIP>} or null}
 
-The fingerprint pins what the numbers depend on: `renderer` hashes the
-renderer's source files (`RENDERER_FILES`: what the synthetic images and
-labels are), `config` the demo config with the file's `overrides` applied
-(checkpoint paths, the workdir and the evaluation-only fields left out:
-`config_fingerprint`). `render` prints the markdown table from a folder of
-such files and refuses (lists apart, never averages in) every file whose
-fingerprint differs from what the current code gives, so a table in the
-docs cannot silently mix worlds or configs.
+The fingerprint pins what the numbers depend on: `renderer` hashes what
+the renderer draws in the run's world (`renderer_fingerprint`: its templates
+and HOI list, and the pixels and annotation records of a fixed set of
+training and balanced test images), so a change of the images or labels is
+caught and an edited comment is not; `config` hashes the demo config with
+the file's `overrides` applied (checkpoint paths, the workdir and the
+evaluation-only fields left out: `config_fingerprint`). `render` prints the
+markdown table from a folder of such files and refuses (lists apart, never
+averages in) every file whose fingerprint differs from what the current code
+gives, so a table in the docs cannot silently mix worlds or configs.
 """
 
 import glob
@@ -27,26 +29,47 @@ import os
 import subprocess
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ki2hoi_jax.analysis import zero_shot_table
 from ki2hoi_jax.config_lib import files
+from ki2hoi_jax.data import metadata
+from ki2hoi_jax.data import synthetic
+from ki2hoi_jax.data import synthetic_scenes
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The renderer: scenes, shapes, the HICO-format writer, the class lists.
-RENDERER_FILES = ("data/synthetic_scenes.py", "data/synthetic_poses.py",
-                  "data/synthetic_shapes.py", "data/synthetic_objects.py",
-                  "data/synthetic.py", "data/metadata.py")
+# Images of the renderer fingerprint: how many of each kind, their size.
+_FINGERPRINT_IMAGES = 24
+_FINGERPRINT_SIZE = 128
+_FINGERPRINT_SEED = 987654  # Outside every seed range the project draws.
 # Fields that do not change what a run learns or how it is scored.
 _UNPINNED = ("mode", "progress_bar", "log_every_steps", "init.clip_checkpoint",
              "init.detr_checkpoint", "model.verb_queries",
              "inference.clip_pair_fusion", "eval_at_start")
 
 
-def renderer_fingerprint() -> str:
-  """sha256 (16 hex digits) of the renderer's source files."""
+def renderer_fingerprint(world: str) -> str:
+  """sha256 (16 hex digits) of what the renderer draws in `world`.
+
+  Hashes the world's templates and HOI list, the unseen HOIs of every
+  zero-shot setting, and for `_FINGERPRINT_IMAGES`
+  training-style and as many balanced test-style images (renderer seed
+  `_FINGERPRINT_SEED`, `_FINGERPRINT_SIZE` pixels) their pixels and HICO-DET
+  annotation records. About a second.
+  """
   digest = hashlib.sha256()
-  for rel in RENDERER_FILES:
-    with open(os.path.join(_PACKAGE, rel), "rb") as f:
-      digest.update(rel.encode() + b"\0" + f.read())
+  digest.update(repr(synthetic_scenes.templates("hico_det", world)).encode())
+  digest.update(repr(synthetic.hoi_subset("hico_det", world)).encode())
+  meta = metadata.hico()
+  digest.update(repr([meta.unseen_hois(split) for split in
+                      metadata.ZERO_SHOT_SPLITS]).encode())
+  for balanced in (False, True):
+    for i in range(_FINGERPRINT_IMAGES):
+      rng = np.random.default_rng([_FINGERPRINT_SEED, int(balanced), i])
+      pixels, groups = synthetic_scenes.sample_image(
+          rng, _FINGERPRINT_SIZE, "hico_det", world, balanced=balanced)
+      digest.update(pixels.tobytes())
+      digest.update(json.dumps(synthetic.hico_record(groups, "x.jpg", i),
+                               sort_keys=True).encode())
   return digest.hexdigest()[:16]
 
 
@@ -83,9 +106,10 @@ def write_result(results_dir: str, name: str, rows: List[Dict[str, Any]],
                  detector: Optional[Dict[str, Any]] = None,
                  clip: Optional[Dict[str, Any]] = None) -> str:
   """Writes `<results_dir>/<name>.json` (module docstring); returns its path."""
+  world = files.load_config(config_path, overrides).dataset.synthetic_world
   record = {
       "name": name, "rows": rows, "overrides": list(overrides),
-      "fingerprint": {"renderer": renderer_fingerprint(),
+      "fingerprint": {"renderer": renderer_fingerprint(world),
                       "config": config_fingerprint(config_path, overrides)},
       "git_commit": git_commit(repo), "detector": detector, "clip": clip}
   os.makedirs(results_dir, exist_ok=True)
@@ -104,12 +128,16 @@ def read_results(results_dir: str, config_path: str
     what differs).
   """
   rows, refused = [], []
-  renderer = renderer_fingerprint()
+  renderer = {}  # World: its fingerprint.
   for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
     with open(path) as f:
       record = json.load(f)
+    world = files.load_config(config_path,
+                              record["overrides"]).dataset.synthetic_world
+    if world not in renderer:
+      renderer[world] = renderer_fingerprint(world)
     stale = []
-    if record["fingerprint"]["renderer"] != renderer:
+    if record["fingerprint"]["renderer"] != renderer[world]:
       stale.append("renderer")
     if record["fingerprint"]["config"] != config_fingerprint(
         config_path, record["overrides"]):

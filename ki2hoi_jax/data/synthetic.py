@@ -49,7 +49,8 @@ _MIN_IMAGE_SIZE = 96  # Smallest supported longest side.
 hoi_subset = scenes.hoi_subset  # Public: synthetic.hoi_subset(dataset, world).
 
 
-def _hico_record(groups, file_name: str, img_id: int) -> dict:
+def hico_record(groups, file_name: str, img_id: int) -> dict:
+  """The HICO-DET annotation record of one image's groups (`sample_image`)."""
   meta = metadata.hico()
   annotations, hois = [], []
   for g in groups:
@@ -132,7 +133,7 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
   ann_dir = os.path.join(out_dir, "annotations")
   os.makedirs(ann_dir, exist_ok=True)
   summary = {"dataset": dataset, "root": out_dir}
-  record_fn = _hico_record if dataset == "hico_det" else _vcoco_record
+  record_fn = hico_record if dataset == "hico_det" else _vcoco_record
   next_id = 1
   split_records = {}
   for split_id, (split, count) in enumerate((("train", num_train),
@@ -147,7 +148,9 @@ def generate(out_dir: str, num_train: int, num_test: int, seed: int = 0,
       img_id = i + 1 if dataset == "hico_det" else next_id
       next_id += 1
       rng = np.random.default_rng([seed, split_id, i])
-      pixels, groups = scenes.sample_image(rng, image_size, dataset, world)
+      pixels, groups = scenes.sample_image(
+          rng, image_size, dataset, world,
+          balanced=split == "test" and scenes.balanced_test_split(world))
       name = layout["names"][split_id].format(img_id)
       Image.fromarray(pixels).save(os.path.join(img_dir, name), "JPEG",
                                    quality=_JPEG_QUALITY)

@@ -316,6 +316,22 @@ def zero_shot_relatives(world: str = "compositional") -> dict:
   return out
 
 
+def balanced_test_split(world: str) -> bool:
+  """Whether the dataset writer draws `world`'s test images balanced.
+
+  World 'compositional' draws its test images with every template equally
+  likely (`sample_image(balanced=True)`), its training images by the
+  long-tailed weights: every HOI, the rare ones included, gets enough test
+  pairs for its AP (each zero-shot setting has >= 6 unseen HOIs, some of
+  them rare in training). The rare / non-rare split stays the training
+  split's (< 10 training instances), as in HICO-DET. World 'basic' draws
+  both splits by the weights.
+  """
+  if world not in WORLDS:
+    raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+  return world != "basic"
+
+
 def check_dataset(dataset: str) -> None:
   if dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -333,12 +349,14 @@ def _image_size(rng: np.random.Generator, size: int) -> Tuple[int, int]:
   return int(round(size * aspect)), size
 
 
-def _sample_groups(rng: np.random.Generator, dataset: str,
-                   world: str) -> List[dict]:
+def _sample_groups(rng: np.random.Generator, dataset: str, world: str,
+                   balanced: bool) -> List[dict]:
   """1-3 groups: template, side, facing, variations, jitter and scale."""
   table = templates(dataset, world)
   weights = np.array([t.hico_weight if dataset == "hico_det" else
                       t.vcoco_weight for t in table], np.float64)
+  if balanced:
+    weights = (weights > 0).astype(np.float64)
   n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
   groups = []
   for _ in range(n):
@@ -406,7 +424,7 @@ def _group_boxes(group_items, width: int, height: int) -> dict:
 
 
 def sample_image(rng: np.random.Generator, image_size: int, dataset: str,
-                 world: str = "basic"):
+                 world: str = "basic", balanced: bool = False):
   """Draws one image.
 
   Args:
@@ -414,13 +432,15 @@ def sample_image(rng: np.random.Generator, image_size: int, dataset: str,
     image_size: longest image side in pixels.
     dataset: 'hico_det' or 'vcoco'.
     world: 'basic' or 'compositional' (HICO-DET only).
+    balanced: draw every template of the world equally often instead of by
+      its weight (`balanced_test_split`).
 
   Returns:
     (image [H, W, 3] uint8, groups): groups is a list of dicts with keys
     'template', 'person_box', 'object_box' (None when no object is drawn).
   """
   width, height = _image_size(rng, image_size)
-  groups = _sample_groups(rng, dataset, world)
+  groups = _sample_groups(rng, dataset, world, balanced)
   p0 = rng.uniform(0.42, 0.62) * height
   p, exts, total_w = _fit(groups, p0, width, height, image_size)
   gaps = rng.dirichlet(np.ones(len(groups) + 1)) * (width - total_w)
