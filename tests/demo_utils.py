@@ -6,7 +6,8 @@ with `TINY_OVERRIDES`: 16 synthetic training and 8 test images, 4 training
 steps. Mode 'train' takes about 70 s on 2 CPU cores and leaves:
 
   config.json, checkpoints/4, checkpoints_best/4, metrics.jsonl,
-  eval/step_4/{metrics.json, predictions.json}, synthetic_hico_det/, tfds/
+  eval/step_4/{metrics.json, predictions.json},
+  synthetic_hico_det_compositional/, tfds/
 
 Mode 'all' also re-evaluates (about +40 s) and writes predictions/ (+15 s).
 A module-scoped fixture can share one workdir between tests:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from ki2hoi_jax import analysis
+from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import hico
 from ki2hoi_jax.evaluation import hico_inputs
@@ -347,7 +348,7 @@ def _write_workdir(root, steps, split="uv"):
       json.dump(metrics, f)
     with open(os.path.join(d, "predictions.json"), "w") as f:
       json.dump(preds, f)
-  ann = os.path.join(root, "synthetic_hico_det", "annotations")
+  ann = os.path.join(input_pipeline.dataset_root(config, root), "annotations")
   os.makedirs(ann, exist_ok=True)
   with open(os.path.join(ann, "test_hico.json"), "w") as f:
     json.dump(gt, f)
@@ -365,7 +366,7 @@ def test_load_run_picks_latest_step(tmp_path):
   assert run.step == 10 and run.zero_shot_split == "uv"
   assert run.config.dataset.zero_shot_split == "uv"
   assert run.test_annotations == os.path.join(
-      root, "synthetic_hico_det", "annotations", "test_hico.json")
+      root, "synthetic_hico_det_compositional", "annotations", "test_hico.json")
   assert run.train_annotations.endswith("trainval_hico.json")
   assert len(run.predictions) == 2
   assert run.ground_truth.file_names == ("A.jpg", "B.jpg")

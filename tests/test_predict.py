@@ -24,6 +24,7 @@ from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.clip import text_embeddings as clip_text
 from ki2hoi_jax.config_lib import saved as saved_config
 from ki2hoi_jax.config_lib import validation
+from ki2hoi_jax.data import input_pipeline
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.evaluation import vocabulary as vocabulary_lib
@@ -658,7 +659,7 @@ def test_saved_config_round_trip(trained):
 def test_predict_from_config_default_images(trained, capsys):
   """mode=predict: the dataset's first test images -> <workdir>/predictions."""
   config, workdir, _ = trained
-  root = os.path.join(workdir, "synthetic_hico_det")
+  root = input_pipeline.dataset_root(config, workdir)
   os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
   with open(os.path.join(root, "annotations", "test_hico.json"), "w") as f:
     f.write("[]")
