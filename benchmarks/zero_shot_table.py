@@ -1,15 +1,21 @@
 r"""Synthetic Table I: zero-shot mAP with a synthetic-knowledge or a random CLIP.
 
-Trains and evaluates the demo-sized model (configs/demo.py) on every zero-shot
-split of the paper's Table I (RF-UC, NF-UC, UC, UO, UV) and fully supervised,
-each with (a) the synthetic CLIP of `ki2hoi_jax.clip.pretrain` and (b) a
-random CLIP, over several seeds, and prints Full / Seen / Unseen mAP (mean and
-spread over the seeds, held-out test images only) in the table's layout:
+Trains and evaluates the demo-sized model (configs/demo.py: its world,
+'compositional', docs/synthetic_world.md) on every zero-shot split of the
+paper's Table I (RF-UC, NF-UC, UC, UO, UV) and fully supervised, each with
+(a) the synthetic CLIP of `ki2hoi_jax.clip.pretrain` and (b) a random CLIP,
+over several seeds, and prints Full / Seen / Unseen mAP (mean and spread over
+the seeds, held-out test images only) in the table's layout:
 
   python benchmarks/zero_shot_table.py --root /tmp/table1          # all of it
   python benchmarks/zero_shot_table.py --root /tmp/t --splits uv --seeds 0
   python benchmarks/zero_shot_table.py --root /tmp/t --splits uv,uo --seeds 0,1
   python benchmarks/zero_shot_table.py --root /tmp/t --epochs 10   # shorter
+
+Every run trains on the demo's 400 training images of its seed for
+`--epochs` (16: about 10 minutes a run on 2 CPU cores) and is tested on
+`--num_test` (400) balanced test images of its seed, where every setting has
+at least 40 unseen test pairs.
 
 Every run is `python -m ki2hoi_jax.main --config=configs/demo.py` in a
 subprocess with its own workdir `<root>/<split>_<clip>_seed<s>` (kept: a rerun

@@ -184,3 +184,18 @@ def test_writer_balances_the_compositional_test_split_only(tmp_path, world):
     for i, record in enumerate(records):
       assert sorted(h["hoi_category_id"] for h in record["hoi_annotation"]
                     ) == _drawn_hois(0, split_id, i, world, balanced)
+
+
+def test_groups_of_an_image_share_their_object():
+  sizes = []
+  for balanced in (False, True):
+    for i in range(200):
+      groups = scenes._sample_groups(np.random.default_rng([9, 0, i]),
+                                     "hico_det", WORLD, balanced)
+      assert len({g["template"].obj for g in groups}) == 1
+      sizes.append(len(groups))
+  assert max(sizes) == 3
+  # The basic world keeps mixing objects.
+  assert any(len({g["template"].obj for g in scenes._sample_groups(
+      np.random.default_rng([9, 0, i]), "hico_det", "basic", False)}) > 1
+             for i in range(50))

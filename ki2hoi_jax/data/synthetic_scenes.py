@@ -91,6 +91,14 @@ straddle, sit_on a bench or a skateboard); new poses add the verbs:
   skate     one foot on the board, the other pushing    ride + stand_on
             off the ground, motion lines behind
 
+As in HICO-DET, whose images were collected per HOI category, the groups
+of one image share their object: the first group's template is drawn by
+weight, the others among the templates of its object (again by weight), so
+each group's template still has the frequency of its weight. A zero-shot
+filter that removes an unseen object's pairs thus leaves its images empty
+(they are dropped) instead of leaving that object unlabelled beside seen
+pairs, where the detector would learn it as background.
+
 Its weights give about 14-16 rare HOIs (< 10 instances in 400 training
 images) and about 35 instances for the most frequent; for each zero-shot
 setting it draws at least 6 unseen HOIs, each with a seen relative
@@ -238,6 +246,9 @@ _COMPOSITIONAL = (
     _hico_only("far", "kite", _NI, 2.2),
 )
 WORLDS = ("basic", "compositional")
+# Worlds whose images show one object class each, as HICO-DET's, which were
+# collected per HOI category (module docstring).
+ONE_OBJECT_PER_IMAGE = ("compositional",)
 _WORLD_TEMPLATES = {"basic": _TEMPLATES, "compositional": _COMPOSITIONAL}
 _MAY_LOSE_OBJECT = ("hold", "throw", "kick", "face")
 
@@ -359,7 +370,9 @@ def _sample_groups(rng: np.random.Generator, dataset: str, world: str,
     weights = (weights > 0).astype(np.float64)
   n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
   groups = []
-  for _ in range(n):
+  for k in range(n):
+    if k and world in ONE_OBJECT_PER_IMAGE:  # Another of the first's object.
+      weights = weights * [t.obj == groups[0]["template"].obj for t in table]
     t = table[int(rng.choice(len(table), p=weights / weights.sum()))]
     draw_object = t.obj is not None
     if (dataset == "vcoco" and t.pose in _MAY_LOSE_OBJECT

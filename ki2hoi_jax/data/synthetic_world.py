@@ -80,9 +80,15 @@ def world_markdown(world: str = "compositional") -> str:
     by_object.setdefault(meta.objects[meta.hoi_object[h]], []).append(
         meta.verbs[meta.hoi_verb[h]])
   verbs = {v for vs in by_object.values() for v in vs}
+  one_object = ("The groups of an image (1-3 people, each with an object) "
+                "share their object class, as in HICO-DET, whose images were "
+                "collected per HOI category; a zero-shot filter that removes "
+                "an unseen object's pairs drops its images instead of "
+                "leaving the object unlabelled beside seen pairs."
+                if world in scenes.ONE_OBJECT_PER_IMAGE else "")
   lines = [_INTRO.format(world=world), "## What it draws", "",
            f"{len(counts)} HOIs of {len(by_object)} objects and {len(verbs)} "
-           f"verbs (no_interaction included).", "",
+           f"verbs (no_interaction included). {one_object}".rstrip(), "",
            "| object | verbs |", "| --- | --- |"]
   lines += [f"| {o} | {', '.join(vs)} |" for o, vs in sorted(
       by_object.items())]
