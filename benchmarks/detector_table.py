@@ -25,11 +25,13 @@ def format_table(figures: Dict[str, Dict]) -> str:
   """Rows of the figures (name -> the JSON of `pretrain_detector.run`)."""
   objects: List[str] = sorted({o for f in figures.values()
                                for o in f["objects"]})
-  head = ["file", "steps x batch", "lr", "corpus", "held-out", "seconds",
-          "person", "objects (mean)", *objects]
+  head = ["file", "world", "steps x batch", "lr", "corpus", "held-out",
+          "seconds", "person", "objects (mean)", *objects]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, f in sorted(figures.items()):
-    cells = [name, f"{f['steps']} x {f['batch_size']}",
+    # Figures written before the world was recorded are of world 'basic'.
+    cells = [name, f.get("world", "basic"),
+             f"{f['steps']} x {f['batch_size']}",
              f"{f['learning_rate']:g}", str(f["num_images"]),
              str(f.get("num_held_out_images", "")), f"{f['seconds']:.0f}",
              f"{f['person']['ap']:.1f}", f"{f['mean_object_ap']:.1f}"]
