@@ -74,6 +74,7 @@ from ki2hoi_jax.analysis import hoi_metrics
 from ki2hoi_jax.analysis import runs
 from ki2hoi_jax.analysis import table_results
 from ki2hoi_jax.analysis import zero_shot_table as table_lib
+from ki2hoi_jax.clip import pretrain as clip_pretrain
 from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.data import annotations
 from ki2hoi_jax.evaluation import vocabulary
@@ -211,7 +212,7 @@ def train_and_evaluate(root: str, split: str, clip: str, seed: int,
         results_dir, name, rows, pinned, _DEMO, _REPO,
         detector=_settings(pretrain_detector.ap_path(detector_checkpoint)
                            if detector_checkpoint else ""),
-        clip=_settings(clip_checkpoint[:-len(".msgpack")] + ".accuracy.json"
+        clip=_settings(clip_pretrain.accuracy_path(clip_checkpoint)
                        if clip == "synthetic" else ""))
   return rows
 
@@ -259,6 +260,8 @@ def _ensure_clip(root: str, clip_checkpoint: Optional[str],
     subprocess.run([sys.executable, "-m", "ki2hoi_jax.clip.pretrain",
                     "--out", path, "--steps", str(steps)], cwd=_REPO,
                    check=True)
+  _check_made_with(clip_pretrain.accuracy_path(path), steps=steps,
+                   world=files.load_config(_DEMO).dataset.synthetic_world)
   return path
 
 
@@ -273,11 +276,26 @@ def _ensure_detector(root: str, steps: int) -> str:
   if steps <= 0:
     return ""
   path = os.path.join(root, "detector", "synthetic_detr.msgpack")
-  if not os.path.exists(pretrain_detector.ap_path(path)):  # Written last.
+  figure = pretrain_detector.ap_path(path)  # Written last.
+  if not os.path.exists(figure):
     subprocess.run([sys.executable, "-m", "ki2hoi_jax.train.pretrain_detector",
                     "--config", _DEMO, "--out", path, "--steps", str(steps),
                     "--seed", "0"], cwd=_REPO, check=True)
+  _check_made_with(figure, steps=steps,
+                   world=files.load_config(_DEMO).dataset.synthetic_world)
   return path
+
+
+def _check_made_with(figure_path: str, **wanted) -> None:
+  """Raises ValueError when a pretraining's figure file has other settings."""
+  with open(figure_path) as f:
+    figure = json.load(f)
+  differ = [f"{k} {figure.get(k)!r} (wanted {v!r})" for k, v in wanted.items()
+            if figure.get(k) != v]
+  if differ:
+    raise ValueError(f"{figure_path} was made with {', '.join(differ)}: "
+                     "remove its folder to make it again, or use another "
+                     "--root")
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -309,7 +327,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer("clip_steps", 1500, "Pretraining steps when "
                        "--clip_checkpoint is empty.", flag_values=flag_values)
   flags.DEFINE_integer(
-      "detector_steps", 1200,
+      "detector_steps", 3000,
       "Synthetic detector pretraining steps (train/pretrain_detector.py), "
       "one detector under <root>/detector/ for every run; 0 trains the "
       "detector from scratch on the HOI labels.", flag_values=flag_values)
