@@ -62,7 +62,7 @@ def test_render_uses_matching_files_and_refuses_the_others(tmp_path):
   text = table_results.render(results, DEMO)
   assert "| UO | synthetic | default | training_classes | 0.5 |" in text
   assert "15.00 ± 5.00" in text  # Mean ± half-range of 10 and 20.
-  assert "| UO | synthetic | default | 1 | 41 | 3 | - | - | - |" in text
+  assert "| UO | synthetic | default | 1 | 41 | 3 | - | - | - | - |" in text
   # A file written by another renderer is refused, not averaged in.
   path = tmp_path / "uo_synthetic_seed1.json"
   record = json.loads(path.read_text())
@@ -83,12 +83,12 @@ def test_pair_counts_table_skips_rows_without_counts():
   rows = [_row(0, 1.0, 14), {**_row(1, 2.0, 0), "split": "uv"},
           {**_row(0, 1.0, 14), "clip_pair_fusion": 0.0,
            "unseen_pairs_object_boxed": 5, "unseen_pairs_kept": 3,
-           "unseen_pairs_kept_right_class": 2}]
+           "unseen_pairs_kept_right_class": 2, "wall_seconds": 633.0}]
   del rows[1]["unseen_test_pairs"]
   text = zero_shot_table.format_pair_counts(rows)
   # One line per model: the row with localisation counts wins.
   assert text.splitlines()[2:] == [
-      "| UO | synthetic | default | 0 | 14 | 3 | 5 | 3 | 2 |"]
+      "| UO | synthetic | default | 0 | 14 | 3 | 5 | 3 | 2 | 10.6 |"]
 
 
 def test_unseen_pair_localisation_counts_known_cases():

@@ -75,12 +75,14 @@ def format_pair_counts(rows: List[Dict]) -> str:
   unseen HOIs with test pairs and, from the row with localisation counts
   (the model's last evaluation), how many of the pairs had their object
   boxed, were kept as a pair and were kept with their own class
-  (`hoi_metrics.unseen_pair_localisation`; '-' where not recorded). Rows
+  (`hoi_metrics.unseen_pair_localisation`; '-' where not recorded), and
+  the run's wall time in minutes (training and every evaluation). Rows
   without `unseen_test_pairs` are left out.
   """
   lines = ["| setting | CLIP | variant | seed | unseen test pairs | unseen HOIs "
-           "with test pairs | object boxed | pair kept | kept, own class |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "with test pairs | object boxed | pair kept | kept, own class | "
+           "run minutes |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   best = {}
   for r in rows:
     if not r["split"] or "unseen_test_pairs" not in r:
@@ -93,6 +95,8 @@ def format_pair_counts(rows: List[Dict]) -> str:
     r = best[k]
     found = [str(r.get(f"unseen_pairs_{c}", "-"))
              for c in ("object_boxed", "kept", "kept_right_class")]
+    found.append(f"{r['wall_seconds'] / 60:.1f}" if "wall_seconds" in r
+                 else "-")
     lines.append(f"| {SPLIT_NAMES[k[0]]} | {k[1]} | {k[2] or 'default'} | "
                  f"{k[3]} | {r['unseen_test_pairs']} | "
                  f"{r['unseen_hois_with_test_pairs']} | " + " | ".join(found)
