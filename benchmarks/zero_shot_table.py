@@ -50,6 +50,8 @@ as it lands. `--render` prints the table from those files alone and refuses
 those whose fingerprint differs from the current code's:
 
   python benchmarks/zero_shot_table.py --render [--results_dir DIR]
+  python benchmarks/zero_shot_table.py --render \
+      --render_into docs/synthetic_benchmarks.md   # The docs' table, in place.
 
 `--tag NAME --overrides=--config.x=y [--overrides=...]` trains a variant
 (workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
@@ -350,13 +352,25 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_bool("render", False, "Print the table of --results_dir's "
                     "files (refusing those whose fingerprint differs) and "
                     "run nothing.", flag_values=flag_values)
+  flags.DEFINE_string(
+      "render_into", "", "With --render: a markdown file whose block between "
+      "'<!-- rendered from results/<results_dir name>: begin -->' and its "
+      "'end' comment is replaced by the table.", flag_values=flag_values)
 
 
 def main(argv) -> int:
   """Command-line program (argv[0]: its name); returns the exit status."""
   args = cli.parse_flags(argv, define_flags, __doc__)
   if args.render:
-    print(table_results.render(args.results_dir, _DEMO))
+    table = table_results.render(args.results_dir, _DEMO)
+    print(table)
+    if args.render_into:
+      with open(args.render_into) as f:
+        document = f.read()
+      document = table_results.replace_rendered(document, args.results_dir,
+                                                table)
+      with open(args.render_into, "w") as f:
+        f.write(document)
     return 0
   if not args.root:
     raise ValueError("--root is needed (or --render)")

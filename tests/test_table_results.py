@@ -79,6 +79,17 @@ def test_render_uses_matching_files_and_refuses_the_others(tmp_path):
     table_results.render(results, DEMO)
 
 
+def test_replace_rendered_sets_the_block_between_its_markers():
+  begin, end = table_results.markers("benchmarks/results/table1/")
+  assert begin == "<!-- rendered from results/table1: begin -->"
+  document = f"intro\n{begin}\nold table\n{end}\nafter\n"
+  new = table_results.replace_rendered(document, "x/table1", "| a |\n")
+  assert new == f"intro\n{begin}\n| a |\n{end}\nafter\n"
+  assert table_results.replace_rendered(new, "x/table1", "| a |") == new
+  with pytest.raises(ValueError, match="no .* block"):
+    table_results.replace_rendered("intro\n", "x/table1", "| a |")
+
+
 def test_pair_counts_table_skips_rows_without_counts():
   rows = [_row(0, 1.0, 14), {**_row(1, 2.0, 0), "split": "uv"},
           {**_row(0, 1.0, 14), "clip_pair_fusion": 0.0,

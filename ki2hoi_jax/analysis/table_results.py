@@ -165,3 +165,25 @@ def render(results_dir: str, config_path: str) -> str:
   if refused:
     text += "\n\nRefused (fingerprint differs): " + "; ".join(refused)
   return text
+
+
+def markers(results_dir: str) -> Tuple[str, str]:
+  """The begin and end comments framing `results_dir`'s table in a document."""
+  name = os.path.basename(os.path.normpath(results_dir))
+  return (f"<!-- rendered from results/{name}: begin -->",
+          f"<!-- rendered from results/{name}: end -->")
+
+
+def replace_rendered(document: str, results_dir: str, table: str) -> str:
+  """`document` with the text between `results_dir`'s markers set to `table`.
+
+  Raises:
+    ValueError: the document lacks the markers, or has them out of order.
+  """
+  begin, end = markers(results_dir)
+  start, stop = document.find(begin), document.find(end)
+  if start < 0 or stop < start:
+    raise ValueError(f"the document has no '{begin}' ... '{end}' block")
+  return (document[:start + len(begin)] + "\n" + table.strip("\n") + "\n"
+          + document[stop:])
+
