@@ -8,6 +8,8 @@ minutes; clip/pretrain.py), trains on the 'uv' zero-shot split, evaluates
   python -m ki2hoi_jax.main --config=configs/demo.py --workdir=/tmp/demo
 """
 
+from ml_collections import config_dict
+
 from ki2hoi_jax.config_lib import base
 
 
@@ -65,7 +67,10 @@ def get_config():
   config.model.instance_decoder_layers = 2
   config.model.interaction_decoder_layers = 2
   config.model.encoder_layers = 1
-  config.model.roi_size = None
+  # The full map (None), as a typed placeholder so that
+  # --config.model.roi_size=7 can override it (ml_collections cannot
+  # override a plain None).
+  config.model.roi_size = config_dict.placeholder(int)
   config.model.clip.image_size = 64
   config.model.clip.patch_size = 16
   config.model.clip.vision_width = 64

@@ -152,6 +152,14 @@ def test_only_the_zero_shot_demo_ranks_by_the_product():
   assert demo.inference.clip_pair_fusion == 0.5
 
 
+def test_demo_roi_size_is_the_full_map_and_overridable():
+  # paper_choices row 4's variant: a plain None field cannot be overridden.
+  demo = os.path.join(ROOT, "configs", "demo.py")
+  assert files.load_config(demo).model.roi_size is None
+  assert files.load_config(demo, ["model.roi_size=7"]).model.roi_size == 7
+  validation.validate(files.load_config(demo, ["model.roi_size=7"]))
+
+
 def test_config_saved_before_prompt_style_reads_bare():
   """A run saved before `model.prompt_style` embedded bare-verb prompts."""
   saved = _load("demo").to_dict()
