@@ -186,4 +186,3 @@ def replace_rendered(document: str, results_dir: str, table: str) -> str:
     raise ValueError(f"the document has no '{begin}' ... '{end}' block")
   return (document[:start + len(begin)] + "\n" + table.strip("\n") + "\n"
           + document[stop:])
-
