@@ -169,10 +169,10 @@ def test_unseen_verb_prompts_stay_distinct_from_the_seen(short_pretraining):
       params, config, [metadata.verb_prompt(v) for v in new + old]))
   emb /= np.linalg.norm(emb, axis=1, keepdims=True)
   cos = emb[:len(new)] @ emb[len(new):].T
-  # Largest cosine to a seen verb's prompt, measured on world 'basic': after the fixture's
-  # 300 steps ride 0.50, wear 0.59; after 80 steps 0.82 and 0.97 (nearly
-  # collapsed); the 1,500-step CLIP of the demo 0.47 and 0.42; the random,
-  # centred tower 0.75 and 0.89.
+  # Largest cosine to a seen verb's prompt, measured on world 'basic':
+  # after the fixture's 300 steps ride 0.50, wear 0.59; after 80 steps 0.82
+  # and 0.97 (nearly collapsed); the 1,500-step CLIP of the demo 0.47 and
+  # 0.42; the random, centred tower 0.75 and 0.89.
   assert cos.max() < 0.8, dict(zip(new, cos.max(1)))
 
 
