@@ -6,6 +6,10 @@ file: its settings, held-out box AP@0.5 of people and the mean over the
 objects, and each object's AP:
 
   python benchmarks/detector_table.py [--dir benchmarks/results/detector]
+      [--render_into docs/synthetic_benchmarks.md]
+
+`--render_into` also writes the table into a markdown file, between its
+`<!-- rendered from results/<--dir name>: begin -->` and `end` comments.
 """
 
 import glob
@@ -16,6 +20,7 @@ from typing import Dict, List, Sequence
 from absl import flags
 
 from ki2hoi_jax import cli
+from ki2hoi_jax.analysis import table_results
 
 _DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             "results", "detector")
@@ -45,6 +50,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   """The command line's flags (`ki2hoi_jax.cli`)."""
   flags.DEFINE_string("dir", _DEFAULT_DIR, "Folder of <name>.ap.json files.",
                       flag_values=flag_values)
+  flags.DEFINE_string(
+      "render_into", "", "A markdown file whose block between '<!-- rendered "
+      "from results/<--dir name>: begin -->' and its 'end' comment is "
+      "replaced by the table.", flag_values=flag_values)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -56,7 +65,10 @@ def main(argv: Sequence[str]) -> int:
       figures[os.path.basename(path)[:-len(".ap.json")]] = json.load(f)
   if not figures:
     raise ValueError(f"no *.ap.json files in {args.dir}")
-  print(format_table(figures))
+  table = format_table(figures)
+  print(table)
+  if args.render_into:
+    table_results.render_into(args.render_into, args.dir, table)
   return 0
 
 

@@ -365,12 +365,7 @@ def main(argv) -> int:
     table = table_results.render(args.results_dir, _DEMO)
     print(table)
     if args.render_into:
-      with open(args.render_into) as f:
-        document = f.read()
-      document = table_results.replace_rendered(document, args.results_dir,
-                                                table)
-      with open(args.render_into, "w") as f:
-        f.write(document)
+      table_results.render_into(args.render_into, args.results_dir, table)
     return 0
   if not args.root:
     raise ValueError("--root is needed (or --render)")

@@ -1,6 +1,7 @@
 """Result files of the synthetic Table I (analysis/table_results.py)."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 
@@ -88,6 +89,35 @@ def test_replace_rendered_sets_the_block_between_its_markers():
   assert table_results.replace_rendered(new, "x/table1", "| a |") == new
   with pytest.raises(ValueError, match="no .* block"):
     table_results.replace_rendered("intro\n", "x/table1", "| a |")
+
+
+def test_render_into_rewrites_only_the_block_of_a_file(tmp_path):
+  begin, end = table_results.markers("results/detector")
+  path = tmp_path / "doc.md"
+  path.write_text(f"intro\n{begin}\nold\n{end}\nafter\n")
+  table_results.render_into(str(path), "benchmarks/results/detector", "| b |")
+  assert path.read_text() == f"intro\n{begin}\n| b |\n{end}\nafter\n"
+
+
+def test_docs_detector_table_is_the_rendered_committed_figures():
+  """docs/synthetic_benchmarks.md's detector table = detector_table's output."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      "detector_table", os.path.join(repo, "benchmarks", "detector_table.py"))
+  detector_table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(detector_table)
+  figures_dir = os.path.join(repo, "benchmarks", "results", "detector")
+  figures = {}
+  for name in sorted(os.listdir(figures_dir)):
+    if name.endswith(".ap.json"):
+      with open(os.path.join(figures_dir, name)) as f:
+        figures[name[:-len(".ap.json")]] = json.load(f)
+  assert len(figures) >= 9
+  with open(os.path.join(repo, "docs", "synthetic_benchmarks.md")) as f:
+    document = f.read()
+  table = detector_table.format_table(figures)
+  assert table_results.replace_rendered(document, figures_dir,
+                                        table) == document
 
 
 def test_pair_counts_table_skips_rows_without_counts():

@@ -186,3 +186,16 @@ def replace_rendered(document: str, results_dir: str, table: str) -> str:
     raise ValueError(f"the document has no '{begin}' ... '{end}' block")
   return (document[:start + len(begin)] + "\n" + table.strip("\n") + "\n"
           + document[stop:])
+
+
+def render_into(path: str, results_dir: str, table: str) -> None:
+  """Sets the block between `results_dir`'s markers in the file at `path`.
+
+  Raises:
+    ValueError: the file lacks the markers (`replace_rendered`).
+  """
+  with open(path) as f:
+    document = f.read()
+  document = replace_rendered(document, results_dir, table)
+  with open(path, "w") as f:
+    f.write(document)
