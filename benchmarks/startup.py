@@ -14,8 +14,8 @@ the first process (warm). Prints one line per process and a table:
 Columns: `imports` (jax, flax, tensorflow, the package), `setup`
 (build_setup), `first step` (compile + run of step 1), `compile` (first step
 minus the second), `to first step` (process start to the end of step 1).
-The train step calls the host matching through `jax.pure_callback`, which
-JAX never writes to the persistent cache: it compiles in every process.
+Warm, the train step's two programs load from the cache (the host
+matching runs between them, train/train_step.py); what is left is tracing.
 """
 
 import json

@@ -6,6 +6,7 @@ BatchNorm over the 'batch' axis, a `frozen_bn` constant collection, and an
 auxiliary decoder layer.
 """
 
+import functools
 from typing import Optional
 
 from flax import traverse_util
@@ -18,6 +19,7 @@ import pytest
 
 from ki2hoi_jax.config_lib import base
 from ki2hoi_jax.evaluation import postprocess
+from ki2hoi_jax.train import losses
 from ki2hoi_jax.train import optimizer
 from ki2hoi_jax.train import train_step as ts
 
@@ -143,9 +145,7 @@ def _setup(cfg, steps_per_epoch=2):
 
 def _run(state, kwargs, batches, num_devices, return_states=False):
   devices = jax.local_devices()[:num_devices]
-  step = jax.pmap(
-      lambda s, b, r: ts.train_step(s, b, r, **kwargs), axis_name="batch",
-      in_axes=(0, 0, None), devices=devices)
+  step = ts.make_p_train_step(devices=devices, **kwargs)
   state = ts.replicate(state, devices)
   history, states = [], []
   for b in batches:
@@ -180,6 +180,65 @@ def test_eight_devices_equal_one_device_on_the_global_batch():
           "grad_norm", "lr_default", "lr_backbone", "lr_clip"} <= set(h8[0])
   # BN statistics moved away from their init (they are synced and used).
   assert np.abs(s8.batch_stats["norm"]["mean"]).sum() > 0
+
+
+def _one_program_step(state, batch, rng, *, flax_model, tx, labels,
+                      loss_config, class_indices, interaction_space,
+                      schedules, grad_accum_steps):
+  """Reference: the whole step as one program, matching inside by callback."""
+  del schedules, grad_accum_steps
+  step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
+                                jax.lax.axis_index("batch"))
+  trainable, frozen = optimizer.split_params(state.params, labels)
+  targets = losses.make_targets(batch, class_indices, interaction_space)
+
+  def loss_fn(params):
+    variables = dict(state.model_state)
+    variables["params"] = optimizer.merge_params(params, frozen)
+    variables["batch_stats"] = state.batch_stats
+    outputs, new_vars = flax_model.apply(
+        variables, batch["image"], batch["mask"], batch["clip_image"],
+        train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
+    loss, metrics = losses.compute_losses(outputs, targets, loss_config,
+                                          "batch")  # matching.match inside.
+    return loss, (metrics, new_vars["batch_stats"])
+
+  (_, (metrics, stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(trainable)
+  grads = jax.lax.pmean(grads, "batch")
+  updates, _ = tx.update(grads, state.opt_state, trainable)
+  return (optax.apply_updates(trainable, updates), stats,
+          jax.lax.pmean(metrics, "batch"))
+
+
+def test_two_programs_equal_one_program_with_the_matching_inside():
+  """The split step (host matching between programs) = the callback step."""
+  cfg = _config()
+  _, state, kwargs, labels = _setup(cfg)
+  devices = jax.local_devices()[:2]
+  batch = jax.tree.map(lambda x: x.reshape((2, -1) + x.shape[1:]),
+                       _batch(8, seed=4))
+  reference = jax.pmap(
+      functools.partial(_one_program_step, **kwargs), axis_name="batch",
+      in_axes=(0, 0, None), devices=devices)(
+          ts.replicate(state, devices), batch, jax.random.PRNGKey(3))
+  trainable, stats, metrics = ts.unreplicate(reference)
+  new_state, new_metrics = ts.make_p_train_step(devices=devices, **kwargs)(
+      ts.replicate(state, devices), batch, jax.random.PRNGKey(3))
+  new_state, new_metrics = ts.unreplicate((new_state, new_metrics))
+  new_trainable, _ = optimizer.split_params(new_state.params, labels)
+  # Float32; the programs differ only in where XLA fuses: 1e-5 relative.
+  for k, v in metrics.items():
+    np.testing.assert_allclose(new_metrics[k], v, rtol=1e-5, atol=1e-6,
+                               err_msg=k)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new_trainable),
+                          jax.tree_util.tree_leaves(trainable)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  for a, b in zip(jax.tree_util.tree_leaves(new_state.batch_stats),
+                  jax.tree_util.tree_leaves(stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert new_metrics["loss"] > 0 and int(new_state.step) == 1
 
 
 def test_frozen_params_bit_identical_and_not_in_optimizer_state():

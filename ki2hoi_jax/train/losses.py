@@ -295,8 +295,9 @@ def reconstruction_loss(feature: Array, clip_embedding: Array, kind: str,
 # ------------------------------------------------------------------- total
 
 
-def _layer_outputs(outputs: Dict[str, Any], use_aux: bool
-                   ) -> List[Tuple[str, Dict[str, Array]]]:
+def layer_outputs(outputs: Dict[str, Any], use_aux: bool
+                  ) -> List[Tuple[str, Dict[str, Array]]]:
+  """(metric suffix, outputs) of each layer whose loss counts, final first."""
   layers = [("", outputs)]
   if use_aux:
     for i, aux in enumerate(outputs.get("aux_outputs", None) or ()):
@@ -325,7 +326,7 @@ def compute_losses(
     (loss, metrics): the scalar loss (per-device share, see the module
     docstring) and every unweighted term plus `loss` and `num_pairs`.
   """
-  layers = _layer_outputs(outputs, loss_config.aux_loss)
+  layers = layer_outputs(outputs, loss_config.aux_loss)
   kind, form = loss_config.reconstruction, loss_config.reconstruction_form
   if form not in RECONSTRUCTION_FORMS:
     raise ValueError(f"loss.reconstruction_form must be one of "

@@ -1,9 +1,11 @@
 """Hungarian matching of pair queries to ground-truth HOI pairs.
 
-The cost matrix is built on the device in JAX ([B, Q, P]); the assignment is
-solved on the host with `scipy.optimize.linear_sum_assignment` through
-`jax.pure_callback`, called inside the per-device (pmapped) step so that each
-device matches only its own examples. Only integer indices cross back.
+The cost matrix is built on the device in JAX ([B, Q, P], `config_cost`);
+the assignment is solved on the host with
+`scipy.optimize.linear_sum_assignment` (`assign_on_host`). The HOI train step
+calls it between its two device programs (train_step.py); the synthetic
+detector's pretraining calls it inside its step through `jax.pure_callback`
+(`hungarian_match`). Only integer indices go back to the devices.
 
 Cost (GEN-VLKT's `HungarianMatcherHOI`, YueLiao/gen-vlkt `models/matcher.py`),
 for query q and GT pair p:
@@ -45,8 +47,9 @@ _CLASS_EPS = 1e-4
 class HostTimer:
   """Thread-safe accumulator of the seconds spent in host matching.
 
-  The callback runs in XLA's host threads (one per device under pmap), so the
-  total is CPU seconds summed over devices; `calls` counts callback calls.
+  `assign_on_host` runs in the train loop's thread, or as a callback in
+  XLA's host threads (one per device under pmap): the total is CPU seconds
+  summed over devices; `calls` counts its calls.
   """
 
   def __init__(self):
@@ -70,8 +73,8 @@ class HostTimer:
 HOST_TIMER = HostTimer()
 
 
-def _assign_on_host(cost: np.ndarray, valid: np.ndarray):
-  """Solves the assignment for every leading index.
+def assign_on_host(cost: np.ndarray, valid: np.ndarray):
+  """Solves the assignment for every leading index (adds to HOST_TIMER).
 
   Args:
     cost: [..., Q, P] float cost.
@@ -123,7 +126,7 @@ def hungarian_match(cost: jnp.ndarray,
       jax.ShapeDtypeStruct(cost.shape[:-2] + (2, num_p), jnp.int32),
       jax.ShapeDtypeStruct(valid.shape, jnp.bool_),
   )
-  return jax.pure_callback(_assign_on_host, out_shapes, cost, valid,
+  return jax.pure_callback(assign_on_host, out_shapes, cost, valid,
                            vmap_method="broadcast_all")
 
 
@@ -191,17 +194,27 @@ def compute_cost(outputs: Dict[str, jnp.ndarray],
   return jnp.where(valid, cost, PADDING_COST)
 
 
-def match(outputs: Dict[str, jnp.ndarray], targets: Dict[str, jnp.ndarray],
-          loss_config) -> Tuple[jnp.ndarray, jnp.ndarray]:
-  """Cost with the weights of `loss_config` (config.loss), then the matching.
+def config_cost(outputs: Dict[str, jnp.ndarray],
+                targets: Dict[str, jnp.ndarray], loss_config) -> jnp.ndarray:
+  """`compute_cost` with the weights of `loss_config` (config.loss).
 
   Returns:
-    indices [B, 2, P] int32 and mask [B, P] bool (see `hungarian_match`).
+    [B, Q, P] float32 cost, no gradient.
   """
-  cost = compute_cost(
+  return jax.lax.stop_gradient(compute_cost(
       outputs, targets,
       cost_interaction=loss_config.cost_interaction,
       cost_object_class=loss_config.cost_object_class,
       cost_bbox=loss_config.cost_bbox,
-      cost_giou=loss_config.cost_giou)
-  return hungarian_match(cost, targets["pair_mask"])
+      cost_giou=loss_config.cost_giou))
+
+
+def match(outputs: Dict[str, jnp.ndarray], targets: Dict[str, jnp.ndarray],
+          loss_config) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """`config_cost`, then the matching inside a traced function (callback).
+
+  Returns:
+    indices [B, 2, P] int32 and mask [B, P] bool (see `hungarian_match`).
+  """
+  return hungarian_match(config_cost(outputs, targets, loss_config),
+                         targets["pair_mask"])

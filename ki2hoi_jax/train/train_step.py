@@ -1,13 +1,23 @@
 """Pure per-device train and eval steps, and their `jax.pmap` wrappers.
 
-`train_step(state, batch, rng) -> (state, metrics)` runs on one device's
-shard (`[B, ...]`) with the device axis `axis_name` bound: it matches queries
-to ground truth on the host (matching.py, via `pure_callback` inside this
-function), computes the losses (losses.py), averages the gradients with
-`lax.pmean`, and applies the optimizer to the trainable parameters only
-(optimizer.py). The encoder batch norm syncs its statistics over the same
-axis inside the model (`build_model(config, axis_name='batch')`), so the
-`batch_stats` that come back are identical on every device.
+A train step is two programs with the host between them, each running on
+one device's shard (`[B, ...]`) with the device axis `axis_name` bound:
+
+1. `forward_and_costs(state, batch, rng)`: the model's training forward
+   under `jax.vjp` (its pullback kept as residuals) and the matching cost of
+   each decoder layer (matching.py);
+2. on the host, scipy solves each assignment (`matching.assign_on_host`);
+3. `loss_and_update(state, batch, outputs, pullback, batch_stats, matches)`:
+   the losses (losses.py), their gradient w.r.t. the outputs pulled back to
+   the trainable parameters, `lax.pmean` over devices, and the optimizer on
+   the trainable parameters only (optimizer.py).
+
+The split computes what one program with the matching inside would (the
+forward runs once; tests/test_train_step.py compares the two), and neither
+program calls back into Python, so JAX's persistent compilation cache keeps
+both between processes. The encoder batch norm syncs its statistics over
+the same axis inside the model (`build_model(config, axis_name='batch')`),
+so the `batch_stats` that come back are identical on every device.
 
 Per-step randomness: the dropout key of step s on device d is
 `fold_in(fold_in(rng, s), d)`, so a resumed run draws the same keys.
@@ -18,7 +28,7 @@ section 8): a shard_map version over a ('batch',) mesh would replace
 """
 
 import functools
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax
 from flax import struct
@@ -30,6 +40,7 @@ import optax
 from ki2hoi_jax.evaluation import clip_fusion
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.train import losses
+from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import optimizer
 
 AXIS_NAME = "batch"
@@ -114,24 +125,69 @@ def _apply_model(flax_model, variables, batch, train: bool,
                               flax_model.apply(variables, *args, **kwargs), {})
 
 
-def train_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
-               rng: jnp.ndarray, *, flax_model, tx, labels: Mapping[str, str],
-               loss_config, class_indices: np.ndarray, interaction_space: str,
-               schedules: Mapping[str, Callable[[Any], Any]],
-               grad_accum_steps: int = 1,
-               axis_name: str = AXIS_NAME) -> Tuple[TrainState, Dict]:
-  """One optimisation step on this device's shard of the batch.
+def forward_and_costs(state: TrainState, batch: Mapping[str, jnp.ndarray],
+                      rng: jnp.ndarray, *, flax_model,
+                      labels: Mapping[str, str], loss_config,
+                      class_indices: np.ndarray, interaction_space: str,
+                      axis_name: str = AXIS_NAME) -> Tuple[Any, ...]:
+  """First program of a train step: the forward and the matching costs.
 
   Args:
     state: the TrainState.
     batch: per-device batch (docs/contracts.md, leading [B]).
     rng: base PRNG key of the run (the same on every device).
     flax_model: the linen model, built with `axis_name` for synced BN.
-    tx: optimizer of the trainable subtree.
     labels: flat parameter labels (optimizer.flat_labels).
-    loss_config: config.loss.
+    loss_config: config.loss (the matching cost weights, `aux_loss`).
     class_indices: [C] label columns of the training classifier.
     interaction_space: 'hoi' | 'verb'.
+    axis_name: device axis.
+
+  Returns:
+    (outputs, pullback, batch_stats, costs, valid): the model outputs, the
+    `jax.vjp` pullback from output cotangents to trainable-parameter
+    gradients (a pytree of residuals, passed to `loss_and_update`), the
+    updated batch-norm statistics, one [B, Q, P] matching cost per decoder
+    layer whose loss counts (`losses.layer_outputs`: the final layer first)
+    and the [B, P] valid GT pairs.
+  """
+  step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
+                                jax.lax.axis_index(axis_name))
+  trainable, frozen = optimizer.split_params(state.params, labels)
+  targets = losses.make_targets(batch, class_indices, interaction_space)
+
+  def forward(trainable_params):
+    variables = dict(state.model_state)
+    variables["params"] = optimizer.merge_params(trainable_params, frozen)
+    variables["batch_stats"] = state.batch_stats
+    outputs, new_vars = _apply_model(flax_model, variables, batch, True,
+                                     step_rng)
+    return outputs, new_vars.get("batch_stats", state.batch_stats)
+
+  outputs, pullback, batch_stats = jax.vjp(forward, trainable, has_aux=True)
+  costs = [matching.config_cost(out, targets, loss_config)
+           for _, out in losses.layer_outputs(outputs, loss_config.aux_loss)]
+  return outputs, pullback, batch_stats, costs, targets["pair_mask"]
+
+
+def loss_and_update(state: TrainState, batch: Mapping[str, jnp.ndarray],
+                    outputs: Any, pullback: Callable, batch_stats: Any,
+                    matches: Sequence[Tuple[jnp.ndarray, jnp.ndarray]], *,
+                    tx, labels: Mapping[str, str], loss_config,
+                    class_indices: np.ndarray, interaction_space: str,
+                    schedules: Mapping[str, Callable[[Any], Any]],
+                    grad_accum_steps: int = 1,
+                    axis_name: str = AXIS_NAME) -> Tuple[TrainState, Dict]:
+  """Second program of a train step: losses, gradients, optimizer update.
+
+  Args:
+    state, batch: as given to `forward_and_costs`.
+    outputs, pullback, batch_stats: what `forward_and_costs` returned.
+    matches: (indices [B, 2, P] int32, mask [B, P] bool) per layer of the
+      costs (matching.py convention), solved on the host.
+    tx: optimizer of the trainable subtree.
+    labels, loss_config, class_indices, interaction_space: as in
+      `forward_and_costs`.
     schedules: name -> learning-rate schedule of the update count, reported
       as `lr_<name>`.
     grad_accum_steps: micro-steps per optimizer update.
@@ -141,23 +197,16 @@ def train_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
     (new state, metrics): the loss terms averaged over devices, `loss`,
     `grad_norm` (before clipping), `lr_*`, `num_pairs`.
   """
-  step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
-                                jax.lax.axis_index(axis_name))
   trainable, frozen = optimizer.split_params(state.params, labels)
   targets = losses.make_targets(batch, class_indices, interaction_space)
 
-  def loss_fn(trainable_params):
-    variables = dict(state.model_state)
-    variables["params"] = optimizer.merge_params(trainable_params, frozen)
-    variables["batch_stats"] = state.batch_stats
-    outputs, new_vars = _apply_model(flax_model, variables, batch, True,
-                                     step_rng)
-    loss, metrics = losses.compute_losses(outputs, targets, loss_config,
-                                          axis_name)
-    return loss, (metrics, new_vars.get("batch_stats", state.batch_stats))
+  def loss_of_outputs(outs):
+    return losses.compute_losses(outs, targets, loss_config, axis_name,
+                                 matches=matches)
 
-  (_, (metrics, batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(trainable)
+  (_, metrics), output_grads = jax.value_and_grad(
+      loss_of_outputs, has_aux=True)(outputs)
+  (grads,) = pullback(output_grads)
   grads = jax.lax.pmean(grads, axis_name)
   metrics = jax.lax.pmean(metrics, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, trainable)
@@ -240,16 +289,43 @@ def eval_step(state: TrainState, batch: Mapping[str, jnp.ndarray],
 # ------------------------------------------------------------ pmap wrappers
 
 
-def make_p_train_step(**kwargs) -> Callable:
-  """`train_step` pmapped over local devices (state donated).
+def make_p_train_step(*, flax_model, tx, labels: Mapping[str, str],
+                      loss_config, class_indices: np.ndarray,
+                      interaction_space: str,
+                      schedules: Mapping[str, Callable[[Any], Any]],
+                      grad_accum_steps: int = 1, devices=None) -> Callable:
+  """The train step over local devices: two pmapped programs, host matching.
 
-  Call as `p_train_step(replicated_state, batch [D, B, ...], rng)`; `rng` is
-  one unreplicated key.
+  Call as `p_train_step(replicated_state, batch [D, B, ...], rng) ->
+  (state, metrics)`; `rng` is one unreplicated key, the state is donated.
+  `forward_and_costs` runs on the devices, the host solves the assignment
+  of each device's costs with scipy (`matching.assign_on_host`), and
+  `loss_and_update` runs on the devices. Neither program calls back into
+  Python, so both enter JAX's persistent compilation cache and a second
+  process loads them instead of compiling (`startup`). Arguments: those of
+  the two programs; `devices` those of the pmap (default: all local).
   """
-  return jax.pmap(functools.partial(train_step, axis_name=AXIS_NAME,
-                                    **kwargs),
-                  axis_name=AXIS_NAME, in_axes=(0, 0, None),
-                  donate_argnums=(0,))
+  common = dict(labels=labels, loss_config=loss_config,
+                class_indices=class_indices,
+                interaction_space=interaction_space, axis_name=AXIS_NAME)
+  p_forward = jax.pmap(
+      functools.partial(forward_and_costs, flax_model=flax_model, **common),
+      axis_name=AXIS_NAME, in_axes=(0, 0, None), devices=devices)
+  # The state is donated. The outputs and residuals are not: no output of
+  # the update has their shapes, and they are freed when the call returns.
+  p_update = jax.pmap(
+      functools.partial(loss_and_update, tx=tx, schedules=schedules,
+                        grad_accum_steps=grad_accum_steps, **common),
+      axis_name=AXIS_NAME, devices=devices, donate_argnums=(0,))
+
+  def p_train_step(state, batch, rng):
+    outputs, pullback, batch_stats, costs, valid = p_forward(state, batch,
+                                                             rng)
+    valid = np.asarray(valid)
+    matches = [matching.assign_on_host(np.asarray(c), valid) for c in costs]
+    return p_update(state, batch, outputs, pullback, batch_stats, matches)
+
+  return p_train_step
 
 
 def make_p_eval_step(**kwargs) -> Callable:

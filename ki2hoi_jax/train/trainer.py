@@ -30,8 +30,8 @@ order):
 
 Timing scalars: `step_time` (wall seconds per step between log points),
 `images_per_second`, `data_time` (seconds per step waiting for the input
-pipeline), `matching_time` (host seconds per step inside the Hungarian
-callbacks, summed over devices and decoder layers) and `matching_fraction`
+pipeline), `matching_time` (host seconds per step solving the Hungarian
+assignments, summed over devices and decoder layers) and `matching_fraction`
 (their ratio).
 """
 
