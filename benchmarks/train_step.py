@@ -4,9 +4,9 @@ Three modes, all on random inputs of a config's shapes with
 `--per_device_batch` images per device (random weights and random unit
 text embeddings: the speed does not depend on their values):
 
-* default: the real pmapped train step (model, host matching through
-  `jax.pure_callback`, losses, optimizer); prints the median step time, the
-  host time spent inside the matching callbacks (summed over devices and
+* default: the real pmapped train step (model, host matching
+  between the step's two programs, losses, optimizer); prints the median
+  step time, the host time spent in the matching (summed over devices and
   decoder layers; matching.HOST_TIMER), their difference and the matching
   share, which should stay below 5 %.
 * `--breakdown` (paper config, default sizes 640x640 and 800x1200): the
@@ -72,6 +72,7 @@ import jax
 import numpy as np
 
 from ki2hoi_jax import cli
+from ki2hoi_jax import host_memory
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import train_step as ts
@@ -81,6 +82,7 @@ import step_setup
 MAX_MATCHING_FRACTION = 0.05
 BREAKDOWN_MATCHING_FRACTION = 0.01
 FLOOR_BAR, FLOOR_AIM, INFERENCE_BAR = 1.4, 1.1, 1.1
+STEADY_BAR = 1.1  # Median step at most 10 % above the fastest.
 _BREAKDOWN_SIZES = ((640, 640), (800, 1200))
 _INFERENCE_SIZE = (640, 640)
 
@@ -101,8 +103,8 @@ def benchmark(name: str, num_steps: int, warmup: int, per_device: int,
         flush=True)
   step = float(np.median(times))
   fraction = match / step
-  print(f"[{name}] step {step * 1e3:.1f} ms (median; min "
-        f"{min(times) * 1e3:.1f}) = device compute and the rest "
+  print(f"[{name}] step {step * 1e3:.1f} ms (median; {_spread(times)}) = "
+        f"device compute and the rest "
         f"{(step - match) * 1e3:.1f} ms + host matching {match * 1e3:.2f} ms "
         f"({calls} callback calls per step); matching/step = "
         f"{100 * fraction:.2f} % "
@@ -119,6 +121,17 @@ def _minor_faults() -> int:
 
 def _median_ms(times) -> float:
   return 1e3 * float(np.median(times))
+
+
+def _spread(times) -> str:
+  """'min A, max B ms; median/min C' of call times in seconds.
+
+  The steadiness target (issue 32): median/min <= STEADY_BAR.
+  """
+  ratio = float(np.median(times)) / min(times)
+  return (f"min {1e3 * min(times):.0f}, max {1e3 * max(times):.0f} ms; "
+          f"median/min {ratio:.2f}, "
+          f"{'steady' if ratio <= STEADY_BAR else 'UNSTEADY'}")
 
 
 def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
@@ -180,9 +193,8 @@ def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
   print(f"{tag}   {'whole step':<48} {step_ms:8.0f} ms  100.0 %")
   ratio = step_ms / floor_ms
   fraction = match * 1e3 / step_ms
-  print(f"{tag} floor: PyTorch ResNet-50 fwd+bwd {floor_ms:.0f} ms "
-        f"(min {1e3 * min(floor_times):.0f}; step min "
-        f"{1e3 * min(times):.0f})")
+  print(f"{tag} step spread: {_spread(times)}; floor (PyTorch ResNet-50 "
+        f"fwd+bwd) {floor_ms:.0f} ms, spread: {_spread(floor_times)}")
   print(f"{tag} step / floor = {ratio:.2f}x (bar {FLOOR_BAR}x, aim "
         f"{FLOOR_AIM}x: {'OK' if ratio <= FLOOR_BAR else 'ABOVE the bar'}); "
         f"host matching / step = {100 * fraction:.2f} % ({calls} callbacks; "
@@ -252,11 +264,20 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer("pairs_per_image", 0,
                        "Valid GT pairs per image (0: max_pairs / 4).",
                        flag_values=flag_values)
+  flags.DEFINE_bool("keep_freed_memory", True,
+                    "On the CPU, glibc malloc keeps freed memory mapped, as "
+                    "in training (ki2hoi_jax/host_memory.py); "
+                    "--nokeep_freed_memory measures glibc's defaults.",
+                    flag_values=flag_values)
 
 
 def main(argv) -> int:
   """Command-line program (argv[0]: its name); 0 when within the budgets."""
   args = cli.parse_flags(argv, define_flags, __doc__)
+  if args.keep_freed_memory:
+    host_memory.keep_freed_memory(jax.default_backend())
+  print(f"glibc malloc keeps freed memory: {host_memory.is_set()}",
+        flush=True)
   sizes = _parse_hw(args.image_hw)
   warmup = max(1, args.warmup)
   pairs = args.pairs_per_image or None

@@ -7,7 +7,8 @@
 
   1. `validation.validate(config)`: a value the code cannot use stops here;
   2. `jax.distributed.initialize` when `config.distributed`
-     (`maybe_initialize_distributed`);
+     (`maybe_initialize_distributed`), then, when JAX computes on the CPU,
+     glibc malloc set to keep freed memory (`host_memory`);
   3. the workdir (created), and its lock (`checkpoints.workdir_lock`,
      process 0) for every mode but 'predict', which only reads checkpoints;
   4. a config that contradicts `<workdir>/config.json` while the workdir
@@ -22,9 +23,9 @@
   cache in `<workdir>/jax_cache` (`config.compilation_cache`), so that a
   resumed run, `--config.mode=eval` after training, or a second run in the
   same workdir loads the parameter init, CLIP text tower and eval step from
-  disk instead of compiling them again. JAX does not write programs that
-  call back into Python to the cache: the train step (host Hungarian
-  matching through `jax.pure_callback`) compiles in every process.
+  disk instead of compiling them again. The train step's two programs are
+  cached too (the host matching runs between them, not as a callback, which
+  JAX would never write to the cache).
 * `init_variables(model, key, *inputs)`: `model.init` under `jax.jit`.
   Tracing at the small `ki2hoi.dummy_inputs` size costs about a second and
   XLA drops the forward pass (only parameter and state initialisers reach the
@@ -44,6 +45,7 @@ from absl import logging
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from ki2hoi_jax import host_memory
 from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.checkpoints import workdir_lock
 from ki2hoi_jax.config_lib import saved
@@ -75,6 +77,7 @@ def started(config, workdir: str) -> Iterator[None]:
   """
   validation.validate(config)
   maybe_initialize_distributed(config)  # The lock is process 0's.
+  host_memory.keep_freed_memory(jax.default_backend())
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   os.makedirs(workdir, exist_ok=True)
