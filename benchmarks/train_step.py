@@ -72,7 +72,6 @@ import jax
 import numpy as np
 
 from ki2hoi_jax import cli
-from ki2hoi_jax import host_memory
 from ki2hoi_jax.evaluation import postprocess
 from ki2hoi_jax.train import matching
 from ki2hoi_jax.train import train_step as ts
@@ -264,20 +263,11 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer("pairs_per_image", 0,
                        "Valid GT pairs per image (0: max_pairs / 4).",
                        flag_values=flag_values)
-  flags.DEFINE_bool("keep_freed_memory", True,
-                    "On the CPU, glibc malloc keeps freed memory mapped, as "
-                    "in training (ki2hoi_jax/host_memory.py); "
-                    "--nokeep_freed_memory measures glibc's defaults.",
-                    flag_values=flag_values)
 
 
 def main(argv) -> int:
   """Command-line program (argv[0]: its name); 0 when within the budgets."""
   args = cli.parse_flags(argv, define_flags, __doc__)
-  if args.keep_freed_memory:
-    host_memory.keep_freed_memory(jax.default_backend())
-  print(f"glibc malloc keeps freed memory: {host_memory.is_set()}",
-        flush=True)
   sizes = _parse_hw(args.image_hw)
   warmup = max(1, args.warmup)
   pairs = args.pairs_per_image or None

@@ -47,7 +47,6 @@ import optax
 import tqdm
 
 from ki2hoi_jax import cli
-from ki2hoi_jax import host_memory
 from ki2hoi_jax.clip import corpus as corpus_lib
 from ki2hoi_jax.clip import model as clip_model
 from ki2hoi_jax.clip import tokenizer as clip_tokenizer
@@ -357,7 +356,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 def main(argv: Sequence[str]) -> int:
   """Command-line program (argv[0]: its name); returns the exit status."""
   args = cli.parse_flags(argv, define_flags, __doc__)
-  host_memory.keep_freed_memory(jax.default_backend())
   config = files.load_config(args.config)
   figure = run(config, args.out, steps=args.steps,
                batch_size=args.batch_size, seed=args.seed,

@@ -48,7 +48,6 @@ import optax
 import tqdm
 
 from ki2hoi_jax import cli
-from ki2hoi_jax import host_memory
 from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.data import synthetic_detection as corpus_lib
@@ -453,7 +452,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 def main(argv: Sequence[str]) -> int:
   """Command-line program (argv[0]: its name); returns the exit status."""
   args = cli.parse_flags(argv, define_flags, __doc__)
-  host_memory.keep_freed_memory(jax.default_backend())
   config = files.load_config(args.config)
   steps = args.steps or int(config.init.synthetic_detector_steps)
   if steps <= 0:

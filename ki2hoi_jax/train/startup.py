@@ -7,8 +7,7 @@
 
   1. `validation.validate(config)`: a value the code cannot use stops here;
   2. `jax.distributed.initialize` when `config.distributed`
-     (`maybe_initialize_distributed`), then, when JAX computes on the CPU,
-     glibc malloc set to keep freed memory (`host_memory`);
+     (`maybe_initialize_distributed`);
   3. the workdir (created), and its lock (`checkpoints.workdir_lock`,
      process 0) for every mode but 'predict', which only reads checkpoints;
   4. a config that contradicts `<workdir>/config.json` while the workdir
@@ -45,7 +44,6 @@ from absl import logging
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
-from ki2hoi_jax import host_memory
 from ki2hoi_jax.checkpoints import restore
 from ki2hoi_jax.checkpoints import workdir_lock
 from ki2hoi_jax.config_lib import saved
@@ -77,7 +75,6 @@ def started(config, workdir: str) -> Iterator[None]:
   """
   validation.validate(config)
   maybe_initialize_distributed(config)  # The lock is process 0's.
-  host_memory.keep_freed_memory(jax.default_backend())
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   os.makedirs(workdir, exist_ok=True)
