@@ -105,7 +105,7 @@ def benchmark(name: str, num_steps: int, warmup: int, per_device: int,
   print(f"[{name}] step {step * 1e3:.1f} ms (median; {_spread(times)}) = "
         f"device compute and the rest "
         f"{(step - match) * 1e3:.1f} ms + host matching {match * 1e3:.2f} ms "
-        f"({calls} callback calls per step); matching/step = "
+        f"({calls} assignment calls per step); matching/step = "
         f"{100 * fraction:.2f} % "
         f"({'OK' if fraction < MAX_MATCHING_FRACTION else 'ABOVE'} the "
         f"{100 * MAX_MATCHING_FRACTION:.0f} % budget); loss "
@@ -196,7 +196,7 @@ def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
         f"fwd+bwd) {floor_ms:.0f} ms, spread: {_spread(floor_times)}")
   print(f"{tag} step / floor = {ratio:.2f}x (bar {FLOOR_BAR}x, aim "
         f"{FLOOR_AIM}x: {'OK' if ratio <= FLOOR_BAR else 'ABOVE the bar'}); "
-        f"host matching / step = {100 * fraction:.2f} % ({calls} callbacks; "
+        f"host matching / step = {100 * fraction:.2f} % ({calls} assignment calls; "
         f"{'OK' if fraction <= BREAKDOWN_MATCHING_FRACTION else 'ABOVE'} "
         f"the {100 * BREAKDOWN_MATCHING_FRACTION:.0f} % budget)", flush=True)
   jax.clear_caches()
