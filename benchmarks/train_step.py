@@ -196,7 +196,8 @@ def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
         f"fwd+bwd) {floor_ms:.0f} ms, spread: {_spread(floor_times)}")
   print(f"{tag} step / floor = {ratio:.2f}x (bar {FLOOR_BAR}x, aim "
         f"{FLOOR_AIM}x: {'OK' if ratio <= FLOOR_BAR else 'ABOVE the bar'}); "
-        f"host matching / step = {100 * fraction:.2f} % ({calls} assignment calls; "
+        f"host matching / step = {100 * fraction:.2f} % ({calls} "
+        f"assignment calls; "
         f"{'OK' if fraction <= BREAKDOWN_MATCHING_FRACTION else 'ABOVE'} "
         f"the {100 * BREAKDOWN_MATCHING_FRACTION:.0f} % budget)", flush=True)
   jax.clear_caches()
