@@ -219,3 +219,19 @@ def test_random_text_tower_is_centred_on_the_prompt_families(style):
       assert cos > 0.9
     else:
       assert cos < expect_max
+
+
+def test_trim_token_ids_cuts_after_the_last_eot():
+  ids = np.zeros((3, 32), np.int32)
+  ids[:, 0] = 49406  # SOT
+  ids[0, 1:3] = [320, 49407]  # EOT at position 2.
+  ids[1, 1:10] = [320] * 8 + [49407]  # EOT at position 9.
+  ids[2, 1:4] = [500, 600, 49407]
+  trimmed = text_embeddings.trim_token_ids(ids)
+  assert trimmed.shape == (3, 16)  # Position 9 rounded up to 16.
+  np.testing.assert_array_equal(trimmed, ids[:, :16])
+  assert text_embeddings.trim_token_ids(ids[[0, 2]]).shape == (2, 8)
+  # Never longer than the context.
+  full = np.full((1, 12), 320, np.int32)
+  full[0, -1] = 49407
+  assert text_embeddings.trim_token_ids(full).shape == (1, 12)

@@ -8,7 +8,8 @@ input (contracts.md, Model), so the classes can be swapped at inference.
                                 metadata.hico().hoi_prompts())  # [600, 512]
 """
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+import functools
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import flax
@@ -31,6 +32,68 @@ def text_params(clip_params: Mapping[str, Any]) -> dict:
   return {k: clip_params[k] for k in clip_model.TEXT_KEYS}
 
 
+# Token positions are cut after the last EOT of a prompt list (causal
+# attention: the positions after EOT never reach it) and rounded up to a
+# multiple of this, so that lists of similar lengths share one program.
+_LENGTH_MULTIPLE = 8
+
+
+def trim_token_ids(token_ids: np.ndarray) -> np.ndarray:
+  """[T, L'] the ids up to the last EOT of any row, L' a multiple of 8.
+
+  The EOT of a row is its largest id (`clip.model._text_forward`); the text
+  tower gives the same embeddings for the trimmed ids, with L' / L of the
+  work (HICO-DET's prompts: 16 of 77 positions).
+  """
+  token_ids = np.asarray(token_ids, np.int32)
+  if token_ids.size == 0:
+    return token_ids
+  last = int(np.argmax(token_ids, axis=1).max()) + 1
+  length = -(-last // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE
+  return token_ids[:, :min(length, token_ids.shape[1])]
+
+
+@functools.lru_cache(maxsize=None)
+def _tower_function(cfg_items: Tuple[Tuple[str, Any], ...], dtype: str,
+                    normalise: bool) -> Callable:
+  """One jitted text tower per architecture and dtype, for every call."""
+  module = clip_model.text_from_config(dict(cfg_items), dtype)
+
+  @jax.jit
+  def embed(params, ids):
+    x = module.apply({"params": params}, ids).astype(jnp.float32)
+    if normalise:
+      x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return x
+
+  return embed
+
+
+def _tower_outputs(params: Mapping[str, Any], clip_cfg,
+                   token_ids: np.ndarray, batch: int, dtype: Any,
+                   normalise: bool) -> np.ndarray:
+  """[T, E] float32 outputs of the text tower, `batch` prompts a call."""
+  token_ids = trim_token_ids(token_ids)
+  num = token_ids.shape[0]
+  if num == 0:
+    return np.zeros((0, int(clip_cfg["embed_dim"])), np.float32)
+  cfg_items = tuple(sorted(
+      (k, clip_cfg[k]) for k in ("context_length", "vocab_size", "text_width",
+                                 "text_layers", "text_heads", "embed_dim")))
+  embed = _tower_function(cfg_items, jnp.dtype(dtype).name, normalise)
+  batch = max(1, min(batch, num))
+  pad = (-num) % batch
+  # Padding rows: SOT, EOT (valid ids, discarded afterwards).
+  filler = np.zeros((pad, token_ids.shape[1]), np.int32)
+  if pad:
+    filler[:, 0] = token_ids[0, 0]
+    filler[:, 1] = token_ids.max()
+  ids = np.concatenate([token_ids, filler])
+  outs = [np.asarray(embed(params, ids[i:i + batch]))
+          for i in range(0, ids.shape[0], batch)]
+  return np.concatenate(outs)[:num]
+
+
 def compute_text_embeddings(clip_params: Mapping[str, Any], clip_cfg,
                             prompts: Sequence[str], batch: int = 128,
                             tokenizer_dir: str = "",
@@ -45,7 +108,8 @@ def compute_text_embeddings(clip_params: Mapping[str, Any], clip_cfg,
     clip_cfg: `config.model.clip` (architecture and context length).
     prompts: T texts.
     batch: prompts per compiled call (the last call is padded), so one
-      compilation serves any T.
+      compilation serves any T (of the same trimmed length,
+      `trim_token_ids`; one jitted tower serves every call of the process).
     tokenizer_dir: '' = packaged BPE vocabulary, else a transformers folder.
     dtype: compute dtype of the text tower.
     token_ids: optional precomputed [T, L] ids (skips tokenisation).
@@ -56,29 +120,8 @@ def compute_text_embeddings(clip_params: Mapping[str, Any], clip_cfg,
   if token_ids is None:
     token_ids = clip_tokenizer.tokenize(
         list(prompts), int(clip_cfg["context_length"]), tokenizer_dir)
-  token_ids = np.asarray(token_ids, np.int32)
-  num = token_ids.shape[0]
-  if num == 0:
-    return np.zeros((0, int(clip_cfg["embed_dim"])), np.float32)
-  params = text_params(clip_params)
-  module = clip_model.text_from_config(clip_cfg, dtype)
-
-  @jax.jit
-  def embed(p, ids):
-    x = module.apply({"params": p}, ids).astype(jnp.float32)
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-
-  batch = max(1, min(batch, num))
-  pad = (-num) % batch
-  # Padding rows: SOT, EOT (valid ids, discarded afterwards).
-  filler = np.zeros((pad, token_ids.shape[1]), np.int32)
-  if pad:
-    filler[:, 0] = token_ids[0, 0]
-    filler[:, 1] = token_ids.max()
-  ids = np.concatenate([token_ids, filler])
-  outs = [np.asarray(embed(params, ids[i:i + batch]))
-          for i in range(0, ids.shape[0], batch)]
-  return np.concatenate(outs)[:num]
+  return _tower_outputs(text_params(clip_params), clip_cfg, token_ids, batch,
+                        dtype, normalise=True)
 
 
 def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
@@ -104,11 +147,11 @@ def text_tower_params(config, rng: Optional[jax.Array] = None) -> dict:
   module = clip_model.text_from_config(cfg)
   ids = jnp.zeros((1, int(cfg["context_length"])), jnp.int32)
   params = jax.jit(module.init)(rng, ids)["params"]
-  return _centre_random_tower(module, params, config.init.tokenizer_dir,
+  return _centre_random_tower(cfg, params, config.init.tokenizer_dir,
                               config.model.prompt_style)
 
 
-def _centre_random_tower(module, params, tokenizer_dir: str = "",
+def _centre_random_tower(clip_cfg, params, tokenizer_dir: str = "",
                          prompt_style: str = "gerund") -> dict:
   """Makes a random text tower's embeddings of template prompts distinct.
 
@@ -126,7 +169,7 @@ def _centre_random_tower(module, params, tokenizer_dir: str = "",
   sees the same tower. A converted CLIP checkpoint is used unchanged.
 
   Args:
-    module: the text tower (`clip_model.text_from_config`).
+    clip_cfg: `config.model.clip`, the tower's architecture.
     params: its random params.
     tokenizer_dir: as in `compute_text_embeddings`.
     prompt_style: style of the HOI and verb prompt families
@@ -139,9 +182,10 @@ def _centre_random_tower(module, params, tokenizer_dir: str = "",
   hico = metadata.hico()
   families = (hico.hoi_prompts(prompt_style), hico.verb_prompts(prompt_style),
               hico.object_prompts())
-  ids = clip_tokenizer.tokenize(sum(families, []), int(module.context_length),
-                                tokenizer_dir)
-  out = np.asarray(jax.jit(module.apply)({"params": params}, ids), np.float64)
+  ids = clip_tokenizer.tokenize(sum(families, []),
+                                int(clip_cfg["context_length"]), tokenizer_dir)
+  out = _tower_outputs(params, clip_cfg, ids, 128, jnp.float32,
+                       normalise=False).astype(np.float64)
   ends = np.cumsum([len(f) for f in families])
   mean = np.mean([part.mean(axis=0) for part in np.split(out, ends[:-1])],
                  axis=0)  # [E]
