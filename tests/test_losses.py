@@ -108,6 +108,37 @@ def test_layer_losses_by_hand():
   assert terms["obj_accuracy"] == 1.0
 
 
+def test_object_cross_entropy_over_the_trained_objects_only():
+  # K = 2 objects; object 1 untrained: the softmax runs over
+  # [object 0, no-object], and object 1's logits get no gradient.
+  outputs, targets, indices, mask = _toy_case()
+  trained = np.array([True, False])
+
+  def obj_ce(logits):
+    terms = losses.layer_losses(dict(outputs, pred_obj_logits=logits),
+                                targets, indices, mask, _loss_config(),
+                                axis_name=None, trained_objects=trained)
+    return terms["loss_obj_ce"]
+
+  logits = outputs["pred_obj_logits"]
+  lp = _log_softmax(np.asarray(logits[0])[:, [0, 2]])
+  expected = (-lp[1, 0] - 0.1 * lp[0, 1] - 0.1 * lp[2, 1]) / 1.2
+  np.testing.assert_allclose(float(obj_ce(logits)), expected, rtol=1e-5)
+  grad = np.asarray(jax.grad(obj_ce)(logits))
+  assert np.all(grad[..., 1] == 0.0)
+  assert np.all(np.abs(grad[..., [0, 2]]).sum(-1) > 0.0)
+  # All objects trained: the plain loss of test_layer_losses_by_hand.
+  full = losses.layer_losses(outputs, targets, indices, mask, _loss_config(),
+                             axis_name=None)["loss_obj_ce"]
+  every = losses.layer_losses(outputs, targets, indices, mask, _loss_config(),
+                              axis_name=None,
+                              trained_objects=np.ones(2, bool))["loss_obj_ce"]
+  np.testing.assert_allclose(float(every), float(full), rtol=1e-6)
+  with pytest.raises(ValueError, match="trained_objects"):
+    losses.layer_losses(outputs, targets, indices, mask, _loss_config(),
+                        axis_name=None, trained_objects=np.ones(3, bool))
+
+
 def test_no_object_pairs_have_no_object_box_loss():
   outputs, targets, indices, mask = _toy_case()
   targets = dict(targets, obj_boxes=jnp.zeros((1, 2, 4)))

@@ -114,6 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.bbox_loss_coef = 2.5  # Box L1 weight (human + object).
   config.loss.giou_loss_coef = 1.0  # Box GIoU weight (human + object).
   config.loss.no_object_weight = 0.1  # Cross-entropy weight of the no-object class.
+  config.loss.object_classes = "all"  # Objects of the object cross-entropy's softmax: 'all' (the paper's) | 'trained' (those of the training split's seen HOIs; the unseen objects of 'uo' get no gradient from it; the same as 'all' in the other splits).
   config.loss.focal_alpha = 0.5  # Interaction focal loss alpha.
   config.loss.focal_gamma = 2.0  # Interaction focal loss gamma.
   config.loss.reconstruction = "l1"  # L_re: 'l1' | 'l2' | 'l1+l2' | 'none' (Table V).

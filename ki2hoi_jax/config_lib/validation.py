@@ -29,6 +29,7 @@ _CHOICES = {
     "model.frozen_dtype": ("float32", "bfloat16"),
     "loss.reconstruction": ("l1", "l2", "l1+l2", "none"),
     "loss.reconstruction_form": ("raw_all_layers", "unit_last_layer"),
+    "loss.object_classes": ("all", "trained"),
     "model.encoder_type": ("ho_pair", "detr"),
     "model.classifier": ("clip_text", "linear"),
     "model.clip_cross_attention": (True, False),

@@ -6,7 +6,7 @@ Pure functions that return `(loss, metrics)`. Terms (weights in config.loss):
 |---|---|---|
 | `loss_sub_bbox`, `loss_obj_bbox` | L1 of matched boxes (cxcywh, summed over 4 coords) | matched pairs (object: matched pairs with an object box) |
 | `loss_sub_giou`, `loss_obj_giou` | 1 - GIoU of matched boxes | same |
-| `loss_obj_ce` | object CE over all queries, unmatched -> no-object (last class), no-object weight `no_object_weight` | sum of CE weights (DETR's weighted mean) |
+| `loss_obj_ce` | object CE over all queries, unmatched -> no-object (last class), no-object weight `no_object_weight`; with `trained_objects` the softmax runs over those objects and no-object only | sum of CE weights (DETR's weighted mean) |
 | `loss_human_ce` | [person, no-object] CE, same convention | sum of CE weights |
 | `loss_interaction` | GEN-VLKT `_neg_loss` focal loss on sigmoid interaction logits over all queries (unmatched -> all negative) | number of positive labels |
 | `loss_re` | L_re (`loss.reconstruction`: l1, l2, l1+l2 or none) between the interaction feature and stop_gradient(`clip_image_embedding`), form below | elements |
@@ -190,7 +190,9 @@ def _scatter_to_queries(values: Array, query_index: Array, mask: Array,
 
 def layer_losses(outputs: Dict[str, Array], targets: Dict[str, Array],
                  indices: Array, mask: Array, loss_config,
-                 axis_name: Optional[str]) -> Dict[str, Array]:
+                 axis_name: Optional[str],
+                 trained_objects: Optional[np.ndarray] = None
+                 ) -> Dict[str, Array]:
   """Unweighted loss terms of one decoder layer.
 
   Args:
@@ -202,6 +204,9 @@ def layer_losses(outputs: Dict[str, Array], targets: Dict[str, Array],
     mask: [B, P] bool, matched valid GT pairs.
     loss_config: config.loss.
     axis_name: pmap axis of the cross-device normalisation, or None.
+    trained_objects: optional [K] bool, the objects the object
+      cross-entropy scores (`loss.object_classes='trained'`); the others
+      are left out of its softmax, so they get no gradient from it.
 
   Returns:
     Dict of scalar terms (see the module docstring) and `obj_accuracy`.
@@ -231,6 +236,13 @@ def layer_losses(outputs: Dict[str, Array], targets: Dict[str, Array],
   # Object classes: unmatched queries -> no-object (last class).
   obj_logits = outputs["pred_obj_logits"]
   no_object = obj_logits.shape[-1] - 1
+  if trained_objects is not None:
+    scored = np.append(np.asarray(trained_objects, bool), True)
+    if scored.shape != (obj_logits.shape[-1],):
+      raise ValueError(f"trained_objects must be [{no_object}] bool, got "
+                       f"{np.shape(trained_objects)}")
+    obj_logits = jnp.where(scored, obj_logits,
+                           jnp.finfo(obj_logits.dtype).min)
   target_cls = _scatter_to_queries(targets["obj_labels"], query, mask, num_q,
                                    no_object)
   w = jnp.broadcast_to(example_w[:, None], target_cls.shape)
@@ -311,6 +323,7 @@ def compute_losses(
     loss_config,
     axis_name: Optional[str] = "batch",
     matches: Optional[Sequence[Tuple[Array, Array]]] = None,
+    trained_objects: Optional[np.ndarray] = None,
 ) -> Tuple[Array, Dict[str, Array]]:
   """Weighted sum of all terms of all decoder layers.
 
@@ -321,6 +334,8 @@ def compute_losses(
     axis_name: pmap axis name, or None outside pmap.
     matches: optional precomputed (indices, mask) per layer (final first, then
       the auxiliary layers); computed with `matching.match` when None.
+    trained_objects: optional [K] bool, the objects of the object
+      cross-entropy (`layer_losses`); None: all.
 
   Returns:
     (loss, metrics): the scalar loss (per-device share, see the module
@@ -338,7 +353,8 @@ def compute_losses(
   metrics = {}
   total = 0.0
   for (suffix, out), (indices, mask) in zip(layers, matches):
-    terms = layer_losses(out, targets, indices, mask, loss_config, axis_name)
+    terms = layer_losses(out, targets, indices, mask, loss_config, axis_name,
+                         trained_objects)
     if kind != "none" and form == "raw_all_layers":
       terms["loss_re"] = reconstruction_loss(
           out["interaction_clip_feature"], outputs["clip_image_embedding"],

@@ -97,6 +97,9 @@ class Setup:
     labels: flat parameter labels.
     tx: optimizer of the trainable subtree.
     train_classes: [C_train] label columns of the training classifier.
+    trained_objects: [K] bool, the objects the object cross-entropy scores
+      with `loss.object_classes='trained'` (those of the training split's
+      seen HOIs), or None: all of them.
     eval_text: [C_eval, E] text embeddings of the evaluated interaction
       classes (all; the training classes with `model.classifier='linear'`).
     verb_query_text: [C_q, E] text embeddings of the verb decoder's class
@@ -113,6 +116,7 @@ class Setup:
   labels: Dict[str, str]
   tx: Any
   train_classes: np.ndarray
+  trained_objects: Optional[np.ndarray]
   eval_text: np.ndarray
   verb_query_text: np.ndarray
   eval_clip_fusion: Dict[str, np.ndarray]
@@ -170,8 +174,17 @@ def build_setup(config, steps_per_epoch: int) -> Setup:
   counts = param_groups.param_breakdown(variables["params"],
                                   int(config.model.backbone_frozen_stages))
   logging.info("Parameters: %s", counts)
+  trained_objects = None
+  if config.loss.object_classes == "trained":
+    trained_objects = vocabulary_lib.trained_object_mask(
+        config, vocabulary_lib.closed_vocabulary(config).objects)
+    if trained_objects is not None:
+      logging.info("Object cross-entropy over %d of %d objects "
+                   "(loss.object_classes='trained').",
+                   int(trained_objects.sum()), len(trained_objects))
   return Setup(model=model, state=state, rng=rng, labels=labels, tx=tx,
-               train_classes=train_classes, eval_text=eval_text,
+               train_classes=train_classes, trained_objects=trained_objects,
+               eval_text=eval_text,
                verb_query_text=verb_query_text,
                eval_clip_fusion=eval_clip_fusion,
                schedules=optimizer.learning_rate_schedules(config,

@@ -177,6 +177,7 @@ def loss_and_update(state: TrainState, batch: Mapping[str, jnp.ndarray],
                     class_indices: np.ndarray, interaction_space: str,
                     schedules: Mapping[str, Callable[[Any], Any]],
                     grad_accum_steps: int = 1,
+                    trained_objects: Optional[np.ndarray] = None,
                     axis_name: str = AXIS_NAME) -> Tuple[TrainState, Dict]:
   """Second program of a train step: losses, gradients, optimizer update.
 
@@ -191,6 +192,8 @@ def loss_and_update(state: TrainState, batch: Mapping[str, jnp.ndarray],
     schedules: name -> learning-rate schedule of the update count, reported
       as `lr_<name>`.
     grad_accum_steps: micro-steps per optimizer update.
+    trained_objects: optional [K] bool, the objects of the object
+      cross-entropy (`losses.compute_losses`); None: all.
     axis_name: device axis.
 
   Returns:
@@ -202,7 +205,8 @@ def loss_and_update(state: TrainState, batch: Mapping[str, jnp.ndarray],
 
   def loss_of_outputs(outs):
     return losses.compute_losses(outs, targets, loss_config, axis_name,
-                                 matches=matches)
+                                 matches=matches,
+                                 trained_objects=trained_objects)
 
   (_, metrics), output_grads = jax.value_and_grad(
       loss_of_outputs, has_aux=True)(outputs)
@@ -293,7 +297,9 @@ def make_p_train_step(*, flax_model, tx, labels: Mapping[str, str],
                       loss_config, class_indices: np.ndarray,
                       interaction_space: str,
                       schedules: Mapping[str, Callable[[Any], Any]],
-                      grad_accum_steps: int = 1, devices=None) -> Callable:
+                      grad_accum_steps: int = 1,
+                      trained_objects: Optional[np.ndarray] = None,
+                      devices=None) -> Callable:
   """The train step over local devices: two pmapped programs, host matching.
 
   Call as `p_train_step(replicated_state, batch [D, B, ...], rng) ->
@@ -303,7 +309,8 @@ def make_p_train_step(*, flax_model, tx, labels: Mapping[str, str],
   `loss_and_update` runs on the devices. Neither program calls back into
   Python, so both enter JAX's persistent compilation cache and a second
   process loads them instead of compiling (`startup`). Arguments: those of
-  the two programs; `devices` those of the pmap (default: all local).
+  the two programs (`trained_objects`: the second's); `devices` those of the
+  pmap (default: all local).
   """
   common = dict(labels=labels, loss_config=loss_config,
                 class_indices=class_indices,
@@ -315,7 +322,8 @@ def make_p_train_step(*, flax_model, tx, labels: Mapping[str, str],
   # the update has their shapes, and they are freed when the call returns.
   p_update = jax.pmap(
       functools.partial(loss_and_update, tx=tx, schedules=schedules,
-                        grad_accum_steps=grad_accum_steps, **common),
+                        grad_accum_steps=grad_accum_steps,
+                        trained_objects=trained_objects, **common),
       axis_name=AXIS_NAME, devices=devices, donate_argnums=(0,))
 
   def p_train_step(state, batch, rng):
