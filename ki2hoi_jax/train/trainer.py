@@ -150,7 +150,8 @@ def make_train_step(config, setup: run_setup.Setup
       loss_config=config.loss, class_indices=setup.train_classes,
       interaction_space=config.model.interaction_space,
       schedules=setup.schedules,
-      grad_accum_steps=int(config.optimizer.grad_accum_steps))
+      grad_accum_steps=int(config.optimizer.grad_accum_steps),
+      trained_objects=setup.trained_objects)
   label_key = ("hoi_labels" if config.model.interaction_space == "hoi"
                else "verb_labels")
   return p_train_step, _TRAIN_KEYS + (label_key,)
@@ -184,6 +185,10 @@ def _train_steps(run: _Run, state: ts.TrainState, start_step: int
     t0 = time.perf_counter()
     batch = next(train_iter)
     data_time += time.perf_counter() - t0
+    if step + 1 == total:
+      # The last batch: the pipeline stops prefetching before the final
+      # checkpoint and evaluation, which would share the CPU with it.
+      train_iter.close()
     state, metrics = p_train_step(state, {k: batch[k] for k in train_keys},
                                   setup.rng)
     pending.append(metrics)
