@@ -37,6 +37,11 @@ def test_config_fingerprint_pins_what_a_run_learns():
       DEMO, OVERRIDES + ["optimizer.learning_rate=1e-3"])
   assert base != table_results.config_fingerprint(
       DEMO, OVERRIDES + ["inference.score_fusion=sum"])
+  # A field added later is left out at the value that runs the old code.
+  assert base == table_results.config_fingerprint(
+      DEMO, OVERRIDES + ["loss.object_classes=all"])
+  assert base != table_results.config_fingerprint(
+      DEMO, OVERRIDES + ["loss.object_classes=trained"])
 
 
 def test_renderer_fingerprint_follows_the_drawn_world(monkeypatch):
