@@ -88,13 +88,21 @@ def config_fingerprint(config_path: str, overrides: Sequence[str]) -> str:
     overrides: 'field=value' assignments (`files.load_config`).
   """
   config = files.load_config(config_path, overrides).to_dict()
-  for dotted in _UNPINNED + tuple(_ADDED_FIELDS):
+
+  def parent_and_leaf(dotted):
     *parents, leaf = dotted.split(".")
     node = config
     for p in parents:
       node = node[p]
-    if dotted in _UNPINNED or node.get(leaf) == _ADDED_FIELDS[dotted]:
-      node.pop(leaf, None)
+    return node, leaf
+
+  for dotted in _UNPINNED:
+    node, leaf = parent_and_leaf(dotted)
+    node.pop(leaf, None)
+  for dotted, old_value in _ADDED_FIELDS.items():
+    node, leaf = parent_and_leaf(dotted)
+    if node.get(leaf) == old_value:
+      node.pop(leaf)
   text = json.dumps(config, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
