@@ -235,3 +235,37 @@ def test_trim_token_ids_cuts_after_the_last_eot():
   full = np.full((1, 12), 320, np.int32)
   full[0, -1] = 49407
   assert text_embeddings.trim_token_ids(full).shape == (1, 12)
+
+
+def test_text_tower_outputs_are_cached_beside_the_compilation_cache(
+    demo_clip, tmp_path, monkeypatch):
+  cfg, _, variables = demo_clip
+  params = variables["params"]
+  prompts = ["a photo of a cat", "a photo of a person riding a horse"]
+  fresh = text_embeddings.compute_text_embeddings(params, cfg, prompts)
+  monkeypatch.setattr(text_embeddings, "cache_folder", lambda: str(tmp_path))
+  first = text_embeddings.compute_text_embeddings(params, cfg, prompts)
+  [written] = (tmp_path / "text_tower").iterdir()
+  np.testing.assert_array_equal(np.load(written), first)
+  np.testing.assert_allclose(first, fresh, atol=1e-6)
+
+  def no_tower(*args):
+    raise AssertionError("the tower ran although its outputs were cached")
+  with monkeypatch.context() as m:
+    m.setattr(text_embeddings, "_run_tower", no_tower)
+    np.testing.assert_array_equal(
+        text_embeddings.compute_text_embeddings(params, cfg, prompts), first)
+  # Other parameters, prompts or dtype: other files, other outputs.
+  shifted = jax.tree_util.tree_map(lambda x: x, params)
+  shifted["ln_final"]["bias"] = shifted["ln_final"]["bias"] + 0.5
+  other = text_embeddings.compute_text_embeddings(shifted, cfg, prompts)
+  assert not np.allclose(other, first, atol=1e-3)
+  text_embeddings.compute_text_embeddings(params, cfg, prompts[:1])
+  text_embeddings.compute_text_embeddings(params, cfg, prompts,
+                                          dtype=jnp.bfloat16)
+  assert len(list((tmp_path / "text_tower").iterdir())) == 4
+  # A damaged file is not trusted: the tower runs again and rewrites it.
+  written.write_bytes(b"not an array")
+  np.testing.assert_array_equal(
+      text_embeddings.compute_text_embeddings(params, cfg, prompts), first)
+  np.testing.assert_array_equal(np.load(written), first)

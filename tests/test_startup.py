@@ -4,8 +4,9 @@
   plain `jax.jit(model.init)` of before, for a tiny demo model (every kind of
   initialiser the paper model uses: convolutions, dense, embeddings,
   constants, anchors, frozen and batch-norm statistics).
-* `enable_compilation_cache` points JAX at `<workdir>/jax_cache`, which a
-  compiled program then fills; `compilation_cache=False` leaves JAX alone.
+* `enable_compilation_cache` points JAX (and the text tower's output cache)
+  at `<workdir>/jax_cache`, which a compiled program then fills;
+  `compilation_cache=False` leaves JAX alone.
 * benchmarks/gpu.py in tiny mode prints a table whose columns and values
   parse.
 """
@@ -21,6 +22,7 @@ import pytest
 
 import demo_utils  # tests/ is on sys.path (pytest rootdir conftest).
 from configs import demo
+from ki2hoi_jax.clip import text_embeddings
 from ki2hoi_jax.models import ki2hoi
 from ki2hoi_jax.train import startup
 
@@ -63,6 +65,8 @@ def test_compilation_cache_in_workdir(tmp_path, monkeypatch):
     path = startup.enable_compilation_cache(config, str(tmp_path))
     assert path == os.path.join(str(tmp_path), "jax_cache")
     assert jax.config.values["jax_compilation_cache_dir"] == path
+    # The text tower's outputs are kept beside the programs.
+    assert text_embeddings.cache_folder() == path
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.jit(lambda x: jnp.sin(x) * 3.0 + 0.25)(jnp.arange(7.0)).block_until_ready()
     assert os.listdir(path)  # The program was written.

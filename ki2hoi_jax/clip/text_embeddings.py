@@ -6,9 +6,17 @@ input (contracts.md, Model), so the classes can be swapped at inference.
 
   emb = compute_text_embeddings(clip_params, config.model.clip,
                                 metadata.hico().hoi_prompts())  # [600, 512]
+
+While JAX's persistent compilation cache is on (`train/startup.py` points it
+at `<workdir>/jax_cache`), the tower's outputs are kept beside it, in
+`<cache>/text_tower/<sha256>.npy`, keyed by the architecture, dtype, token ids
+and every parameter's bytes: a second run of a workdir (a resumed run, the
+eval mode after training) reads them instead of running the tower again.
 """
 
 import functools
+import hashlib
+import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
@@ -69,10 +77,39 @@ def _tower_function(cfg_items: Tuple[Tuple[str, Any], ...], dtype: str,
   return embed
 
 
+def cache_folder() -> Optional[str]:
+  """JAX's persistent compilation cache folder (None: the cache is off)."""
+  return jax.config.values.get("jax_compilation_cache_dir") or None
+
+
+def cache_path(params: Mapping[str, Any], key: Tuple[Any, ...],
+               token_ids: np.ndarray) -> Optional[str]:
+  """Where the outputs of the tower `params` on `token_ids` are cached.
+
+  None while JAX's persistent compilation cache is off. `key` holds the
+  other inputs of the outputs (architecture, dtype, normalisation); the
+  parameters enter the sha256 with their paths, dtypes, shapes and bytes.
+  """
+  folder = cache_folder()
+  if not folder:
+    return None
+  digest = hashlib.sha256(repr((key, token_ids.shape)).encode())
+  digest.update(np.ascontiguousarray(token_ids, np.int32).tobytes())
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  for name in sorted(flat):
+    leaf = np.ascontiguousarray(flat[name])
+    digest.update(repr((name, leaf.dtype.str, leaf.shape)).encode())
+    digest.update(leaf.reshape(-1).view(np.uint8))
+  return os.path.join(folder, "text_tower", digest.hexdigest() + ".npy")
+
+
 def _tower_outputs(params: Mapping[str, Any], clip_cfg,
                    token_ids: np.ndarray, batch: int, dtype: Any,
                    normalise: bool) -> np.ndarray:
-  """[T, E] float32 outputs of the text tower, `batch` prompts a call."""
+  """[T, E] float32 outputs of the text tower, `batch` prompts a call.
+
+  Read from, or written to, `cache_path` when the compilation cache is on.
+  """
   token_ids = trim_token_ids(token_ids)
   num = token_ids.shape[0]
   if num == 0:
@@ -80,7 +117,33 @@ def _tower_outputs(params: Mapping[str, Any], clip_cfg,
   cfg_items = tuple(sorted(
       (k, clip_cfg[k]) for k in ("context_length", "vocab_size", "text_width",
                                  "text_layers", "text_heads", "embed_dim")))
-  embed = _tower_function(cfg_items, jnp.dtype(dtype).name, normalise)
+  dtype_name = jnp.dtype(dtype).name
+  path = cache_path(params, (cfg_items, dtype_name, normalise), token_ids)
+  if path and os.path.isfile(path):
+    wanted = (num, int(clip_cfg["embed_dim"]))
+    try:
+      out = np.load(path)
+    except (OSError, ValueError) as e:
+      out = e
+    if getattr(out, "shape", None) == wanted and out.dtype == np.float32:
+      return out
+    logging.warning("Running the text tower again: the cached %s is not a "
+                    "float32 %s array (%s).", path, wanted,
+                    getattr(out, "shape", out))
+  out = _run_tower(_tower_function(cfg_items, dtype_name, normalise), params,
+                   token_ids, batch)
+  if path:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial.npy"
+    np.save(partial, out)
+    os.replace(partial, path)  # Whole files only, for concurrent runs.
+  return out
+
+
+def _run_tower(embed: Callable, params: Mapping[str, Any],
+               token_ids: np.ndarray, batch: int) -> np.ndarray:
+  """[T, E] `embed(params, ids)` over `batch` rows a call (last one padded)."""
+  num = token_ids.shape[0]
   batch = max(1, min(batch, num))
   pad = (-num) % batch
   # Padding rows: SOT, EOT (valid ids, discarded afterwards).

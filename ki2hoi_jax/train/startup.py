@@ -24,7 +24,8 @@
   same workdir loads the parameter init, CLIP text tower and eval step from
   disk instead of compiling them again. The train step's two programs are
   cached too (the host matching runs between them, not as a callback, which
-  JAX would never write to the cache).
+  JAX would never write to the cache), and so are the text tower's outputs
+  (`clip/text_embeddings.py`, `<cache>/text_tower/`).
 * `init_variables(model, key, *inputs)`: `model.init` under `jax.jit`.
   Tracing at the small `ki2hoi.dummy_inputs` size costs about a second and
   XLA drops the forward pass (only parameter and state initialisers reach the
