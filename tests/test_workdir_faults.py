@@ -344,27 +344,3 @@ def test_metrics_rows_of_replayed_steps_are_dropped_on_resume(tmp_path):
   assert [r["step"] for r in rows] == [10, 20, 30, 40, 50]
   assert [r["loss"] for r in rows] == [10.0, 20.0, 30.0, -40.0, -50.0]
   assert not os.path.exists(path + ".tmp")
-
-
-def test_a_checkpoint_with_per_layer_clip_blocks_restores_stacked(tmp_path):
-  """Checkpoints written before the CLIP blocks were one nn.scan still load."""
-  from ki2hoi_jax.checkpoints import restore  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  blocks = {f"resblocks_{i}": {"ln_1": {"scale": rng.normal(size=4)
-                                        .astype(np.float32)}}
-            for i in range(2)}
-  params = {"clip_visual": {"transformer": blocks},
-            "verb_decoder": {"bias": np.ones(3, np.float32)}}
-  ckpt = checkpoint_manager.Checkpointer(str(tmp_path))
-  ckpt.save(1, {"step": np.int32(1), "params": params,
-                "opt_state": {"count": np.int32(0)}}, demo.get_config())
-  ckpt.close()
-  restored = restore.restore_checkpoint(str(tmp_path))
-  scale = restored.variables["params"]["clip_visual"]["transformer"][
-      "resblocks"]["ln_1"]["scale"]
-  np.testing.assert_array_equal(
-      scale, np.stack([blocks[f"resblocks_{i}"]["ln_1"]["scale"]
-                       for i in range(2)]))
-  np.testing.assert_array_equal(
-      restored.variables["params"]["verb_decoder"]["bias"], np.ones(3))
-  assert restored.step == 1

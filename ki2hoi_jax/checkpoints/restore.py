@@ -14,8 +14,6 @@ from typing import Any, Dict, List, Optional
 import jax
 import numpy as np
 
-from ki2hoi_jax.clip import model as clip_model
-
 CHECKPOINT_CHOICES = ("auto", "best", "latest")
 # Collections of the checkpointed state that the model reads.
 _STATE_KEYS = ("step", "params", "batch_stats", "model_state")
@@ -105,9 +103,7 @@ def restore_checkpoint(path: str, which: str = "auto") -> Restored:
     which: see `find_checkpoint`.
 
   Returns:
-    Restored, with host numpy arrays; the CLIP image tower's blocks of a
-    checkpoint written before they were one `nn.scan` (per layer,
-    `resblocks_{i}`) come stacked, as the model now holds them.
+    Restored, with host numpy arrays.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step_dir = find_checkpoint(path, which)
@@ -130,7 +126,7 @@ def restore_checkpoint(path: str, which: str = "auto") -> Restored:
   with ocp.PyTreeCheckpointer() as checkpointer:
     state = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
         item=abstract, restore_args=restore_args, partial_restore=True))
-  variables = {"params": clip_model.stack_resblocks(state["params"])}
+  variables = {"params": state["params"]}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
   for name, value in (state.get("model_state") or {}).items():
