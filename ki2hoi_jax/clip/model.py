@@ -23,24 +23,17 @@ converter (`ki2hoi_jax.weights.convert_clip`) is a list of renames and transpose
 The query/key/value projections stay fused (`in_proj`, as OpenAI stores them):
 one matmul, and the OpenAI checkpoint maps by a transpose alone.
 
-The blocks of a tower are one `nn.scan` (`Transformer`): in the module their
-parameters are stacked, `*/transformer/resblocks/...` [L, ...]; checkpoint
-files keep the per-layer names above (`weights/pretrained.py` converts with
-`stack_resblocks` / `unstack_resblocks`).
-
 LayerNorm epsilon is PyTorch's 1e-5 and the MLP activation is QuickGELU
 (x * sigmoid(1.702 x)). Parameters are float32; `dtype` is the compute dtype
 (LayerNorm statistics and the attention softmax stay in float32).
 """
 
 import math
-import re
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Dtype = Any
 
@@ -150,24 +143,18 @@ class ResidualAttentionBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, unused=None) -> Tuple[jnp.ndarray, None]:
-    """[B, L, W] -> ([B, L, W], None), the carry and output of `nn.scan`."""
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """[B, L, W] -> [B, L, W]."""
     proj_std = self.width ** -0.5 * (2 * self.layers) ** -0.5
     y = _layer_norm("ln_1", self.dtype)(x)
     x = x + MultiheadAttention(self.width, self.heads, self.causal, proj_std,
                                self.dtype, name="attn")(y)
     y = _layer_norm("ln_2", self.dtype)(x)
-    return x + MLP(self.width, proj_std, self.dtype, name="mlp")(y), None
+    return x + MLP(self.width, proj_std, self.dtype, name="mlp")(y)
 
 
 class Transformer(nn.Module):
-  """`layers` blocks as one `nn.scan`: parameters `resblocks/...` [layers, ...].
-
-  One traced and compiled block instead of `layers` copies (the paper's
-  ViT-B/16 tower, forward and backward: 0.6 s of tracing and 4.4 s of
-  compiling on 2 CPU cores, against 1.9 s and 14.1 s unrolled). Checkpoint
-  files keep OpenAI's block per layer (`resblocks_{i}`); `stack_resblocks`
-  and `unstack_resblocks` convert between the two layouts.
+  """A stack of `resblocks_{i}`.
 
   Attributes:
     width: model width W.
@@ -185,58 +172,11 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """[B, L, W] -> [B, L, W]."""
-    blocks = nn.scan(ResidualAttentionBlock, variable_axes={"params": 0},
-                     split_rngs={"params": True}, length=self.layers)
-    x, _ = blocks(self.width, self.heads, self.layers, self.causal,
-                  self.dtype, name="resblocks")(x, None)
+    for i in range(self.layers):
+      x = ResidualAttentionBlock(self.width, self.heads, self.layers,
+                                 self.causal, self.dtype,
+                                 name=f"resblocks_{i}")(x)
     return x
-
-
-_FILE_BLOCK = re.compile(r"resblocks_(\d+)$")
-
-
-def stack_resblocks(tree: Any) -> Any:
-  """File layout -> module layout of a (partial) CLIP parameter tree.
-
-  Every mapping holding `resblocks_0` ... `resblocks_{L-1}` gets them as one
-  `resblocks` subtree whose arrays are stacked on a new leading axis [L,
-  ...]; the rest of the tree is kept (a tree without them is returned as
-  is, in plain dicts).
-
-  Raises:
-    ValueError: the blocks are not numbered 0..L-1, differ in their
-      entries, or sit beside a `resblocks` entry.
-  """
-  if not isinstance(tree, Mapping):
-    return tree
-  out = {k: stack_resblocks(v) for k, v in tree.items()
-         if not _FILE_BLOCK.match(k)}
-  blocks = sorted((int(_FILE_BLOCK.match(k).group(1)), k) for k in tree
-                  if _FILE_BLOCK.match(k))
-  if not blocks:
-    return out
-  if [i for i, _ in blocks] != list(range(len(blocks))) or "resblocks" in out:
-    raise ValueError(f"CLIP blocks {[k for _, k in blocks]} are not "
-                     "resblocks_0..resblocks_{L-1} alone")
-  trees = [stack_resblocks(tree[k]) for _, k in blocks]
-  try:
-    out["resblocks"] = jax.tree_util.tree_map(
-        lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
-  except ValueError as e:
-    raise ValueError(f"CLIP blocks differ in their entries: {e}") from e
-  return out
-
-
-def unstack_resblocks(tree: Any) -> Any:
-  """Module layout -> file layout: `resblocks` [L, ...] -> `resblocks_{i}`."""
-  if not isinstance(tree, Mapping):
-    return tree
-  out = {k: unstack_resblocks(v) for k, v in tree.items() if k != "resblocks"}
-  if "resblocks" in tree:
-    stacked = jax.tree_util.tree_map(np.asarray, dict(tree["resblocks"]))
-    for i in range(len(jax.tree_util.tree_leaves(stacked)[0])):
-      out[f"resblocks_{i}"] = jax.tree_util.tree_map(lambda x: x[i], stacked)
-  return out
 
 
 class CLIPVisionTransformer(nn.Module):
@@ -401,7 +341,7 @@ class CLIP(nn.Module):
   """OpenAI CLIP with a ViT image tower.
 
   Submodules/parameters: `visual` (CLIPVisionTransformer), `token_embedding`,
-  `positional_embedding`, `transformer` (`resblocks`, stacked), `ln_final`,
+  `positional_embedding`, `transformer` (resblocks_{i}), `ln_final`,
   `text_projection`, `logit_scale`.
 
   Attributes:

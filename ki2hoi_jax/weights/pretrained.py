@@ -34,8 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ki2hoi_jax.clip import model as clip_model
-
 SEP = "/"
 
 
@@ -67,12 +65,8 @@ def metadata_path(path: str) -> str:
 
 def save_checkpoint(path: str, params: Mapping[str, Any],
                     meta: Optional[Mapping[str, Any]] = None) -> None:
-  """Writes `params` (msgpack, float arrays as numpy) and `meta` (JSON).
-
-  CLIP blocks are written per layer (`clip.model.unstack_resblocks`).
-  """
-  tree = unflatten({k: np.asarray(v) for k, v in flatten(
-      clip_model.unstack_resblocks(_to_dict(params))).items()})
+  """Writes `params` (msgpack, float arrays as numpy) and `meta` (JSON)."""
+  tree = unflatten({k: np.asarray(v) for k, v in flatten(params).items()})
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "wb") as f:
     f.write(serialization.msgpack_serialize(tree))
@@ -81,11 +75,7 @@ def save_checkpoint(path: str, params: Mapping[str, Any],
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-  """Reads a converted checkpoint: (nested params of numpy arrays, meta).
-
-  The params are in the modules' layout: the file's per-layer CLIP blocks
-  stacked (`clip.model.stack_resblocks`).
-  """
+  """Reads a converted checkpoint: (nested params of numpy arrays, meta)."""
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"Converted checkpoint {path!r} not found (see "
@@ -96,7 +86,7 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   if os.path.exists(metadata_path(path)):
     with open(metadata_path(path)) as f:
       meta = json.load(f)
-  return clip_model.stack_resblocks(_to_dict(tree)), meta
+  return _to_dict(tree), meta
 
 
 @dataclasses.dataclass
@@ -249,6 +239,7 @@ def load_pretrained(params: Mapping[str, Any], path: str, prefix: str = "",
 def check_clip_config(meta: Mapping[str, Any], clip_cfg,
                       path: str = "") -> None:
   """Raises if a converted CLIP checkpoint's architecture differs from cfg."""
+  from ki2hoi_jax.clip import model as clip_model  # pylint: disable=g-import-not-at-top
   saved = meta.get("clip")
   if not saved:
     return
