@@ -26,11 +26,11 @@ def get_config():
   # into <workdir>/clip/ (a given --config.init.clip_checkpoint wins): the
   # unseen verbs of 'uv' are found through its text-image alignment.
   config.init.synthetic_clip_steps = 1500
-  # The detector trains from scratch here. Starting from the synthetic
-  # detector (init.synthetic_detector_steps = 500, train/pretrain_detector.py)
-  # and cutting the HOI epochs from 30 to 10 still took 17.7 minutes from a
-  # fresh clone, over the demo's budget (docs/synthetic_benchmarks.md, "The
-  # synthetic detector"); zero_shot_table.py measures it at the full budget.
+  # The detector trains from scratch here. Within the demo's time, starting
+  # from the synthetic detector (train/pretrain_detector.py: 1,000 steps and
+  # 15 HOI epochs, or 600 and 20) scored about 6 full mAP less on validation
+  # images, 2 seeds (docs/synthetic_benchmarks.md, "The synthetic detector");
+  # zero_shot_table.py starts every run from a 3,000-step one.
   config.init.synthetic_detector_steps = 0
   # At inference the unseen classes also get that CLIP's own score of each
   # pair's crop (models/clip_pair_scores.py; w = 0.5, set before measuring).
