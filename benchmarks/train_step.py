@@ -65,7 +65,7 @@ the step.
 
 import os
 import resource
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import flags
 import jax
@@ -133,34 +133,52 @@ def _spread(times) -> str:
           f"{'steady' if ratio <= STEADY_BAR else 'UNSTEADY'}")
 
 
+def step_and_floor(setup: step_setup.Setup, per_device: int, num_steps: int,
+                   warmup: int) -> Dict[str, Any]:
+  """The whole train step and the PyTorch floor, called alternately.
+
+  Step and floor alternate, one call each per round, so that a change of
+  the machine's load hits both alike.
+
+  Returns:
+    {'times', 'floor_times': seconds per call; 'faults', 'floor_faults':
+    minor page faults per call; 'match': host matching seconds per step;
+    'calls': assignment calls per step; 'compile': seconds of the
+    compile and warm-up calls}.
+  """
+  out = {"times": [], "floor_times": [], "faults": [], "floor_faults": []}
+  match_s, calls = 0.0, 0
+  _, _, _, _, out["compile"] = step_setup.time_step(setup, 0, warmup)
+  for _ in range(num_steps):
+    f0 = _minor_faults()
+    t, m, c, _, _ = step_setup.time_step(setup, 1, 0)
+    out["faults"].append(_minor_faults() - f0)
+    out["times"] += t
+    match_s += m
+    calls = c
+    f0 = _minor_faults()
+    out["floor_times"] += step_parts.torch_resnet50_times(
+        setup.image_hw, per_device, 1)
+    out["floor_faults"].append(_minor_faults() - f0)
+  out.update(match=match_s / max(1, num_steps), calls=calls)
+  return out
+
+
 def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
               pairs_per_image: Optional[int]) -> bool:
   """Parts of the paper step and the PyTorch floor at one size; True if OK."""
   h, w = image_hw
   tag = f"[breakdown {h}x{w}]"
   setup = step_setup.build("paper", per_device, image_hw, pairs_per_image)
-  # Step and floor alternate, one call each per round, so that a change of
-  # the machine's load hits both alike.
-  times, floor_times, match_s, calls = [], [], 0.0, 0
-  faults, floor_faults = [], []  # Minor page faults per call.
-  _, _, _, _, compile_s = step_setup.time_step(setup, 0, warmup)
-  for _ in range(num_steps):
-    f0 = _minor_faults()
-    t, m, c, _, _ = step_setup.time_step(setup, 1, 0)
-    faults.append(_minor_faults() - f0)
-    times += t
-    match_s += m
-    calls = c
-    f0 = _minor_faults()
-    floor_times += step_parts.torch_resnet50_times(image_hw, per_device, 1)
-    floor_faults.append(_minor_faults() - f0)
-  match = match_s / num_steps
+  whole = step_and_floor(setup, per_device, num_steps, warmup)
+  times, floor_times = whole["times"], whole["floor_times"]
+  match, calls = whole["match"], whole["calls"]
   step_ms = _median_ms(times)
   print(f"{tag} whole train step: {step_ms:.0f} ms (compile + warm-up "
-        f"{compile_s:.0f} s); PyTorch ResNet-50 fwd+bwd (floor, alternating "
-        f"with the step): {_median_ms(floor_times):.0f} ms; minor page "
-        f"faults per call: step {np.median(faults):.0f}, floor "
-        f"{np.median(floor_faults):.0f} (GLIBC_TUNABLES="
+        f"{whole['compile']:.0f} s); PyTorch ResNet-50 fwd+bwd (floor, "
+        f"alternating with the step): {_median_ms(floor_times):.0f} ms; "
+        f"minor page faults per call: step {np.median(whole['faults']):.0f}, "
+        f"floor {np.median(whole['floor_faults']):.0f} (GLIBC_TUNABLES="
         f"{os.environ.get('GLIBC_TUNABLES', '')!r})", flush=True)
   batch = {k: v[0] for k, v in setup.batch.items()}  # Device 0's shard.
   rng = jax.random.PRNGKey(5)
@@ -204,10 +222,14 @@ def breakdown(image_hw, per_device: int, num_steps: int, warmup: int,
   return ratio <= FLOOR_BAR and fraction <= BREAKDOWN_MATCHING_FRACTION
 
 
-def inference(image_hw, per_device: int, num_steps: int, warmup: int) -> bool:
-  """Per-image eval step of the paper config vs PyTorch ResNet-50 forward."""
-  h, w = image_hw
-  tag = f"[inference {h}x{w}]"
+def inference_and_floor(image_hw, per_device: int, num_steps: int,
+                        warmup: int) -> Tuple[List[float], List[float]]:
+  """Seconds per call of the paper eval step and of the PyTorch forward.
+
+  The pmapped eval step (model + on-device top-k) and a PyTorch ResNet-50
+  forward without gradients, at the same size and batch, called alternately
+  (as in `step_and_floor`).
+  """
   setup = step_setup.build("paper", per_device, image_hw)
   config = setup.config
   p_eval = ts.make_p_eval_step(
@@ -221,10 +243,19 @@ def inference(image_hw, per_device: int, num_steps: int, warmup: int) -> bool:
 
   step_setup.time_calls(call, 0, warmup)
   times, floor_times = [], []
-  for _ in range(num_steps):  # Alternating, as in `breakdown`.
+  for _ in range(num_steps):
     times += step_setup.time_calls(call, 1, 0)
     floor_times += step_parts.torch_resnet50_times(image_hw, per_device, 1,
                                                    train=False)
+  return times, floor_times
+
+
+def inference(image_hw, per_device: int, num_steps: int, warmup: int) -> bool:
+  """Per-image eval step of the paper config vs PyTorch ResNet-50 forward."""
+  h, w = image_hw
+  tag = f"[inference {h}x{w}]"
+  times, floor_times = inference_and_floor(image_hw, per_device, num_steps,
+                                           warmup)
   ours = _median_ms(times) / per_device
   floor = _median_ms(floor_times) / per_device
   ratio = ours / floor

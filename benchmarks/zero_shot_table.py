@@ -55,7 +55,9 @@ those whose fingerprint differs from the current code's:
 
 `--tag NAME --overrides=--config.x=y [--overrides=...]` trains a variant
 (workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
-benchmark. The printed table and `<root>/table.json` hold every finished run
+benchmark. A variant whose overrides change the model (`--config.model.*`,
+e.g. `num_queries`) starts from a detector of that model, pretrained the same
+way into `<root>/detector_NAME/`. The printed table and `<root>/table.json` hold every finished run
 under `--root` (ki2hoi_jax/analysis/zero_shot_table.py: the evaluations of
 each model and the table). Spread is half the range over the seeds,
 (max - min) / 2.
@@ -267,24 +269,34 @@ def _ensure_clip(root: str, clip_checkpoint: Optional[str],
   return path
 
 
-def _ensure_detector(root: str, steps: int) -> str:
+def _ensure_detector(root: str, steps: int, tag: str = "",
+                     overrides: Sequence[str] = ()) -> str:
   """The synthetic detector of every run under `root` ('' when `steps` is 0).
 
   Pretrained once (seed 0, the demo's corpus size) into `<root>/detector/`
   and shared by every split, CLIP and seed, as one public DETR-R50 serves
   every run of the paper (its corpus has no interaction labels, so no split
-  sees its unseen HOIs through it).
+  sees its unseen HOIs through it). A variant whose `overrides` change the
+  model (`--config.model.*`) gets a detector of that model, pretrained the
+  same way into `<root>/detector_<tag>/`.
   """
   if steps <= 0:
     return ""
-  path = os.path.join(root, "detector", "synthetic_detr.msgpack")
+  model_overrides = [o for o in overrides if o.startswith("--config.model.")]
+  folder = f"detector_{tag}" if model_overrides else "detector"
+  path = os.path.join(root, folder, "synthetic_detr.msgpack")
   figure = pretrain_detector.ap_path(path)  # Written last.
+  config = files.load_config(
+      _DEMO, [o[len("--config."):] for o in model_overrides])
   if not os.path.exists(figure):
     subprocess.run([sys.executable, "-m", "ki2hoi_jax.train.pretrain_detector",
-                    "--config", _DEMO, "--out", path, "--steps", str(steps),
-                    "--seed", "0"], cwd=_REPO, check=True)
-  _check_made_with(figure, steps=steps,
-                   world=files.load_config(_DEMO).dataset.synthetic_world)
+                    "--config", _DEMO, *model_overrides, "--out", path,
+                    "--steps", str(steps), "--seed", "0"], cwd=_REPO,
+                   check=True)
+  wanted = {"steps": steps, "world": config.dataset.synthetic_world}
+  if model_overrides:
+    wanted["model"] = pretrain_detector.detector_model(config)
+  _check_made_with(figure, **wanted)
   return path
 
 
@@ -331,7 +343,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer(
       "detector_steps", 3000,
       "Synthetic detector pretraining steps (train/pretrain_detector.py), "
-      "one detector under <root>/detector/ for every run; 0 trains the "
+      "one detector under <root>/detector/ for every run (a --tag whose "
+      "--overrides change the model: <root>/detector_<tag>/); 0 trains the "
       "detector from scratch on the HOI labels.", flag_values=flag_values)
   flags.DEFINE_enum("verb_queries", "both",
                     ("both", "training_classes", "all_classes"),
@@ -374,7 +387,8 @@ def main(argv) -> int:
   splits = ["" if s == "full" else s for s in args.splits]
   os.makedirs(args.root, exist_ok=True)
   clip = _ensure_clip(args.root, args.clip_checkpoint, args.clip_steps)
-  detector = _ensure_detector(args.root, args.detector_steps)
+  detector = _ensure_detector(args.root, args.detector_steps, args.tag,
+                              args.overrides)
   rows = []
   for split in splits:
     for clip_kind in args.clips:

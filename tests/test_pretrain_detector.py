@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from ki2hoi_jax import cli
 from ki2hoi_jax.clip import corpus as clip_corpus
 from ki2hoi_jax.data import synthetic_detection
 from ki2hoi_jax.evaluation import box_ap
@@ -82,6 +83,19 @@ def test_box_ap_known_answers():
   assert out[0]["ap"] == pytest.approx(100 * (6 + 5 * 2 / 3) / 11)
   assert out[0]["num_instances"] == 2 and out[0]["max_recall"] == 100.0
   assert out[1]["ap"] == 0.0 and out[1]["num_detections"] == 1
+
+
+def test_command_line_overrides_the_config():
+  argv = ["prog", "--config",
+          os.path.join(demo_utils.REPO_ROOT, "configs", "demo.py"),
+          "--config.model.num_queries=16", "--out", "/tmp/unused.msgpack"]
+  args = cli.parse_flags(
+      argv, lambda flag_values: pretrain_detector.define_flags(
+          flag_values, argv))
+  assert args.config.model.num_queries == 16
+  assert pretrain_detector.detector_model(args.config)["num_queries"] == 16
+  assert set(pretrain_detector.detector_model(args.config)) == set(
+      pretrain_detector.DETECTOR_MODEL_FIELDS)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +178,13 @@ def test_workdir_detector_is_reused_or_remade(pretrained_run, tmp_path):
   stale = pretrain_detector.stale_settings(other, path)
   assert stale == [f"steps {STEPS} (wanted {STEPS + 1})",
                    f"max_size {SIZE} (wanted {SIZE + 32})"]
+  # Another detector architecture is stale too.
+  more_queries = _config({"init.synthetic_detector_steps": STEPS,
+                          "init.synthetic_detector_images": 600, "seed": 0,
+                          "model.num_queries": config.model.num_queries + 4})
+  stale = pretrain_detector.stale_settings(more_queries, path)
+  assert len(stale) == 1 and stale[0].startswith("model {")
+  assert f"'num_queries': {config.model.num_queries + 4}" in stale[0]
   # A given checkpoint wins; steps 0 leaves the config alone.
   other.init.detr_checkpoint = "/given.msgpack"
   pretrain_detector.ensure_synthetic_detector(other, str(workdir))

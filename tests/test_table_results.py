@@ -164,3 +164,41 @@ def test_unseen_pair_localisation_counts_known_cases():
   assert hoi_metrics.unseen_pair_localisation(pred, gt, "uo") == {
       "unseen_test_pairs": 2, "object_boxed": 2, "kept": 1,
       "kept_right_class": 0}
+
+
+def test_a_variant_that_changes_the_model_gets_its_own_detector(tmp_path):
+  """benchmarks/zero_shot_table.py: `<root>/detector_<tag>/` of that model."""
+  from ki2hoi_jax.config_lib import files  # pylint: disable=g-import-not-at-top
+  from ki2hoi_jax.train import pretrain_detector  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(DEMO.rsplit(os.sep, 1)[0])
+  spec = importlib.util.spec_from_file_location(
+      "zero_shot_table_script",
+      os.path.join(repo, "benchmarks", "zero_shot_table.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  demo = files.load_config(DEMO)
+  overrides = ["--config.model.num_queries=16", "--config.seed=3"]
+
+  def figure(folder, num_queries):
+    path = tmp_path / folder / "synthetic_detr.msgpack"
+    path.parent.mkdir(exist_ok=True)
+    model = pretrain_detector.detector_model(files.load_config(
+        DEMO, [f"model.num_queries={num_queries}"]))
+    with open(pretrain_detector.ap_path(str(path)), "w") as f:
+      json.dump({"steps": 30, "world": demo.dataset.synthetic_world,
+                 "model": model}, f)
+    return str(path)
+
+  shared = figure("detector", demo.model.num_queries)
+  assert script._ensure_detector(str(tmp_path), 30) == shared
+  # Overrides that leave the model alone share the detector.
+  assert script._ensure_detector(str(tmp_path), 30, "s3",
+                                 overrides[1:]) == shared
+  own = figure("detector_q16", 16)
+  assert script._ensure_detector(str(tmp_path), 30, "q16", overrides) == own
+  figure("detector_q16", demo.model.num_queries)  # Made for another model.
+  with pytest.raises(ValueError, match="num_queries"):
+    script._ensure_detector(str(tmp_path), 30, "q16", overrides)
+  with pytest.raises(ValueError, match="steps 30"):
+    script._ensure_detector(str(tmp_path), 40)
+  assert script._ensure_detector(str(tmp_path), 0, "q16", overrides) == ""

@@ -12,7 +12,8 @@ no interaction labels):
 
   python -m ki2hoi_jax.train.pretrain_detector --config configs/demo.py \
       --out W/detector/synthetic_detr.msgpack --steps 1200 \
-      [--batch_size 8] [--seed 0] [--num_images N]
+      [--config.model.num_queries=16] [--batch_size 8] [--seed 0] \
+      [--num_images N]
 
 Set prediction, each query set matched to its own ground truth on the host
 (`train/detector_loss.py`).
@@ -41,6 +42,7 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import flags
+from ml_collections import config_flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +50,6 @@ import optax
 import tqdm
 
 from ki2hoi_jax import cli
-from ki2hoi_jax.config_lib import files
 from ki2hoi_jax.data import metadata
 from ki2hoi_jax.data import synthetic_detection as corpus_lib
 from ki2hoi_jax.evaluation import box_ap
@@ -58,6 +59,15 @@ from ki2hoi_jax.weights import convert_detr
 from ki2hoi_jax.weights import pretrained
 
 Array = jnp.ndarray
+# The `config.model` fields that shape the detector or its pretraining,
+# recorded in the AP figure: a workdir's detector made with other values is
+# made again.
+DETECTOR_MODEL_FIELDS = (
+    "backbone_depth", "backbone_width", "backbone_norm", "backbone_dilation",
+    "backbone_frozen_stages", "backbone_mask_padding", "d_model", "num_heads",
+    "dim_feedforward", "dropout", "num_queries", "anchor_queries",
+    "instance_decoder_layers", "encoder_type", "encoder_layers",
+    "encoder_norm", "encoder_mlp_ratio", "roi_size", "roi_sampling_ratio")
 # Optimizer settings of every pretraining (the CLI's defaults, and `main`'s).
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_LEARNING_RATE = 1e-3
@@ -349,6 +359,7 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
                 world=d.synthetic_world,
                 train_short_sides=[int(s) for s in d.train_short_sides],
                 max_size=int(d.max_size),
+                model=detector_model(config),
                 final_loss=loss_history[-1],
                 seconds=round(time.time() - start, 1))
   write_checkpoint(config, variables, out, (
@@ -362,6 +373,11 @@ def run(config, out: str, *, steps: int, batch_size: int, seed: int,
 # ----------------------------------------------------------------- workdir
 
 
+def detector_model(config) -> Dict[str, Any]:
+  """`config.model`'s `DETECTOR_MODEL_FIELDS` (JSON values)."""
+  return {k: config.model[k] for k in DETECTOR_MODEL_FIELDS}
+
+
 def _wanted_settings(config) -> Dict[str, Any]:
   """The settings a workdir's synthetic detector must have been made with."""
   d = config.dataset
@@ -373,7 +389,8 @@ def _wanted_settings(config) -> Dict[str, Any]:
           "image_size": int(d.synthetic_image_size),
           "world": d.synthetic_world,
           "train_short_sides": [int(s) for s in d.train_short_sides],
-          "max_size": int(d.max_size)}
+          "max_size": int(d.max_size),
+          "model": detector_model(config)}
 
 
 def stale_settings(config, path: str) -> List[str]:
@@ -422,14 +439,17 @@ def ensure_synthetic_detector(config, workdir: str) -> None:
 # --------------------------------------------------------------------- CLI
 
 
-def define_flags(flag_values: flags.FlagValues) -> None:
-  """The command line's flags (`ki2hoi_jax.cli`)."""
+def define_flags(flag_values: flags.FlagValues,
+                 argv: Sequence[str] = ()) -> None:
+  """The command line's flags (`ki2hoi_jax.cli`); `argv` for the config's."""
   flags.DEFINE_string("out", None, "Output .msgpack path.", required=True,
                       flag_values=flag_values)
-  flags.DEFINE_string("config", os.path.join(
-      os.path.dirname(__file__), "..", "..", "configs", "demo.py"),
-                      "Config file whose detector is trained.",
-                      flag_values=flag_values)
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(__file__), "..", "..", "configs",
+                             "demo.py"),
+      "Config file whose detector is trained (--config.field=value "
+      "overrides it).", flag_values=flag_values, lock_config=True,
+      sys_argv=list(argv))
   flags.DEFINE_integer("steps", None, "Optimizer steps (default: the "
                        "config's init.synthetic_detector_steps).",
                        flag_values=flag_values)
@@ -451,11 +471,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv: Sequence[str]) -> int:
   """Command-line program (argv[0]: its name); returns the exit status."""
-  args = cli.parse_flags(argv, define_flags, __doc__)
-  config = files.load_config(args.config)
+  args = cli.parse_flags(
+      argv, lambda flag_values: define_flags(flag_values, argv), __doc__)
+  config = args.config
   steps = args.steps or int(config.init.synthetic_detector_steps)
   if steps <= 0:
-    raise ValueError(f"--steps is not given and {args.config} has "
+    raise ValueError("--steps is not given and the config has "
                      "init.synthetic_detector_steps 0: pass --steps N")
   figure = run(config, args.out, steps=steps,
                batch_size=args.batch_size, seed=args.seed,
