@@ -27,10 +27,10 @@ of an earlier one. `--help` prints the module docstring and the flags.
 The training entry point (`python -m ki2hoi_jax.main`) is the one program on
 the global FLAGS, with ml_collections' `--config` / `--config.field=value`.
 A program of this pattern that takes such overrides too (inference/predict.py,
-benchmarks/input_pipeline.py) defines the same config flag on its own
-FlagValues (`config_flags.DEFINE_config_file(..., flag_values=flag_values,
-sys_argv=argv)`); one that only takes a config file's path loads it with
-`config_lib.files.load_config`.
+train/pretrain_detector.py, benchmarks/input_pipeline.py) defines the same
+config flag on its own FlagValues (`config_flags.DEFINE_config_file(...,
+flag_values=flag_values, sys_argv=argv)`); one that only takes a config
+file's path loads it with `config_lib.files.load_config`.
 """
 
 import sys
