@@ -68,7 +68,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 import numpy as np
@@ -120,19 +120,26 @@ def _pair_counts(metrics: Dict) -> Dict[str, int]:
           "unseen_hois_with_test_pairs": int((num_gt[unseen] > 0).sum())}
 
 
-def _localisation(workdir: str, split: str) -> Dict[str, int]:
-  """Unseen test pairs of the newest evaluation boxed / kept / kept right."""
+def _localisation(workdir: str, split: str) -> Dict[str, Any]:
+  """The unseen test pairs of the newest evaluation: found, and outranked.
+
+  How many are boxed / kept / kept with their class
+  (`hoi_metrics.unseen_pair_localisation`), and the kinds of false positive
+  that outrank them (`hoi_metrics.unseen_false_positives`).
+  """
   if not split:
     return {}
   config = runs.load_config(workdir)
   step = runs.eval_steps(workdir)[-1]
-  counts = hoi_metrics.unseen_pair_localisation(
-      runs.read_predictions(os.path.join(workdir, "eval", f"step_{step}",
-                                         "predictions.json")),
-      annotations.load_json(runs.annotations_path(config, workdir, "test")),
-      split)
-  return {f"unseen_pairs_{k}": v for k, v in counts.items()
-          if k != "unseen_test_pairs"}
+  predictions = runs.read_predictions(os.path.join(
+      workdir, "eval", f"step_{step}", "predictions.json"))
+  test = annotations.load_json(runs.annotations_path(config, workdir, "test"))
+  counts = hoi_metrics.unseen_pair_localisation(predictions, test, split)
+  out = {f"unseen_pairs_{k}": v for k, v in counts.items()
+         if k != "unseen_test_pairs"}
+  out["unseen_false_positives"] = hoi_metrics.unseen_false_positives(
+      predictions, test, split)
+  return out
 
 
 def _final_metrics(workdir: str) -> Dict[str, float]:

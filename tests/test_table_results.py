@@ -166,6 +166,57 @@ def test_unseen_pair_localisation_counts_known_cases():
       "kept_right_class": 0}
 
 
+def test_unseen_false_positives_are_told_apart():
+  meta = metadata.hico()
+  skate = meta.objects.index("skateboard")
+  ride = meta.hoi_index(meta.verbs.index("ride"), skate) + 1
+  hold = meta.hoi_index(meta.verbs.index("hold"), skate) + 1
+  assert {ride - 1, hold - 1} <= set(meta.unseen_hois("uo"))
+  skate_id = meta.coco_category_ids[skate]
+  person, board = [0, 0, 19, 39], [0, 40, 19, 49]
+  person_2, board_2, bike = [50, 0, 69, 39], [50, 40, 69, 49], [80, 0, 99, 39]
+  person_3 = [100, 0, 119, 39]
+  gt = [{"file_name": "a.jpg", "annotations": [
+      {"bbox": person, "category_id": 1},
+      {"bbox": board, "category_id": skate_id}],
+         "hoi_annotation": [{"subject_id": 0, "object_id": 1,
+                             "hoi_category_id": ride}]},
+        {"file_name": "b.jpg", "annotations": [
+            {"bbox": person_2, "category_id": 1},
+            {"bbox": board_2, "category_id": skate_id},
+            {"bbox": bike, "category_id": 2},
+            {"bbox": person_3, "category_id": 1}],
+         "hoi_annotation": [{"subject_id": 0, "object_id": 1,
+                             "hoi_category_id": hold}]}]
+  loose = [0, 44, 19, 60]  # IoU with the board between 0.1 and 0.5.
+  far = [150, 150, 160, 160]
+
+  def preds(*scored):
+    boxes_of = sorted({tuple(b) for _, h, o in scored for b in (h, o)})
+    return {"predictions": [{"bbox": list(b), "category_id": 1}
+                            for b in boxes_of],
+            "hoi_prediction": [{"subject_id": boxes_of.index(tuple(h)),
+                                "object_id": boxes_of.index(tuple(o)),
+                                "hoi_category_id": ride, "score": s}
+                               for s, h, o in scored]}
+
+  pred = [dict(file_name="a.jpg", **preds(
+      (0.95, person, loose), (0.9, person, far), (0.85, far, board),
+      (0.8, person, board),  # The true positive.
+      (0.7, person, board))),  # A duplicate, below it: not counted.
+          dict(file_name="b.jpg", **preds(
+              (0.84, person_2, board_2),  # An annotated pair, verb 'hold'.
+              (0.83, person_2, bike),  # A bicycle, not a skateboard.
+              (0.82, person_3, board_2)))]  # Not annotated as a pair.
+  assert hoi_metrics.unseen_false_positives(pred, gt, "uo") == {
+      "true_positives": 1, "duplicate": 0, "loose object box": 1,
+      "object box elsewhere": 1, "object of another class": 1,
+      "human box off": 1, "other verb": 1, "unannotated pair": 1}
+  # Without a true positive nothing outranks one: no count.
+  pred[0]["hoi_prediction"] = pred[0]["hoi_prediction"][:3]
+  assert sum(hoi_metrics.unseen_false_positives(pred, gt, "uo").values()) == 0
+
+
 def test_a_variant_that_changes_the_model_gets_its_own_detector(tmp_path):
   """benchmarks/zero_shot_table.py: `<root>/detector_<tag>/` of that model."""
   from ki2hoi_jax.config_lib import files  # pylint: disable=g-import-not-at-top

@@ -132,3 +132,120 @@ def unseen_pair_localisation(predictions: Records, annotations: Records,
       out["kept_right_class"] += int(np.any(
           hit & (cls == h["hoi_category_id"])))
   return out
+
+
+PERSON_CATEGORY = 1  # COCO category id of a person.
+
+
+def _object_coco_id(hoi: int) -> int:
+  meta = metadata.hico()
+  return meta.coco_category_ids[meta.hois[hoi][1]]
+
+
+# Kinds of `unseen_false_positives`, in the order they are tested.
+FALSE_POSITIVE_KINDS = ("duplicate", "loose object box", "object box elsewhere",
+                        "object of another class", "human box off",
+                        "other verb", "unannotated pair")
+
+
+def _false_positive_kind(record: Mapping[str, Any], hoi: int,
+                         sub: np.ndarray, obj: np.ndarray,
+                         gt_pairs: np.ndarray) -> str:
+  """The `FALSE_POSITIVE_KINDS` entry of one unmatched prediction of `hoi`.
+
+  `gt_pairs` [G, 8]: the image's ground-truth (human, object) boxes of
+  `hoi`, all matched already when the prediction covers one of them.
+  """
+  anns = record["annotations"]
+  gt = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+  category = np.array([a["category_id"] for a in anns], np.int64)
+  is_person = category == PERSON_CATEGORY
+  if np.any((boxes.iou_plus1(gt_pairs[:, :4], sub) >= 0.5)
+            & (boxes.iou_plus1(gt_pairs[:, 4:], obj) >= 0.5)):
+    return "duplicate"
+  object_iou = np.where(is_person, 0.0, boxes.iou_plus1(gt, obj))
+  if not np.any(object_iou >= 0.5):
+    wanted = category == _object_coco_id(hoi)
+    return ("loose object box" if np.any(object_iou[wanted] >= 0.1)
+            else "object box elsewhere")
+  humans = np.flatnonzero(is_person & (boxes.iou_plus1(gt, sub) >= 0.5))
+  objects = np.flatnonzero(object_iou >= 0.5)
+  if not np.any(category[objects]
+                == _object_coco_id(hoi)):
+    return "object of another class"
+  if not len(humans):
+    return "human box off"
+  annotated = {(h["subject_id"], h["object_id"])
+               for h in record["hoi_annotation"]}
+  if any((int(h), int(o)) in annotated for h in humans for o in objects):
+    return "other verb"
+  return "unannotated pair"
+
+
+def unseen_false_positives(predictions: Records, annotations: Records,
+                           split: str) -> Dict[str, int]:
+  """What outranks the found unseen pairs of a zero-shot split.
+
+  For each unseen HOI with test pairs, its kept predictions are ranked by
+  score and matched greedily to its ground-truth pairs (human and object
+  IoU >= 0.5, the evaluator's +1 IoU, each pair once), as AP counts them.
+  Every false positive ranked above the class's median true positive (none
+  without a true positive) is counted by `FALSE_POSITIVE_KINDS`:
+  'duplicate' (covers an already matched pair), 'loose object box' (no
+  ground-truth object within IoU 0.5, but one of the HOI's object class
+  within 0.1), 'object box elsewhere', 'object of another class', 'human
+  box off', 'other verb' (an annotated pair with other HOIs) and
+  'unannotated pair'.
+
+  Args:
+    predictions: GEN-VLKT prediction records (an evaluation's
+      predictions.json).
+    annotations: the test annotation records (test_hico.json).
+    split: the zero-shot split whose unseen HOIs are counted.
+
+  Returns:
+    {'true_positives': int, and one count per kind}.
+  """
+  by_name = {p["file_name"]: p for p in predictions}
+  records = {r["file_name"]: r for r in annotations}
+  out = dict.fromkeys(("true_positives",) + FALSE_POSITIVE_KINDS, 0)
+  for hoi in sorted(metadata.hico().unseen_hois(split)):
+    gt_pairs = {}
+    for name, record in records.items():
+      boxes_of = [record["annotations"][h["subject_id"]]["bbox"]
+                  + record["annotations"][h["object_id"]]["bbox"]
+                  for h in record["hoi_annotation"]
+                  if h["hoi_category_id"] == hoi + 1]
+      if boxes_of:
+        gt_pairs[name] = np.array(boxes_of, np.float64)
+    if not gt_pairs:
+      continue
+    ranked = []
+    for name, pred in by_name.items():
+      det = pred.get("predictions", [])
+      ranked += [(q["score"], name, det[q["subject_id"]]["bbox"],
+                  det[q["object_id"]]["bbox"])
+                 for q in pred.get("hoi_prediction", [])
+                 if q["hoi_category_id"] == hoi + 1]
+    ranked.sort(key=lambda r: -r[0])
+    matched = {name: np.zeros(len(p), bool) for name, p in gt_pairs.items()}
+    labels = []
+    for _, name, sub, obj in ranked:
+      pairs = gt_pairs.get(name, np.zeros((0, 8)))
+      hit = ((boxes.iou_plus1(pairs[:, :4], sub) >= 0.5)
+             & (boxes.iou_plus1(pairs[:, 4:], obj) >= 0.5))
+      free = np.flatnonzero(hit & ~matched.get(name, np.zeros(0, bool)))
+      if len(free):
+        matched[name][free[0]] = True
+        labels.append("true_positives")
+      else:
+        labels.append(_false_positive_kind(
+            records[name], hoi, np.asarray(sub, np.float64),
+            np.asarray(obj, np.float64), pairs) if name in records
+                      else "object box elsewhere")
+    found = [i for i, label in enumerate(labels) if label == "true_positives"]
+    out["true_positives"] += len(found)
+    if found:
+      for label in labels[:found[len(found) // 2]]:
+        out[label] += label != "true_positives"
+  return out
