@@ -185,6 +185,9 @@ def test_config_saved_before_prompt_style_reads_bare():
     ("optimizer.backbone_learning_rate", -1e-5, "backbone_learning_rate"),
     ("optimizer.clip_learning_rate", -1e-5, "clip_learning_rate"),
     ("optimizer.weight_decay", -0.1, r"weight_decay=-0\.1 must be >= 0"),
+    ("optimizer.pretrained_anchor", -1.0, "pretrained_anchor=-1.0"),
+    # An anchor needs a detector checkpoint to hold the detector near.
+    ("optimizer.pretrained_anchor", 10.0, "init.synthetic_detector_steps"),
     ("loss.giou_loss_coef", -1.0, "giou_loss_coef"),
     ("loss.reconstruction_loss_coef", -20.0, "reconstruction_loss_coef"),
     ("loss.cost_bbox", -2.5, "cost_bbox"),

@@ -317,6 +317,52 @@ def test_each_label_updates_at_its_learning_rate():
       params["c"]["kernel"]).tobytes()
 
 
+def test_pretrained_anchor_pulls_detector_parameters_to_their_start():
+  """Adam's first step is lr * sign(g); the anchor adds lr * r * (p - p0)."""
+  cfg = _config(learning_rate=1e-2, backbone_learning_rate=1e-3,
+                grad_clip_norm=0.0, weight_decay=0.0)
+  labels = {"backbone/kernel": "backbone",
+            "instance_interactor/kernel": "default",
+            "verb_decoder/kernel": "default"}
+  start = {k: {"kernel": jnp.array([0.5, -0.5, 1.0])}
+           for k in ("backbone", "instance_interactor", "verb_decoder")}
+  grads = jax.tree.map(lambda p: jnp.array([1.0, -2.0, 0.5]), start)
+  # Off (the default): plain AdamW, no start values in the state.
+  tx = optimizer.make_optimizer(cfg, labels, steps_per_epoch=2)
+  plain, _ = tx.update(grads, tx.init(start), start)
+  cfg.optimizer.pretrained_anchor = 10.0
+  tx = optimizer.make_optimizer(cfg, labels, steps_per_epoch=2)
+  opt_state = tx.init(start)
+  moved = jax.tree.map(lambda p: p + 0.1, start)  # 0.1 from the start.
+  updates, _ = tx.update(grads, opt_state, moved)
+  for name, lr in (("backbone", 1e-3), ("instance_interactor", 1e-2)):
+    np.testing.assert_allclose(
+        updates[name]["kernel"],
+        plain[name]["kernel"] - lr * 10.0 * 0.1, rtol=1e-5, atol=1e-8,
+        err_msg=name)
+  # Outside the detector's modules: no pull.
+  np.testing.assert_allclose(updates["verb_decoder"]["kernel"],
+                             plain["verb_decoder"]["kernel"], rtol=1e-6)
+  # At the start the pull is zero.
+  at_start, _ = tx.update(grads, opt_state, start)
+  np.testing.assert_allclose(at_start["backbone"]["kernel"],
+                             plain["backbone"]["kernel"], rtol=1e-6)
+  # In the pmapped step (state donated): the start values stay in the
+  # optimizer state, bit for bit, while the parameters move.
+  cfg = _config(pretrained_anchor=1.0)
+  _, state, kwargs, _ = _setup(cfg)
+  (s1, s2), _ = _run(state, kwargs, [_batch(4, 1), _batch(4, 2)], 1,
+                     return_states=True)
+  def starts(s):
+    return [np.asarray(x) for x in jax.tree.leaves(s.opt_state)
+            if np.shape(x) == np.shape(state.params["backbone"]["kernel"])]
+  assert starts(s1) and any(
+      np.array_equal(x, np.asarray(state.params["backbone"]["kernel"]))
+      for x in starts(s2))
+  assert not np.array_equal(s2.params["backbone"]["kernel"],
+                            np.asarray(state.params["backbone"]["kernel"]))
+
+
 def test_gradient_accumulation_updates_every_k_steps():
   cfg = _config(grad_accum_steps=2)
   _, state, kwargs, labels = _setup(cfg)

@@ -128,6 +128,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.backbone_learning_rate = 1e-5  # Learning rate of the ResNet backbone.
   config.optimizer.clip_learning_rate = 1e-5  # Learning rate of the weights initialised from CLIP text embeddings (the object classifier's projection; GEN-VLKT's --lr_clip with --ft_clip_with_small_lr); 0 keeps them fixed, as --fix_clip does in GEN-VLKT's zero-shot and all HOICLIP scripts.
   config.optimizer.weight_decay = 1e-4  # AdamW weight decay.
+  config.optimizer.pretrained_anchor = 0.0  # > 0: the detector's parameters (backbone, input_proj, encoder, instance interactor) also decay toward the values their checkpoint gave them, at this rate (train/optimizer.py); 0: off (the paper).
   config.optimizer.grad_clip_norm = 0.1  # Global-norm gradient clipping; 0 disables.
   config.optimizer.num_epochs = 90  # Training epochs.
   config.optimizer.lr_drop_epoch = 60  # Multiply learning rates by 0.1 from this epoch.

@@ -52,6 +52,7 @@ _POSITIVE = ("batch_size", "eval_batch_size", "model.d_model",
 # Legal types, wrong signs: a negative learning rate or loss weight trains to
 # the end with nonsense, so they are rejected here.
 _NON_NEGATIVE = ("optimizer.backbone_learning_rate", "optimizer.weight_decay",
+                 "optimizer.pretrained_anchor",
                  "optimizer.clip_learning_rate",
                  "optimizer.grad_clip_norm", "optimizer.lr_drop_epoch",
                  "dataset.color_jitter",
@@ -154,6 +155,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.batch_size % config.optimizer.grad_accum_steps:
     raise ConfigError("config.batch_size must be divisible by "
                       "config.optimizer.grad_accum_steps")
+  if (config.optimizer.pretrained_anchor > 0 and not config.init.detr_checkpoint
+      and config.init.synthetic_detector_steps <= 0):
+    raise ConfigError("config.optimizer.pretrained_anchor > 0 holds the "
+                      "detector near its checkpoint: set "
+                      "config.init.detr_checkpoint or "
+                      "config.init.synthetic_detector_steps")
   check_pretrained_weights(config)
   return config
 

@@ -15,6 +15,17 @@ are routed with `optax.multi_transform` by their label: 'backbone' gets
 `backbone_learning_rate`, 'clip' `clip_learning_rate`, everything else
 `learning_rate`.
 
+With `optimizer.pretrained_anchor` r > 0, the detector's parameters
+(`DETECTOR_MODULES`: backbone, input projection, encoder, instance
+interactor, as a DETR or synthetic detector checkpoint initialises them)
+also decay toward the values they started from: `r * (params - start)` is
+added to Adam's update before the learning rate scales it, AdamW's decoupled
+weight decay with the pretrained values as its centre instead of zero (the
+L2-SP idea of Li et al., 2018, decoupled as in AdamW). Under Adam's
+normalised steps this bounds the drift of each parameter from its start to
+about 1 / r. The start values live in the optimizer state (checkpointed, so
+a resumed run keeps them).
+
 Steps: `config.batch_size` is the global batch of one optimizer update. With
 `optimizer.grad_accum_steps = k > 1` each train step sees batch_size / k
 images and `optax.MultiSteps` applies an update every k train steps; step
@@ -22,9 +33,11 @@ counters (checkpoint, log, eval, `num_train_steps`, steps per epoch) count
 train steps, the learning-rate schedule counts updates.
 """
 
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
 
 from flax import traverse_util
+import jax
+import jax.numpy as jnp
 import optax
 
 FROZEN = "frozen"
@@ -32,6 +45,9 @@ BACKBONE = "backbone"
 DEFAULT = "default"
 CLIP = "clip"
 GROUPS = (DEFAULT, BACKBONE, CLIP)  # Trainable groups, one AdamW each.
+# Top-level modules a detector checkpoint initialises
+# (models/instance_detector.MODULES): what `pretrained_anchor` holds.
+DETECTOR_MODULES = ("backbone", "input_proj", "encoder", "instance_interactor")
 
 
 def normalise_label(label: str) -> str:
@@ -113,6 +129,38 @@ def learning_rate_schedules(config, steps_per_epoch: int
           CLIP: make(config.optimizer.clip_learning_rate)}
 
 
+class DecayTowardStartState(NamedTuple):
+  """The parameters' values at `init` (the centre of the decay)."""
+  start: Any
+
+
+def decay_toward_start(rate: float) -> optax.GradientTransformation:
+  """Adds `rate * (params - start)` to the updates; start: params at init.
+
+  Place it between `scale_by_adam` and `scale_by_learning_rate`, where
+  `add_decayed_weights` sits in `optax.adamw`.
+  """
+  def init_fn(params):
+    return DecayTowardStartState(
+        start=jax.tree.map(lambda p: jnp.array(p, copy=True), params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("decay_toward_start needs the parameters")
+    updates = jax.tree.map(lambda u, p, s: u + rate * (p - s), updates,
+                           params, state.start)
+    return updates, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def detector_mask(params: Any) -> Any:
+  """True on the parameters of `DETECTOR_MODULES` (a tree like `params`)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[0], "key", None) in DETECTOR_MODULES,
+      params)
+
+
 def make_optimizer(config, labels: Mapping[str, str],
                    steps_per_epoch: int) -> optax.GradientTransformation:
   """The optimizer of the trainable subtree.
@@ -128,8 +176,15 @@ def make_optimizer(config, labels: Mapping[str, str],
   """
   schedules = learning_rate_schedules(config, steps_per_epoch)
   wd = float(config.optimizer.weight_decay)
-  groups = {name: optax.adamw(schedules[name], weight_decay=wd)
-            for name in GROUPS}
+  anchor = float(config.optimizer.pretrained_anchor)
+  def group(schedule):
+    if anchor <= 0:
+      return optax.adamw(schedule, weight_decay=wd)
+    return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(wd),
+                       optax.masked(decay_toward_start(anchor),
+                                    detector_mask),
+                       optax.scale_by_learning_rate(schedule))
+  groups = {name: group(schedules[name]) for name in GROUPS}
   chain = []
   if config.optimizer.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(config.optimizer.grad_clip_norm))
