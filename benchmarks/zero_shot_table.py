@@ -57,7 +57,8 @@ those whose fingerprint differs from the current code's:
 (workdirs `<split>_<clip>_NAME_seed<s>`), e.g. an ablation on the same
 benchmark. A variant whose overrides change the model (`--config.model.*`,
 e.g. `num_queries`) starts from a detector of that model, pretrained the same
-way into `<root>/detector_NAME/`. The printed table and `<root>/table.json` hold every finished run
+way into `<root>/detector_<field=value>/` and shared by the variants of that
+model. The printed table and `<root>/table.json` hold every finished run
 under `--root` (ki2hoi_jax/analysis/zero_shot_table.py: the evaluations of
 each model and the table). Spread is half the range over the seeds,
 (max - min) / 2.
@@ -276,21 +277,24 @@ def _ensure_clip(root: str, clip_checkpoint: Optional[str],
   return path
 
 
-def _ensure_detector(root: str, steps: int, tag: str = "",
+def _ensure_detector(root: str, steps: int,
                      overrides: Sequence[str] = ()) -> str:
   """The synthetic detector of every run under `root` ('' when `steps` is 0).
 
   Pretrained once (seed 0, the demo's corpus size) into `<root>/detector/`
   and shared by every split, CLIP and seed, as one public DETR-R50 serves
   every run of the paper (its corpus has no interaction labels, so no split
-  sees its unseen HOIs through it). A variant whose `overrides` change the
-  model (`--config.model.*`) gets a detector of that model, pretrained the
-  same way into `<root>/detector_<tag>/`.
+  sees its unseen HOIs through it). Variants whose `overrides` change the
+  model (`--config.model.*`) share a detector of that model, pretrained the
+  same way into `<root>/detector_<field=value>[_...]/` (e.g.
+  `detector_num_queries=16`).
   """
   if steps <= 0:
     return ""
-  model_overrides = [o for o in overrides if o.startswith("--config.model.")]
-  folder = f"detector_{tag}" if model_overrides else "detector"
+  model_overrides = sorted(o for o in overrides
+                           if o.startswith("--config.model."))
+  folder = "_".join(["detector"] + [o[len("--config.model."):]
+                                    for o in model_overrides])
   path = os.path.join(root, folder, "synthetic_detr.msgpack")
   figure = pretrain_detector.ap_path(path)  # Written last.
   config = files.load_config(
@@ -350,8 +354,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_integer(
       "detector_steps", 3000,
       "Synthetic detector pretraining steps (train/pretrain_detector.py), "
-      "one detector under <root>/detector/ for every run (a --tag whose "
-      "--overrides change the model: <root>/detector_<tag>/); 0 trains the "
+      "one detector under <root>/detector/ for every run (--overrides that "
+      "change the model: <root>/detector_<field=value>/); 0 trains the "
       "detector from scratch on the HOI labels.", flag_values=flag_values)
   flags.DEFINE_enum("verb_queries", "both",
                     ("both", "training_classes", "all_classes"),
@@ -394,8 +398,7 @@ def main(argv) -> int:
   splits = ["" if s == "full" else s for s in args.splits]
   os.makedirs(args.root, exist_ok=True)
   clip = _ensure_clip(args.root, args.clip_checkpoint, args.clip_steps)
-  detector = _ensure_detector(args.root, args.detector_steps, args.tag,
-                              args.overrides)
+  detector = _ensure_detector(args.root, args.detector_steps, args.overrides)
   rows = []
   for split in splits:
     for clip_kind in args.clips:

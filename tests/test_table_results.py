@@ -218,7 +218,7 @@ def test_unseen_false_positives_are_told_apart():
 
 
 def test_a_variant_that_changes_the_model_gets_its_own_detector(tmp_path):
-  """benchmarks/zero_shot_table.py: `<root>/detector_<tag>/` of that model."""
+  """benchmarks/zero_shot_table.py: `<root>/detector_<field=value>/`."""
   from ki2hoi_jax.config_lib import files  # pylint: disable=g-import-not-at-top
   from ki2hoi_jax.train import pretrain_detector  # pylint: disable=g-import-not-at-top
   repo = os.path.dirname(DEMO.rsplit(os.sep, 1)[0])
@@ -243,13 +243,12 @@ def test_a_variant_that_changes_the_model_gets_its_own_detector(tmp_path):
   shared = figure("detector", demo.model.num_queries)
   assert script._ensure_detector(str(tmp_path), 30) == shared
   # Overrides that leave the model alone share the detector.
-  assert script._ensure_detector(str(tmp_path), 30, "s3",
-                                 overrides[1:]) == shared
-  own = figure("detector_q16", 16)
-  assert script._ensure_detector(str(tmp_path), 30, "q16", overrides) == own
-  figure("detector_q16", demo.model.num_queries)  # Made for another model.
+  assert script._ensure_detector(str(tmp_path), 30, overrides[1:]) == shared
+  own = figure("detector_num_queries=16", 16)
+  assert script._ensure_detector(str(tmp_path), 30, overrides) == own
+  figure("detector_num_queries=16", demo.model.num_queries)  # Another model.
   with pytest.raises(ValueError, match="num_queries"):
-    script._ensure_detector(str(tmp_path), 30, "q16", overrides)
+    script._ensure_detector(str(tmp_path), 30, overrides)
   with pytest.raises(ValueError, match="steps 30"):
     script._ensure_detector(str(tmp_path), 40)
-  assert script._ensure_detector(str(tmp_path), 0, "q16", overrides) == ""
+  assert script._ensure_detector(str(tmp_path), 0, overrides) == ""
