@@ -40,14 +40,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ki2hoi_jax.models import instance_detector
+
 FROZEN = "frozen"
 BACKBONE = "backbone"
 DEFAULT = "default"
 CLIP = "clip"
 GROUPS = (DEFAULT, BACKBONE, CLIP)  # Trainable groups, one AdamW each.
-# Top-level modules a detector checkpoint initialises
-# (models/instance_detector.MODULES): what `pretrained_anchor` holds.
-DETECTOR_MODULES = ("backbone", "input_proj", "encoder", "instance_interactor")
+# Top-level modules a detector checkpoint initialises: what
+# `pretrained_anchor` holds.
+DETECTOR_MODULES = instance_detector.MODULES
 
 
 def normalise_label(label: str) -> str:
