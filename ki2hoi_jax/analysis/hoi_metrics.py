@@ -160,18 +160,17 @@ def _false_positive_kind(record: Mapping[str, Any], hoi: int,
   gt = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
   category = np.array([a["category_id"] for a in anns], np.int64)
   is_person = category == PERSON_CATEGORY
+  is_wanted = category == _object_coco_id(hoi)  # The HOI's object class.
   if np.any((boxes.iou_plus1(gt_pairs[:, :4], sub) >= 0.5)
             & (boxes.iou_plus1(gt_pairs[:, 4:], obj) >= 0.5)):
     return "duplicate"
   object_iou = np.where(is_person, 0.0, boxes.iou_plus1(gt, obj))
   if not np.any(object_iou >= 0.5):
-    wanted = category == _object_coco_id(hoi)
-    return ("loose object box" if np.any(object_iou[wanted] >= 0.1)
+    return ("loose object box" if np.any(object_iou[is_wanted] >= 0.1)
             else "object box elsewhere")
   humans = np.flatnonzero(is_person & (boxes.iou_plus1(gt, sub) >= 0.5))
   objects = np.flatnonzero(object_iou >= 0.5)
-  if not np.any(category[objects]
-                == _object_coco_id(hoi)):
+  if not np.any(is_wanted[objects]):
     return "object of another class"
   if not len(humans):
     return "human box off"
